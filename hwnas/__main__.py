@@ -1,0 +1,5 @@
+import sys
+
+from hwnas.cli import main
+
+sys.exit(main())

@@ -1,0 +1,29 @@
+"""Architecture -> ``nn.Module``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hwnas.nas.arch import Architecture
+from hwnas.nas.blocks import Classifier, make_block
+
+
+class ChildNet(nn.Module):
+    """A plain network built from an :class:`Architecture`: ``blocks`` then ``classifier``."""
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
+        self.arch = arch
+        self.blocks = nn.Sequential(
+            *(make_block(s.block.optype, s.cin, s.cout, s.block.s, s.block.e) for s in arch.shapes())
+        )
+        self.classifier = Classifier(arch.out_channels, arch.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.blocks(x))
+
+
+def build_model(arch: Architecture) -> ChildNet:
+    """Build the network ``arch`` describes, freshly initialized (PyTorch defaults)."""
+    return ChildNet(arch)
