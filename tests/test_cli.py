@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from hwnas.nas import Architecture, get_arch, get_space
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+def test_arch_show_f1_table_and_totals() -> None:
+    proc = run_cli("arch", "show", "FBNetV2-F1")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "ir_k5_e5.4566_c24_s2" in out and "(1600, 1, 1)" in out
+    assert "56.411" in out and "5999.4" in out  # totals: MFLOPs and params (K)
+    assert "r128 conv_k3_c8_s2_hs" in out
+
+
+def test_arch_show_reads_a_file_and_json_option(tmp_path: Path) -> None:
+    arch = get_space("cifar").sample(3)
+    path = tmp_path / "a.json"
+    arch.save(path)
+    proc = run_cli("arch", "show", str(path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert Architecture.from_dict(json.loads(proc.stdout)) == arch
+    proc = run_cli("arch", "show", str(path), "--resolution", "24")
+    assert proc.returncode == 0 and "@ 24 px" in proc.stdout
+
+
+def test_arch_sample_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "s.json"
+    proc = run_cli("arch", "sample", "tiny", "--seed", "5", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert Architecture.load(out) == get_space("tiny").sample(5)
+
+
+def test_space_show_and_list() -> None:
+    proc = run_cli("space", "show", "cifar")
+    assert proc.returncode == 0, proc.stderr
+    space = get_space("cifar")
+    assert f"{space.size():.3e}" in proc.stdout
+    assert f"distinct kernels: {len(space.kernels())}" in proc.stdout
+    proc = run_cli("space", "show", "tiny", "--kernels")
+    assert proc.stdout.split() == [k.key for k in get_space("tiny").kernels()]
+    proc = run_cli("space", "list")
+    assert all(name in proc.stdout for name in ("fbnetv2", "cifar", "tiny"))
+
+
+def test_space_show_yaml_is_a_loadable_template(tmp_path: Path) -> None:
+    proc = run_cli("space", "show", "fbnetv2", "--yaml")
+    path = tmp_path / "mine.yaml"
+    path.write_text(proc.stdout)
+    assert get_space(str(path)) == get_space("fbnetv2")
+
+
+ARCH_OK = {
+    "resolution": 32,
+    "num_classes": 10,
+    "blocks": [{"op": "conv_k3", "c": 16, "s": 2}, {"op": "ir_k3", "c": 16, "e": 3}],
+}
+
+
+@pytest.mark.parametrize(
+    ("blocks", "field", "allowed"),
+    [
+        ([{"op": "conv_k3", "c": 16}, {"op": "ir_k7", "c": 16, "e": 3}], "blocks[1].op", "ir_k{3,5}"),
+        ([{"op": "conv_k3", "c": -4}], "blocks[0].c", ">= 1"),
+        ([{"op": "conv_k3", "c": 16, "s": 4}], "blocks[0].s", "allowed: 1, 2"),
+        ([{"op": "ir_k3", "c": 16}], "blocks[0].e", "missing required field"),
+        ([{"op": "conv_k3", "c": 16.5}], "blocks[0].c", "expected an integer"),
+        ([{"c": 16}], "blocks[0].op", "missing required field"),
+    ],
+)
+def test_bad_architecture_file(tmp_path: Path, blocks: list, field: str, allowed: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({**ARCH_OK, "blocks": blocks}))
+    _assert_one_line_error(run_cli("arch", "show", str(path)), str(path), field, allowed)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "words"),
+    [
+        ("garbage.json", b"{not json", ["not valid JSON", "line 1"]),
+        ("garbage.yaml", b"blocks: [unclosed\n  - {", ["not valid JSON or YAML"]),
+        ("binary.yaml", bytes(range(256)), ["not UTF-8"]),
+        ("text.yaml", b"just some words\n", ["expected a mapping", "a string"]),
+        ("empty.json", b"", ["not valid JSON"]),
+    ],
+)
+def test_files_that_are_not_json_or_yaml(tmp_path: Path, name: str, content: bytes, words: list[str]) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    _assert_one_line_error(run_cli("arch", "show", str(path)), str(path), *words)
+    _assert_one_line_error(run_cli("space", "show", str(path)), str(path), *words)
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "allowed"),
+    [
+        ({"ops": ["ir_k3", "ir_k11"]}, "stages[1].ops[1]", "allowed"),
+        ({"channels": [16, -8]}, "stages[1].channels[1]", ">= 1"),
+        ({"stride": 5}, "stages[1].stride", "allowed: 1, 2"),
+        ({"depth": "3"}, "stages[1].depth", "expected an integer"),
+    ],
+)
+def test_bad_space_file(tmp_path: Path, change: dict, field: str, allowed: str) -> None:
+    import yaml
+
+    data = get_space("tiny").to_dict()
+    data["stages"][1].update(change)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    _assert_one_line_error(run_cli("space", "show", str(path)), str(path), field, allowed)
+
+
+def test_space_file_missing_field(tmp_path: Path) -> None:
+    import yaml
+
+    data = get_space("tiny").to_dict()
+    del data["stages"][2]["channels"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    _assert_one_line_error(run_cli("space", "show", str(path)), "stages[2].channels", "missing required field")
+
+
+def test_unknown_names_and_missing_files() -> None:
+    _assert_one_line_error(run_cli("arch", "show", "FBNetV9"), "FBNetV9", "FBNetV2-F1")
+    _assert_one_line_error(run_cli("space", "show", "imagenet"), "imagenet", "fbnetv2, cifar, tiny")
+    _assert_one_line_error(run_cli("arch", "show", "missing.json"), "missing.json", "no such file")
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "hwnas"
+    if not script.exists():
+        pytest.skip("the hwnas console script is not installed in this environment (pip install -e .)")
+    proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("hwnas ")
+    assert get_arch("FBNetV2-F1").name == "FBNetV2-F1"
