@@ -16,8 +16,12 @@ from hwnas.nas.kernels import arch_flops
 
 
 def main() -> None:
-    print(f"<!-- {date.today()} on {platform.processor() or platform.machine()}, python {platform.python_version()} -->")
-    print("| space | resolutions | layers | size | log10(size) | distinct kernels | by op | MFLOPs min-max | list time (s) |")
+    print(
+        f"<!-- {date.today()} on {platform.processor() or platform.machine()}, python {platform.python_version()} -->"
+    )
+    print(
+        "| space | resolutions | layers | size | log10(size) | distinct kernels | by op | MFLOPs min-max | list time (s) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in list_spaces():
         space = get_space(name)
