@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.errors import SpecError
+from hwnas.fileio import write_text_atomic
 from hwnas.nas.ops import OpType, format_number, mid_channels, parse_op
-from hwnas.nas.specfile import Fields, dump_json, read_mapping, write_text_atomic
+from hwnas.nas.specfile import Fields, dump_json, read_mapping
 
 ARCH_FORMAT = "hwnas.arch"
 ARCH_VERSION = 1

@@ -1,6 +1,7 @@
 """PyTorch modules for the block vocabulary of :mod:`hwnas.nas.ops`.
 
-The structure follows mobile-vision's FBNetV2 blocks (written from their description, not copied):
+Built from :mod:`hwnas.layers`. The structure follows mobile-vision's FBNetV2 blocks (written from
+their description, not copied):
 conv layers have no bias and are followed by BatchNorm; SE is avgpool -> 1x1 conv (bias) -> the
 block's activation -> 1x1 conv (bias) -> gate, multiplied into the depthwise output; the
 ``ir_pool`` head's last 1x1 conv has no BatchNorm but keeps its activation.
@@ -11,40 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hwnas.nas.ops import Act, Gate, OpType, mid_channels, se_channels
-
-
-def activation(act: Act | None) -> nn.Module:
-    if act is None:
-        return nn.Identity()
-    return nn.Hardswish() if act == "hswish" else nn.ReLU()
-
-
-class ConvBNAct(nn.Sequential):
-    """conv (no bias) -> BatchNorm -> activation (``act=None``: none)."""
-
-    def __init__(self, cin: int, cout: int, k: int = 1, s: int = 1, groups: int = 1, act: Act | None = "relu") -> None:
-        super().__init__(
-            nn.Conv2d(cin, cout, k, s, padding=k // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(cout),
-            activation(act),
-        )
-
-
-class SqueezeExcite(nn.Module):
-    """x * gate(conv(act(conv(avgpool(x))))), bottleneck width :func:`se_channels`."""
-
-    def __init__(self, channels: int, act: Act, gate: Gate) -> None:
-        super().__init__()
-        mid = se_channels(channels)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.reduce = nn.Conv2d(channels, mid, 1)
-        self.act = activation(act)
-        self.expand = nn.Conv2d(mid, channels, 1)
-        self.gate = nn.Hardsigmoid() if gate == "hsigmoid" else nn.Sigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
+from hwnas.layers import ConvBNAct, SqueezeExcite, activation
+from hwnas.nas.ops import Act, OpType, mid_channels, se_channels
 
 
 class InvertedResidual(nn.Module):
@@ -55,7 +24,7 @@ class InvertedResidual(nn.Module):
         mid = mid_channels(cin, expansion)
         self.pw = ConvBNAct(cin, mid, 1, act=op.act) if mid != cin else nn.Identity()
         self.dw = ConvBNAct(mid, mid, op.k, stride, groups=mid, act=op.act)
-        self.se = SqueezeExcite(mid, op.act, op.gate) if op.gate else nn.Identity()
+        self.se = SqueezeExcite(mid, se_channels(mid), op.act, op.gate) if op.gate else nn.Identity()
         self.pwl = ConvBNAct(mid, cout, 1, act=None)
         self.residual = cin == cout and stride == 1
 
