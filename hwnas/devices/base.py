@@ -1,0 +1,193 @@
+"""The device interface: load a model artifact, time it, say what the device is.
+
+Timing method (DESIGN.md, "Latency LUT"): warm up by count *and* time, then time single runs
+with ``perf_counter_ns`` until both a minimum count and a minimum time are reached (capped by a
+maximum time), and summarize as median, p10, p90, mean, std and n. Optionally pin the process
+to CPU cores while timing.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+from hwnas.errors import HwnasError
+
+
+class DeviceError(HwnasError):
+    """A device that can't be used here, or a model it can't run."""
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """How long to warm up and to time one model (one round).
+
+    Warm-up runs until ``warmup_runs`` runs *and* ``warmup_s`` seconds are done. Timing runs until
+    ``min_runs`` runs *and* ``min_time_s`` seconds are done, but stops after ``max_time_s``
+    seconds once 3 runs are in (a very slow model), or at ``max_runs``.
+    """
+
+    warmup_runs: int = 5
+    warmup_s: float = 0.03
+    min_runs: int = 20
+    min_time_s: float = 0.1
+    max_time_s: float = 10.0
+    max_runs: int = 100_000
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Latency statistics of one timed series, in milliseconds, plus bookkeeping."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    std_ms: float
+    n: int
+    warmup_n: int
+    busy_s: float  # wall time spent inside warm-up and timed runs
+
+    @classmethod
+    def from_samples(cls, samples_ns: list[int], warmup_n: int, busy_s: float) -> Stats:
+        if not samples_ns:
+            raise ValueError("no timed runs")
+        ms = sorted(x / 1e6 for x in samples_ns)
+        q = statistics.quantiles(ms, n=10, method="inclusive") if len(ms) > 1 else [ms[0]] * 9
+        return cls(
+            median_ms=statistics.median(ms),
+            p10_ms=q[0],
+            p90_ms=q[-1],
+            mean_ms=statistics.fmean(ms),
+            std_ms=statistics.pstdev(ms) if len(ms) > 1 else 0.0,
+            n=len(ms),
+            warmup_n=warmup_n,
+            busy_s=busy_s,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def time_calls(run: Callable[[], object], cfg: TimingConfig) -> Stats:
+    """Warm up, then time ``run()`` one call at a time (see :class:`TimingConfig`)."""
+    clock = time.perf_counter_ns
+    start = clock()
+    warm = 0
+    while warm < cfg.warmup_runs or clock() - start < cfg.warmup_s * 1e9:
+        run()
+        warm += 1
+    samples: list[int] = []
+    t0 = clock()
+    while True:
+        a = clock()
+        run()
+        b = clock()
+        samples.append(b - a)
+        elapsed = b - t0
+        n = len(samples)
+        if n >= cfg.min_runs and elapsed >= cfg.min_time_s * 1e9:
+            break
+        if n >= cfg.max_runs or (n >= 3 and elapsed >= cfg.max_time_s * 1e9):
+            break
+    return Stats.from_samples(samples, warm, (clock() - start) / 1e9)
+
+
+@contextmanager
+def pinned(cores: tuple[int, ...] | None) -> Iterator[None]:
+    """Pin this process to ``cores`` for the duration (Linux); no-op when ``cores`` is None."""
+    if not cores or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, set(cores))
+    except OSError as exc:
+        raise DeviceError(f"cannot pin to CPU cores {cores}: {exc}; this machine has cores {sorted(before)}") from None
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+class Runner(ABC):
+    """A model loaded on a device with its input buffers ready; ``run()`` is one inference."""
+
+    input_shapes: list[tuple[int, ...]]
+
+    @abstractmethod
+    def run(self) -> object: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+@dataclass(frozen=True)
+class Param:
+    """One ``key=value`` parameter of a device spec."""
+
+    type: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] = ()
+
+
+class Device(ABC):
+    """A place where models run and are timed. Subclasses set ``kind``, ``format`` and ``params``.
+
+    ``format`` is the artifact the device loads: ``"onnx"`` or ``"tflite"`` bytes, or ``"torch"``
+    (an ``nn.Module``).
+    """
+
+    kind: ClassVar[str]
+    format: ClassVar[str]
+    summary: ClassVar[str]
+    params: ClassVar[dict[str, Param]] = {}
+    positional: ClassVar[str | None] = None  # a bare value in the spec sets this param
+
+    def __init__(self, **options: Any) -> None:
+        self.options = {name: options.get(name, p.default) for name, p in self.params.items()}
+
+    # --- identity -----------------------------------------------------------------------
+    @property
+    def spec(self) -> str:
+        """The canonical spec string, every parameter spelled out."""
+        items = ",".join(f"{k}={_fmt(v)}" for k, v in self.options.items() if v is not None)
+        return f"{self.kind}:{items}" if items else self.kind
+
+    @classmethod
+    @abstractmethod
+    def availability(cls) -> str | None:
+        """None when usable here, else why not and what to install."""
+
+    @abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """What the device is: kind, runtime and version, threads, precision, batch, hardware..."""
+
+    # --- running ------------------------------------------------------------------------
+    @abstractmethod
+    def load(self, artifact: Any, input_shape: tuple[int, ...] | None = None) -> Runner:
+        """Load a model artifact of this device's ``format``; inputs are filled with random data."""
+
+    def measure(self, runner: Runner, timing: TimingConfig | None = None) -> Stats:
+        """Time a loaded model with the method of :func:`time_calls`."""
+        with pinned(self.options.get("pin")):
+            return time_calls(runner.run, timing or TimingConfig())
+
+    @property
+    def batch(self) -> int:
+        return int(self.options.get("batch", 1))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, tuple):
+        return "+".join(map(str, v))
+    return str(v)
