@@ -1,0 +1,72 @@
+"""On-disk cache of converted one-kernel models, so a re-run never converts a kernel twice.
+
+Location: ``$HWNAS_CACHE``, else ``$XDG_CACHE_HOME/hwnas``, else ``~/.cache/hwnas``. Entries are
+keyed by format, converter version, batch and kernel key; files are written atomically.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hwnas.fileio import write_bytes_atomic
+from hwnas.latency.kernels import Kernel
+
+
+def cache_root() -> Path:
+    if os.environ.get("HWNAS_CACHE"):
+        return Path(os.environ["HWNAS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hwnas"
+
+
+def _converter_version(fmt: str) -> str:
+    dist = {"onnx": "torch", "tflite": "litert-torch"}[fmt]
+    try:
+        return f"{dist}-{importlib.metadata.version(dist)}"
+    except importlib.metadata.PackageNotFoundError:
+        return f"{dist}-none"
+
+
+class ArtifactCache:
+    """Converted kernel models of one format and batch size."""
+
+    def __init__(self, fmt: str, batch: int = 1, root: Path | None = None) -> None:
+        self.fmt = fmt
+        self.dir = (root or cache_root()) / f"kernels-{fmt}-{_converter_version(fmt)}-b{batch}"
+        self.batch = batch
+
+    def path(self, key: str) -> Path:
+        return self.dir / f"{key}.{self.fmt}"
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put(self, key: str, data: bytes) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(self.path(key), data)
+
+    def missing(self, kernels: Sequence[Kernel]) -> list[Kernel]:
+        return [k for k in kernels if not self.path(k.key).is_file()]
+
+    def ensure(
+        self,
+        kernels: Sequence[Kernel],
+        build: Callable[[Sequence[Kernel], int], list[bytes]],
+        chunk: int = 48,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> int:
+        """Convert and store every kernel not cached yet, ``chunk`` at a time; returns how many."""
+        todo = self.missing(kernels)
+        for i in range(0, len(todo), chunk):
+            part = todo[i : i + chunk]
+            for k, data in zip(part, build(part, self.batch), strict=True):
+                self.put(k.key, data)
+            if on_chunk:
+                on_chunk(len(part))
+        return len(todo)

@@ -1,0 +1,103 @@
+"""One-kernel models: each LUT entry is timed as a tiny network that runs exactly that kernel.
+
+The modules come from :mod:`hwnas.layers`, the same layers the child networks are built from, so
+a runtime fuses and executes them the same way (conv + BN + activation as one conv, etc.).
+Artifacts per device format: the module itself (``torch``), ONNX bytes (``onnx``, through the
+TorchScript-based ``torch.onnx.export``: ~5 ms a kernel) or TFLite bytes (``tflite``, through
+litert-torch in batches, see :mod:`hwnas.latency.tflite_batch`). TFLite kernel models take NHWC
+input (as a mobile app feeds them), so no layout transposes are timed at their boundaries.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+import zlib
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from hwnas.latency.kernels import Kernel
+from hwnas.layers import ConvBNAct, SqueezeExcite
+
+ONNX_OPSET = 17
+
+
+class AddKernel(nn.Module):
+    """A residual add: the input plus a second tensor of the same shape."""
+
+    other: torch.Tensor
+
+    def __init__(self, c: int, h: int, w: int) -> None:
+        super().__init__()
+        self.register_buffer("other", torch.randn(1, c, h, w))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.other
+
+
+def kernel_module(kernel: Kernel) -> nn.Module:
+    """The module that runs ``kernel``: eval mode, random weights and BN statistics, seeded by the
+    key, so the same kernel always gets the same module (reproducible, and checkable against its
+    converted forms)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(zlib.crc32(kernel.key.encode()))
+        return _build(kernel)
+
+
+def _build(k: Kernel) -> nn.Module:
+    module: nn.Module
+    if k.op == "conv":
+        module = ConvBNAct(k.cin, k.cout, k.k, k.s, act=k.act)
+    elif k.op == "dwconv":
+        module = ConvBNAct(k.cin, k.cin, k.k, k.s, groups=k.cin, act=k.act)
+    elif k.op == "se":
+        module = SqueezeExcite(k.cin, k.cout, k.act, k.gate)
+    elif k.op == "add":
+        module = AddKernel(k.cin, k.h, k.w)
+    elif k.op == "gap":
+        module = nn.AdaptiveAvgPool2d(1)
+    else:
+        module = nn.Linear(k.cin, k.cout)
+    for m in module.modules():  # non-trivial BN statistics, so nothing folds to a constant
+        if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None and m.running_var is not None:
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return module.eval()
+
+
+def kernel_input_shape(kernel: Kernel, batch: int = 1) -> tuple[int, ...]:
+    """NCHW input shape of the kernel's model (``(batch, cin)`` for linear)."""
+    if kernel.op == "linear":
+        return (batch, kernel.cin)
+    return (batch, kernel.cin, kernel.h, kernel.w)
+
+
+def to_onnx(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
+    """Export a module to ONNX bytes (opset 17, input ``x``, output ``y``)."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (torch.randn(input_shape),), buf,  # type: ignore[arg-type]  # BytesIO works at run time
+            dynamo=False, opset_version=ONNX_OPSET,
+            input_names=["x"], output_names=["y"], do_constant_folding=True,
+        )  # fmt: skip
+    return buf.getvalue()
+
+
+def onnx_artifacts(kernels: Sequence[Kernel], batch: int = 1) -> list[bytes]:
+    return [to_onnx(kernel_module(k), kernel_input_shape(k, batch)) for k in kernels]
+
+
+def tflite_artifacts(kernels: Sequence[Kernel], batch: int = 1) -> list[bytes]:
+    from hwnas.latency.tflite_batch import convert_batch
+
+    return convert_batch([(kernel_module(k), kernel_input_shape(k, batch)) for k in kernels])
+
+
+ARTIFACT_BUILDERS: dict[str, Callable[[Sequence[Kernel], int], list[bytes]]] = {
+    "onnx": onnx_artifacts,
+    "tflite": tflite_artifacts,
+}

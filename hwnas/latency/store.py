@@ -1,0 +1,205 @@
+"""The LUT file: SQLite in WAL mode, one row per measurement, committed as it is taken.
+
+A killed profile loses at most the measurement in flight, and a re-run skips every
+``(key, round)`` already stored. Several processes may write one file (SQLite serializes them).
+
+Schema (version 1)::
+
+    meta(name TEXT PRIMARY KEY, value TEXT)            -- format, schema_version, fingerprint, device, ...
+    measurements(key TEXT, round INTEGER, median_ms, p10_ms, p90_ms, mean_ms, std_ms, n, warmup_n,
+                 busy_s, measured_at, PRIMARY KEY (key, round))
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from hwnas.devices.base import Stats
+from hwnas.errors import HwnasError
+
+LUT_FORMAT = "hwnas.lut"
+SCHEMA_VERSION = 1
+# Fingerprint fields that do not change what is measured.
+_NOT_IDENTITY = {"hwnas_version", "os", "cpu_governor"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS measurements (
+    key TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    median_ms REAL NOT NULL, p10_ms REAL NOT NULL, p90_ms REAL NOT NULL,
+    mean_ms REAL NOT NULL, std_ms REAL NOT NULL,
+    n INTEGER NOT NULL, warmup_n INTEGER NOT NULL, busy_s REAL NOT NULL,
+    measured_at REAL NOT NULL,
+    PRIMARY KEY (key, round)
+);
+"""
+STAT_COLUMNS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "n", "warmup_n", "busy_s")
+
+
+class LutError(HwnasError):
+    """A LUT file that is missing, corrupt, of another kind, or from another device."""
+
+
+def identity(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The fingerprint fields that must agree for a LUT to describe a device."""
+    return {k: v for k, v in fingerprint.items() if k not in _NOT_IDENTITY}
+
+
+def fingerprint_mismatch(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable differences ``field: stored vs current`` between two identities."""
+    a, b = identity(stored), identity(current)
+    return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+class LutStore:
+    """An open LUT file. Use :meth:`create_or_open` to write, :meth:`open` to read."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+
+    # --- opening ------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path) -> LutStore:
+        """Open an existing LUT; a missing, corrupt or foreign file raises :class:`LutError`."""
+        p = Path(path)
+        if not p.is_file():
+            raise LutError(f"{p}: no such LUT file; create one with 'hwnas profile --space S --device D --out {p}'")
+        conn = cls._connect(p)
+        store = cls(p, conn)
+        store._check()
+        return store
+
+    @classmethod
+    def create_or_open(
+        cls, path: str | Path, fingerprint: dict[str, Any], device: str, force: bool = False
+    ) -> LutStore:
+        """Open ``path`` for writing measurements of ``device``, creating it when it does not exist.
+
+        An existing LUT must come from the same device (same identity fingerprint) unless ``force``.
+        """
+        p = Path(path)
+        if p.exists():
+            store = cls.open(p)
+            diff = fingerprint_mismatch(store.fingerprint, fingerprint)
+            if diff and not force:
+                store.close()
+                raise LutError(
+                    f"{p} was measured on another device ({'; '.join(diff)}); "
+                    "use another --out file, or --force to add to it anyway"
+                )
+            store.conn.execute("PRAGMA journal_mode=WAL")
+            return store
+        if not p.parent.exists():
+            raise LutError(f"{p}: the folder {p.parent} does not exist")
+        conn = cls._connect(p)
+        conn.execute("PRAGMA journal_mode=WAL")
+        with conn:
+            conn.executescript(_SCHEMA)
+            conn.executemany(
+                "INSERT INTO meta(name, value) VALUES (?, ?)",
+                [
+                    ("format", LUT_FORMAT),
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("fingerprint", json.dumps(fingerprint, sort_keys=True)),
+                    ("device", device),
+                    ("created_at", str(time.time())),
+                ],
+            )
+        return cls(p, conn)
+
+    @staticmethod
+    def _connect(p: Path) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(p, timeout=30.0)
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise LutError(f"{p}: not a LUT file, or a corrupt one ({exc})") from None
+        return conn
+
+    def _check(self) -> None:
+        try:
+            rows = dict(self.conn.execute("SELECT name, value FROM meta").fetchall())
+            self.conn.execute("SELECT key FROM measurements LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise LutError(f"{self.path}: not a LUT file, or a corrupt one ({exc})") from None
+        if rows.get("format") != LUT_FORMAT:
+            self.close()
+            raise LutError(f"{self.path}: an SQLite file, but not an hwnas LUT")
+        version = int(rows.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            self.close()
+            raise LutError(
+                f"{self.path}: LUT schema {version} is newer than this hwnas reads ({SCHEMA_VERSION}); upgrade hwnas"
+            )
+        self.meta = rows
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> LutStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- metadata -----------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return dict(json.loads(self._meta("fingerprint")))
+
+    @property
+    def device(self) -> str:
+        return self._meta("device")
+
+    def _meta(self, name: str) -> str:
+        row = self.conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise LutError(f"{self.path}: the LUT has no {name!r} entry (damaged file)")
+        return str(row[0])
+
+    def set_meta(self, name: str, value: Any) -> None:
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", (name, text))
+
+    def get_meta(self, name: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return default
+        try:
+            return json.loads(row[0])
+        except json.JSONDecodeError:
+            return row[0]
+
+    # --- measurements ---------------------------------------------------------------------
+    def add(self, key: str, round_: int, stats: Stats) -> bool:
+        """Store one measurement and commit it; False if ``(key, round)`` was already there."""
+        values = [getattr(stats, c) for c in STAT_COLUMNS]
+        with self.conn:
+            cur = self.conn.execute(
+                f"INSERT OR IGNORE INTO measurements(key, round, {', '.join(STAT_COLUMNS)}, measured_at) "
+                f"VALUES (?, ?, {', '.join('?' * len(STAT_COLUMNS))}, ?)",
+                (key, round_, *values, time.time()),
+            )
+        return cur.rowcount == 1
+
+    def done(self) -> set[tuple[str, int]]:
+        """Every ``(key, round)`` already measured."""
+        return {(k, r) for k, r in self.conn.execute("SELECT key, round FROM measurements")}
+
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        cols = ", ".join(("key", "round", *STAT_COLUMNS, "measured_at"))
+        yield from self.conn.execute(f"SELECT {cols} FROM measurements ORDER BY key, round")
+
+    def count(self) -> int:
+        with closing(self.conn.execute("SELECT COUNT(*) FROM measurements")) as cur:
+            return int(cur.fetchone()[0])

@@ -1,0 +1,105 @@
+"""Reading a LUT: per-kernel latency (the median over rounds) as a DataFrame and a lookup."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hwnas.errors import HwnasError
+from hwnas.latency.kernels import Kernel
+from hwnas.latency.store import STAT_COLUMNS, LutError, LutStore, fingerprint_mismatch
+
+
+class MissingKernelsError(HwnasError):
+    """Keys asked of a LUT that it does not hold; ``missing`` lists them all."""
+
+    def __init__(self, path: Path, missing: list[str]) -> None:
+        self.missing = missing
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        super().__init__(f"{path} lacks {len(missing)} kernel(s): {shown}; profile them into it with 'hwnas profile'")
+
+
+class LatencyTable:
+    """A loaded LUT. ``df`` has one row per kernel; ``latency_ms`` is the median across rounds."""
+
+    def __init__(
+        self, path: Path, meta: dict[str, Any], fingerprint: dict[str, Any], measurements: pd.DataFrame
+    ) -> None:
+        self.path = path
+        self.meta = meta
+        self.fingerprint = fingerprint
+        self.measurements = measurements
+        self.df = self._per_kernel(measurements)
+        self._latency: dict[str, float] = dict(zip(self.df["key"], self.df["latency_ms"], strict=True))
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        with LutStore.open(path) as store:
+            rows = list(store.rows())
+            meta = dict(store.meta)
+            fingerprint = store.fingerprint
+        cols = ["key", "round", *STAT_COLUMNS, "measured_at"]
+        return cls(Path(path), meta, fingerprint, pd.DataFrame(rows, columns=cols))
+
+    @staticmethod
+    def _per_kernel(m: pd.DataFrame) -> pd.DataFrame:
+        cols = ["key", "op", "latency_ms", "rounds", "round_spread", "p10_ms", "p90_ms", "n", "flops",
+                "cin", "cout", "k", "s", "h", "w", "act", "gate"]  # fmt: skip
+        if m.empty:
+            return pd.DataFrame(columns=cols)
+        g = m.groupby("key", sort=True)
+        df = pd.DataFrame(
+            {
+                "latency_ms": g["median_ms"].median(),
+                "rounds": g["round"].count(),
+                "round_spread": (g["median_ms"].max() - g["median_ms"].min()) / g["median_ms"].median(),
+                "p10_ms": g["p10_ms"].median(),
+                "p90_ms": g["p90_ms"].median(),
+                "n": g["n"].sum(),
+            }
+        ).reset_index()
+        fields = pd.DataFrame([asdict(Kernel.from_key(k)) for k in df["key"]])
+        fields["flops"] = [Kernel.from_key(k).flops for k in df["key"]]
+        return pd.concat([df, fields], axis=1)[cols]
+
+    # --- lookups --------------------------------------------------------------------------
+    def __contains__(self, key: object) -> bool:
+        return key in self._latency
+
+    def __len__(self) -> int:
+        return len(self._latency)
+
+    def missing(self, keys: Iterable[str | Kernel]) -> list[str]:
+        wanted = dict.fromkeys(k.key if isinstance(k, Kernel) else k for k in keys)
+        return [k for k in wanted if k not in self._latency]
+
+    def require(self, keys: Iterable[str | Kernel]) -> None:
+        """Raise :class:`MissingKernelsError` naming every key not in the table."""
+        missing = self.missing(keys)
+        if missing:
+            raise MissingKernelsError(self.path, missing)
+
+    def lookup(self, key: str | Kernel) -> float:
+        """Latency of one kernel in ms."""
+        k = key.key if isinstance(key, Kernel) else key
+        try:
+            return self._latency[k]
+        except KeyError:
+            raise MissingKernelsError(self.path, [k]) from None
+
+    def lookup_many(self, keys: Iterable[str | Kernel]) -> list[float]:
+        keys = list(keys)
+        self.require(keys)
+        return [self.lookup(k) for k in keys]
+
+    def check_device(self, fingerprint: dict[str, Any], force: bool = False) -> None:
+        """Refuse a device other than the one the LUT was measured on, unless ``force``."""
+        diff = fingerprint_mismatch(self.fingerprint, fingerprint)
+        if diff and not force:
+            raise LutError(
+                f"{self.path} was measured on another device ({'; '.join(diff)}); pass --force to use it anyway"
+            )
