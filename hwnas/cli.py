@@ -10,6 +10,7 @@ import math
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -17,7 +18,10 @@ from rich.table import Table
 from hwnas import __version__
 from hwnas.errors import HwnasError
 
-console = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=False)
+if TYPE_CHECKING:
+    from hwnas.devices import TimingConfig
+
+console = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
 
 
 def _mega(x: float) -> str:
@@ -152,6 +156,180 @@ def cmd_space_show(args: argparse.Namespace) -> None:
     console.print(f"FLOPs: smallest {_mega(arch_flops(small))} M, largest {_mega(arch_flops(large))} M")
 
 
+# --- devices, profile, lut, bench ------------------------------------------------------------
+def cmd_devices(args: argparse.Namespace) -> None:
+    from hwnas.devices import DEVICE_KINDS
+
+    t = Table("device", "usable here", "runs", "parameters (defaults)", title="devices")
+    for kind, cls in DEVICE_KINDS.items():
+        why = cls.availability()
+        params = ", ".join(f"{n}={_show_default(p.default)}" for n, p in cls.params.items())
+        t.add_row(kind, "yes" if why is None else f"no: {why}", cls.format, params)
+    console.print(t)
+    console.print("A spec sets parameters after a colon, e.g. ort-cpu:threads=1 or tflite-cpu:threads=4,xnnpack=0.")
+
+
+def _show_default(v: object) -> str:
+    return "-" if v is None else ("1" if v is True else "0" if v is False else str(v))
+
+
+def _timing(args: argparse.Namespace) -> TimingConfig:
+    from hwnas.devices import TimingConfig
+
+    return TimingConfig(
+        warmup_runs=args.warmup_runs, warmup_s=args.warmup_ms / 1e3, min_runs=args.min_runs,
+        min_time_s=args.min_time_ms / 1e3, max_time_s=args.max_time_s,
+    )  # fmt: skip
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from hwnas.devices import open_device
+    from hwnas.latency.profiler import profile
+    from hwnas.latency.store import LutStore
+    from hwnas.nas import get_space
+
+    space = get_space(args.space)
+    device = open_device(args.device)
+    kernels = space.kernels()
+    with LutStore.create_or_open(args.out, device.fingerprint(), device.spec, force=args.force) as store:
+        spaces = set(store.get_meta("spaces", []))
+        store.set_meta("spaces", sorted(spaces | {space.name}))
+        before = store.count()
+        try:
+            report = profile(kernels, device, store, rounds=args.rounds, timing=_timing(args), seed=args.seed,
+                             progress=not args.no_progress)  # fmt: skip
+        except KeyboardInterrupt:
+            saved = store.count()
+            print(
+                f"hwnas: interrupted; {saved} measurements are saved in {args.out} ({saved - before} from this run); "
+                "run the same command again to resume",
+                file=sys.stderr,
+            )
+            return 130
+        store.set_meta(
+            "last_profile", {**report.__dict__, "space": space.name, "overhead_ratio": report.overhead_ratio}
+        )
+    console.print(
+        f"{args.out}: {report.kernels} kernels x {args.rounds} rounds on {device.spec}; measured {report.measured}, "
+        f"already there {report.skipped}; converted {report.converted} models in {report.convert_s:.1f} s"
+    )
+    if report.measured:
+        console.print(
+            f"wall {report.wall_s:.1f} s, measuring {report.busy_s:.1f} s, overhead ratio {report.overhead_ratio:.2f}"
+        )
+    return 0
+
+
+def cmd_lut_show(args: argparse.Namespace) -> None:
+    from hwnas.latency.table import LatencyTable
+
+    table = LatencyTable.load(args.file)
+    df = table.df
+    fp = table.fingerprint
+    console.print(f"[bold]{args.file}[/bold]: {len(df)} kernels, {len(table.measurements)} measurements")
+    console.print(f"device: {table.meta.get('device')}")
+    console.print("fingerprint: " + ", ".join(f"{k}={v}" for k, v in sorted(fp.items())), soft_wrap=True)
+    if df.empty:
+        return
+    console.print(
+        f"total of all kernels {df['latency_ms'].sum():.3f} ms; median kernel {df['latency_ms'].median() * 1e3:.1f} us; "
+        f"median spread across rounds {df['round_spread'].median() * 100:.1f}%"
+    )
+    by_op = df.groupby("op")["latency_ms"].agg(["count", "sum", "median"])
+    t = Table("op", "kernels", "sum (ms)", "median (us)", title="by kernel type")
+    for op, row in by_op.iterrows():
+        t.add_row(str(op), str(int(row["count"])), f"{row['sum']:.3f}", f"{row['median'] * 1e3:.1f}")
+    console.print(t)
+    t = Table("key", "latency (ms)", "p10", "p90", "rounds", "MFLOPs", title=f"slowest {args.top} kernels")
+    for _, row in df.nlargest(args.top, "latency_ms").iterrows():
+        t.add_row(row["key"], f"{row['latency_ms']:.4f}", f"{row['p10_ms']:.4f}", f"{row['p90_ms']:.4f}",
+                  str(row["rounds"]), f"{row['flops'] / 1e6:.3f}")  # fmt: skip
+    console.print(t)
+
+
+def cmd_lut_export(args: argparse.Namespace) -> None:
+    from hwnas.fileio import write_bytes_atomic
+    from hwnas.latency.table import LatencyTable
+
+    table = LatencyTable.load(args.file)
+    df = table.measurements if args.raw else table.df
+    if args.csv:
+        write_bytes_atomic(args.csv, df.to_csv(index=False).encode())
+        out = args.csv
+    else:
+        try:
+            data = df.to_parquet(index=False)
+        except ImportError:
+            raise HwnasError("Parquet export needs pyarrow: pip install pyarrow") from None
+        write_bytes_atomic(args.parquet, data)
+        out = args.parquet
+    console.print(f"wrote {out}: {len(df)} rows")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from hwnas.devices import DeviceError, open_device
+
+    device = open_device(args.device)
+    path = Path(args.model)
+    fmt = {".onnx": "onnx", ".tflite": "tflite"}.get(path.suffix.lower())
+    if fmt is None:
+        raise HwnasError(f"{path}: expected a .onnx or .tflite file")
+    if fmt != device.format:
+        raise HwnasError(f"{path}: {device.kind} runs {device.format} models, not {fmt}; pick a device that runs {fmt}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HwnasError(f"{path}: cannot read the model ({exc.strerror})") from None
+    runner = device.load(data)
+    timing = _timing(args)
+    stats = [device.measure(runner, timing) for _ in range(args.rounds)]
+    runner.close()
+    if not stats:
+        raise DeviceError("nothing measured: --rounds must be >= 1")
+    medians = sorted(s.median_ms for s in stats)
+    result = {
+        "model": str(path), "device": device.spec, "fingerprint": device.fingerprint(),
+        "input_shapes": [list(s) for s in runner.input_shapes],
+        "median_ms": medians[len(medians) // 2], "rounds": [s.to_dict() for s in stats],
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    t = Table(
+        "round",
+        "median (ms)",
+        "p10",
+        "p90",
+        "mean",
+        "std",
+        "runs",
+        "warm-up runs",
+        title=f"{path.name} on {device.spec}",
+    )
+    for i, s in enumerate(stats):
+        t.add_row(str(i), f"{s.median_ms:.4f}", f"{s.p10_ms:.4f}", f"{s.p90_ms:.4f}", f"{s.mean_ms:.4f}",
+                  f"{s.std_ms:.4f}", str(s.n), str(s.warmup_n))  # fmt: skip
+    console.print(t)
+    console.print(f"median over rounds: {result['median_ms']:.4f} ms")
+
+
+def _add_timing_args(p: argparse.ArgumentParser, min_time_ms: float) -> None:
+    g = p.add_argument_group("timing (per model, per round)")
+    g.add_argument("--warmup-runs", type=int, default=5, help="at least this many warm-up runs (default 5)")
+    g.add_argument("--warmup-ms", type=float, default=30.0, help="and at least this long warming up (default 30)")
+    g.add_argument("--min-runs", type=int, default=20, help="at least this many timed runs (default 20)")
+    g.add_argument(
+        "--min-time-ms",
+        type=float,
+        default=min_time_ms,
+        help=f"and at least this long timing (default {min_time_ms:g})",
+    )
+    g.add_argument("--max-time-s", type=float, default=10.0, help="stop a slow model after this long (default 10)")
+
+
 # --- parser -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -189,19 +367,68 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--yaml", action="store_true", help="print the space as YAML (a template for your own)")
     g.add_argument("--kernels", action="store_true", help="print every distinct kernel key, one per line")
     s.set_defaults(func=cmd_space_show)
+
+    d = sub.add_parser("devices", help="which devices are usable here, and their parameters")
+    d.set_defaults(func=cmd_devices)
+
+    pr = sub.add_parser("profile", help="time every kernel of a search space on a device into a LUT")
+    pr.add_argument("--space", required=True, metavar="NAME|FILE", help="search space (preset name or YAML/JSON file)")
+    pr.add_argument(
+        "--device", required=True, metavar="SPEC", help="device spec, e.g. ort-cpu:threads=1 (see 'hwnas devices')"
+    )
+    pr.add_argument("--out", required=True, metavar="FILE", help="the LUT file; an existing one is resumed or extended")
+    pr.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="shuffled passes over the kernels; a kernel's latency is the median (default 3)",
+    )
+    pr.add_argument("--seed", type=int, default=0, help="seed of the shuffles")
+    pr.add_argument("--force", action="store_true", help="add to a LUT measured on another device")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_timing_args(pr, 100.0)
+    pr.set_defaults(func=cmd_profile)
+
+    lut = sub.add_parser("lut", help="inspect and export LUT files").add_subparsers(
+        dest="sub", required=True, metavar="SUBCOMMAND"
+    )
+    ls = lut.add_parser("show", help="summary and the slowest kernels")
+    ls.add_argument("file", metavar="FILE")
+    ls.add_argument("--top", type=int, default=15, help="how many of the slowest kernels to list")
+    ls.set_defaults(func=cmd_lut_show)
+    le = lut.add_parser("export", help="per-kernel table (or raw measurements) as CSV or Parquet")
+    le.add_argument("file", metavar="FILE")
+    g = le.add_mutually_exclusive_group(required=True)
+    g.add_argument("--csv", metavar="OUT")
+    g.add_argument("--parquet", metavar="OUT")
+    le.add_argument(
+        "--raw", action="store_true", help="every measurement (key, round, stats) instead of one row per kernel"
+    )
+    le.set_defaults(func=cmd_lut_export)
+
+    b = sub.add_parser("bench", help="time a whole .onnx or .tflite model file on a device")
+    b.add_argument("model", metavar="MODEL.onnx|MODEL.tflite")
+    b.add_argument("--device", required=True, metavar="SPEC")
+    b.add_argument("--rounds", type=int, default=3, help="timed series; the result is the median of their medians")
+    b.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_timing_args(b, 1000.0)
+    b.set_defaults(func=cmd_bench)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        rc = args.func(args)
     except HwnasError as exc:
         print(f"hwnas: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `hwnas space show fbnetv2 --kernels | head`
         return 0
-    return 0
+    except KeyboardInterrupt:
+        print("hwnas: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
 
 
 def main_entry() -> None:
