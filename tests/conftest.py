@@ -22,3 +22,19 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kernel_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Converted kernel models go to a per-session cache, not the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("hwnas-cache")
+    old = os.environ.get("HWNAS_CACHE")
+    os.environ["HWNAS_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("HWNAS_CACHE", None)
+    else:
+        os.environ["HWNAS_CACHE"] = old
+
+
+FAST_TIMING = ("--warmup-runs", "2", "--warmup-ms", "1", "--min-runs", "5", "--min-time-ms", "2")

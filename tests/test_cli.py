@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 
 from hwnas.nas import Architecture, get_arch, get_space
+
+from conftest import run_cli
 
 
 def _assert_one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:

@@ -197,12 +197,7 @@ class Architecture:
     def from_dict(cls, data: Mapping[str, Any], source: str = "<architecture>") -> Architecture:
         f = Fields(data, source, "")
         f.check_keys(["format", "version", "name", "resolution", "num_classes", "in_channels", "arch_string", "blocks"])
-        fmt = f.text("format", ARCH_FORMAT)
-        if fmt != ARCH_FORMAT:
-            raise f.error("format", f"{fmt!r} is not an architecture file (expected {ARCH_FORMAT!r})")
-        version = f.integer("version", ARCH_VERSION)
-        if version > ARCH_VERSION:
-            raise f.error("version", f"{version} is newer than this hwnas reads ({ARCH_VERSION}); upgrade hwnas")
+        f.check_header(ARCH_FORMAT, ARCH_VERSION, "an architecture file")
         blocks = []
         for i, raw in enumerate(f.items("blocks")):
             bf = f.sub(f"blocks[{i}]", raw)

@@ -224,12 +224,7 @@ class SearchSpace:
     def from_dict(cls, data: Mapping[str, Any], source: str = "<space>") -> SearchSpace:
         f = Fields(data, source, "")
         f.check_keys(["format", "version", "name", "resolutions", "num_classes", "in_channels", "stages"])
-        fmt = f.text("format", SPACE_FORMAT)
-        if fmt != SPACE_FORMAT:
-            raise f.error("format", f"{fmt!r} is not a search space file (expected {SPACE_FORMAT!r})")
-        version = f.integer("version", SPACE_VERSION)
-        if version > SPACE_VERSION:
-            raise f.error("version", f"{version} is newer than this hwnas reads ({SPACE_VERSION}); upgrade hwnas")
+        f.check_header(SPACE_FORMAT, SPACE_VERSION, "a search space file")
         stages = []
         raw_stages = f.items("stages")
         for i, raw in enumerate(raw_stages):

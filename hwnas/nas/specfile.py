@@ -71,6 +71,15 @@ class Fields:
             if key not in allowed:
                 raise self.error(str(key), f"unknown field; allowed fields: {', '.join(allowed)}")
 
+    def check_header(self, expected_format: str, max_version: int, what: str) -> None:
+        """The optional ``format`` and ``version`` fields: the right kind of file, not too new."""
+        fmt = self.text("format", expected_format)
+        if fmt != expected_format:
+            raise self.error("format", f"{fmt!r} is not {what} (expected {expected_format!r})")
+        version = self.integer("version", max_version)
+        if version > max_version:
+            raise self.error("version", f"{version} is newer than this hwnas reads ({max_version}); upgrade hwnas")
+
     def has(self, key: str) -> bool:
         return key in self.data
 

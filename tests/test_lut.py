@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import sqlite3
+import statistics
+from pathlib import Path
+
+import pytest
+
+from hwnas.devices import Stats, open_device
+from hwnas.latency.kernels import Kernel
+from hwnas.latency.store import LutError, LutStore
+from hwnas.latency.table import LatencyTable, MissingKernelsError
+from hwnas.nas import get_space
+
+FP = {"kind": "ort-cpu", "runtime": "onnxruntime", "runtime_version": "1.0", "threads": 1, "batch": 1,
+      "cpu_model": "X", "hwnas_version": "0.1.0", "os": "Linux 1"}  # fmt: skip
+
+
+def _stats(ms: float) -> Stats:
+    return Stats(ms, ms * 0.9, ms * 1.1, ms, 0.01, 20, 5, 0.1)
+
+
+def test_store_round_trip_and_latency_is_median_over_rounds(tmp_path: Path) -> None:
+    path = tmp_path / "a.lut"
+    keys = [k.key for k in get_space("tiny").kernels()[:4]]
+    per_round = {keys[0]: [1.0, 3.0, 2.0], keys[1]: [5.0, 4.0], keys[2]: [0.5]}
+    with LutStore.create_or_open(path, FP, "ort-cpu:threads=1") as store:
+        for key, values in per_round.items():
+            for r, v in enumerate(values):
+                assert store.add(key, r, _stats(v))
+        assert not store.add(keys[0], 0, _stats(9.0))  # a (key, round) is stored once
+        assert store.count() == 6
+    table = LatencyTable.load(path)
+    for key, values in per_round.items():
+        assert table.lookup(key) == statistics.median(values)
+    row = table.df.set_index("key").loc[keys[0]]
+    assert row["rounds"] == 3 and row["round_spread"] == pytest.approx((3.0 - 1.0) / 2.0)
+    assert row["flops"] == Kernel.from_key(keys[0]).flops
+    assert table.fingerprint == FP
+    with pytest.raises(MissingKernelsError) as info:
+        table.lookup_many([keys[0], keys[3], "gap_c1_h1_w1"])
+    assert info.value.missing == [keys[3], "gap_c1_h1_w1"]
+    assert keys[3] in str(info.value) and "hwnas profile" in str(info.value)
+
+
+def test_another_device_is_refused_unless_forced(tmp_path: Path) -> None:
+    path = tmp_path / "a.lut"
+    LutStore.create_or_open(path, FP, "ort-cpu").close()
+    other = {**FP, "threads": 4, "hwnas_version": "9.9"}
+    with pytest.raises(LutError, match=r"another device \(threads: 1 vs 4\)"):
+        LutStore.create_or_open(path, other, "ort-cpu:threads=4")
+    LutStore.create_or_open(path, other, "ort-cpu:threads=4", force=True).close()
+    table = LatencyTable.load(path)
+    table.check_device({**FP, "hwnas_version": "0.2", "os": "Linux 2"})  # not identity fields
+    with pytest.raises(LutError, match="--force"):
+        table.check_device(other)
+    table.check_device(other, force=True)
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    text = tmp_path / "text.lut"
+    text.write_text("not a database at all " * 100)
+    with pytest.raises(LutError, match="not a LUT file, or a corrupt one"):
+        LatencyTable.load(text)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    with pytest.raises(LutError, match="not a LUT file, or a corrupt one"):
+        LatencyTable.load(other)
+    with pytest.raises(LutError, match="no such LUT file"):
+        LatencyTable.load(tmp_path / "missing.lut")
+    # a real LUT, damaged in the middle
+    good = tmp_path / "good.lut"
+    with LutStore.create_or_open(good, FP, "ort-cpu") as store:
+        for i in range(200):
+            store.add(f"gap_c{i + 1}_h1_w1", 0, _stats(1.0))
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(good.read_bytes())
+    data[0:16] = b"garbage-garbage!"
+    bad = tmp_path / "damaged.lut"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(LutError, match="corrupt"):
+        LatencyTable.load(bad)
+    # a LUT written by a newer hwnas
+    newer = tmp_path / "newer.lut"
+    with LutStore.create_or_open(newer, FP, "ort-cpu") as store:
+        store.set_meta("schema_version", "99")
+    with pytest.raises(LutError, match="upgrade hwnas"):
+        LatencyTable.load(newer)
+
+
+def test_keys_round_trip_for_every_preset_kernel() -> None:
+    for name in ("fbnetv2", "cifar", "tiny"):
+        for k in get_space(name).kernels():
+            assert Kernel.from_key(k.key) == k
+    with pytest.raises(ValueError, match="not a kernel key"):
+        Kernel.from_key("conv_i8")
+
+
+def test_device_fingerprint_identity_excludes_only_cosmetic_fields() -> None:
+    from hwnas.latency.store import identity
+
+    fp = open_device("ort-cpu:threads=1").fingerprint()
+    ident = identity(fp)
+    assert {"kind", "runtime_version", "threads", "cpu_model", "batch", "precision"} <= set(ident)
+    assert "hwnas_version" not in ident
