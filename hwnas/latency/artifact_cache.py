@@ -1,7 +1,8 @@
 """On-disk cache of converted one-kernel models, so a re-run never converts a kernel twice.
 
 Location: ``$HWNAS_CACHE``, else ``$XDG_CACHE_HOME/hwnas``, else ``~/.cache/hwnas``. Entries are
-keyed by format, converter version, batch and kernel key; files are written atomically.
+keyed by format, the version of hwnas's kernel-model code, converter version, batch and kernel
+key; files are written atomically.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hwnas.fileio import write_bytes_atomic
+from hwnas.latency.kernel_models import KERNEL_MODELS_VERSION
 from hwnas.latency.kernels import Kernel
 
 
@@ -35,7 +37,8 @@ class ArtifactCache:
 
     def __init__(self, fmt: str, batch: int = 1, root: Path | None = None) -> None:
         self.fmt = fmt
-        self.dir = (root or cache_root()) / f"kernels-{fmt}-{_converter_version(fmt)}-b{batch}"
+        tag = f"{fmt}-v{KERNEL_MODELS_VERSION}-{_converter_version(fmt)}-b{batch}"
+        self.dir = (root or cache_root()) / f"kernels-{tag}"
         self.batch = batch
 
     def path(self, key: str) -> Path:

@@ -5,7 +5,8 @@ a runtime fuses and executes them the same way (conv + BN + activation as one co
 Artifacts per device format: the module itself (``torch``), ONNX bytes (``onnx``, through the
 TorchScript-based ``torch.onnx.export``: ~5 ms a kernel) or TFLite bytes (``tflite``, through
 litert-torch in batches, see :mod:`hwnas.latency.tflite_batch`). TFLite kernel models take NHWC
-input (as a mobile app feeds them), so no layout transposes are timed at their boundaries.
+input and hold exactly the ops the kernel has inside a converted network (no layout transposes
+at their boundaries; anchors cut away, see that module).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from hwnas.latency.kernels import Kernel
 from hwnas.layers import ConvBNAct, SqueezeExcite
 
 ONNX_OPSET = 17
+# Bump when a kernel's module or its conversion changes, so cached artifacts are rebuilt.
+KERNEL_MODELS_VERSION = 2
 
 
 class AddKernel(nn.Module):
