@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import itertools
+import random
+import zlib
+
+import pytest
+import torch
+
+from hwnas.latency.kernels import Kernel
+from hwnas.nas import get_space
+from hwnas.nas.cost_tables import discrete_cost, expected_cost, one_hot_choices
+
+
+def fake_latency(k: Kernel) -> float:
+    """A LUT-like cost with no structure to lean on: a fixed pseudo-random value per key."""
+    return 0.001 + (zlib.crc32(k.key.encode()) % 10_000) / 1e4
+
+
+@pytest.mark.parametrize("space_name", ["tiny", "cifar", "fbnetv2"])
+@pytest.mark.parametrize("kernel_cost", [fake_latency, lambda k: k.flops], ids=["latency", "flops"])
+def test_one_hot_equals_the_discrete_prediction(space_name: str, kernel_cost) -> None:
+    space = get_space(space_name)
+    cost = expected_cost(space, kernel_cost, dtype=torch.float64)
+    rng = random.Random(0)
+    for arch in [space.smallest(), space.largest(), *(space.sample(rng) for _ in range(5))]:
+        res, probs = one_hot_choices(space, arch)
+        assert float(cost(res, probs)) == pytest.approx(discrete_cost(arch, kernel_cost), rel=1e-12)
+
+
+def _random_probs(space, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    res = torch.rand(len(space.resolutions), generator=g, dtype=torch.float64).softmax(0)
+    probs = [torch.randn(len(layer.options), generator=g, dtype=torch.float64).softmax(0) for layer in space.layers]
+    return res, probs
+
+
+def test_matches_the_brute_force_expectation_over_all_architectures() -> None:
+    space = get_space("tiny")
+    cost = expected_cost(space, fake_latency, dtype=torch.float64)
+    res, probs = _random_probs(space, 1)
+    brute = 0.0
+    for r, resolution in enumerate(space.resolutions):
+        for choice in itertools.product(*(range(len(layer.options)) for layer in space.layers)):
+            p = float(res[r])
+            for layer_probs, j in zip(probs, choice, strict=True):
+                p *= float(layer_probs[j])
+            arch = space.architecture(
+                resolution, [layer.options[j] for layer, j in zip(space.layers, choice, strict=True)]
+            )
+            brute += p * discrete_cost(arch, fake_latency)
+    assert float(cost(res, probs)) == pytest.approx(brute, rel=1e-10)
+
+
+def test_gradients_match_finite_differences() -> None:
+    space = get_space("tiny")
+    cost = expected_cost(space, fake_latency, dtype=torch.float64)
+    res, probs = _random_probs(space, 2)
+    inputs = (res.requires_grad_(), *(p.requires_grad_() for p in probs))
+    assert torch.autograd.gradcheck(lambda r, *ps: cost(r, list(ps)), inputs, eps=1e-6, atol=1e-8)
+
+
+def test_bad_inputs() -> None:
+    space = get_space("tiny")
+    cost = expected_cost(space, fake_latency)
+    res, probs = _random_probs(space, 3)
+    with pytest.raises(ValueError, match="need option probabilities for 5 layers"):
+        cost(res, probs[:-1])
+    with pytest.raises(ValueError, match="not an architecture of the space"):
+        one_hot_choices(space, get_space("cifar").sample(0))
