@@ -109,7 +109,6 @@ def cmd_space_list(args: argparse.Namespace) -> None:
 
 def cmd_space_show(args: argparse.Namespace) -> None:
     from hwnas.nas import get_space
-    from hwnas.nas.arch import conv_out
     from hwnas.nas.kernels import arch_flops
 
     space = get_space(args.space)
@@ -146,7 +145,7 @@ def cmd_space_show(args: argparse.Namespace) -> None:
             es,
             str(len(layer.options)),
         )
-        h = 1 if layer.ops[0].startswith("ir_pool") else conv_out(h, layer.stride)
+        h = layer.out_size(h)
     console.print(t)
     by_op = Counter(k.op for k in kernels)
     small, large = space.smallest(), space.largest()

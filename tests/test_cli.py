@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hwnas.nas import Architecture, get_arch, get_space
+import hwnas
+from hwnas.nas import Architecture, get_space
 
 from conftest import run_cli
 
@@ -149,5 +150,4 @@ def test_console_script_is_installed() -> None:
     if not script.exists():
         pytest.skip("the hwnas console script is not installed in this environment (pip install -e .)")
     proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.startswith("hwnas ")
-    assert get_arch("FBNetV2-F1").name == "FBNetV2-F1"
+    assert proc.returncode == 0 and proc.stdout.strip() == f"hwnas {hwnas.__version__}"

@@ -12,7 +12,7 @@ import torch
 
 from hwnas.latency.expected import ExpectedCost, LayerCostTable
 from hwnas.latency.kernels import Kernel
-from hwnas.nas.arch import Architecture, conv_out
+from hwnas.nas.arch import Architecture
 from hwnas.nas.kernels import arch_kernels, block_kernels, classifier_kernels
 from hwnas.nas.ops import parse_op
 from hwnas.nas.space import Option, SearchSpace
@@ -43,8 +43,7 @@ def expected_cost(space: SearchSpace, kernel_cost: KernelCost, dtype: torch.dtyp
                     table[r, i, j] = cost(block_kernels(parse_op(o.op), cin, o.c, layer.stride, o.e, h, h))
         out_index = torch.tensor([layer.channels.index(o.c) for o in layer.options], dtype=torch.long)
         layers.append(LayerCostTable(table.to(dtype), out_index, len(layer.channels)))
-        pools = any(parse_op(op).kind == "ir_pool" for op in layer.ops)
-        heights = [1 if pools else conv_out(h, layer.stride) for h in heights]
+        heights = [layer.out_size(h) for h in heights]
         in_channels = layer.channels
     head = torch.tensor(
         [[cost(classifier_kernels(c, h, h, space.num_classes)) for c in in_channels] for h in heights], dtype=dtype

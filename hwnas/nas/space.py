@@ -84,6 +84,10 @@ class Layer:
     expansions: tuple[float, ...]
     options: tuple[Option, ...]
 
+    def out_size(self, size: int) -> int:
+        """Spatial size after this layer: 1 for the pooling head, else the strided size."""
+        return 1 if parse_op(self.ops[0]).kind == "ir_pool" else conv_out(size, self.stride)
+
 
 @dataclass(frozen=True)
 class SearchSpace:
@@ -170,7 +174,7 @@ class SearchSpace:
                         if o.c not in nxt or c < nxt[o.c][0]:
                             nxt[o.c] = (c, [*path, o])
                 states = nxt
-                h = 1 if any(parse_op(op).kind == "ir_pool" for op in layer.ops) else conv_out(h, layer.stride)
+                h = layer.out_size(h)
             for cin, (cost, path) in states.items():
                 total = cost + sign * sum(k.flops for k in classifier_kernels(cin, h, h, self.num_classes))
                 if best is None or total < best[0]:
@@ -189,7 +193,7 @@ class SearchSpace:
                     for o in layer.options:
                         found.update(block_kernels(parse_op(o.op), cin, o.c, layer.stride, o.e, h, h))
                 cins = set(layer.channels)
-                h = 1 if any(parse_op(op).kind == "ir_pool" for op in layer.ops) else conv_out(h, layer.stride)
+                h = layer.out_size(h)
             for cin in cins:
                 found.update(classifier_kernels(cin, h, h, self.num_classes))
         return sorted(found)
