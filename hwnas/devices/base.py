@@ -138,6 +138,12 @@ class Param:
     choices: tuple[Any, ...] = ()
 
 
+# Parameters several devices share.
+BATCH = Param(int, 1, "batch size")
+PIN = Param(tuple, None, "CPU cores to pin the process to while timing, e.g. pin=0 or pin=0+1")
+GPU_INDEX = Param(int, 0, "CUDA device index")
+
+
 class Device(ABC):
     """A place where models run and are timed. Subclasses set ``kind``, ``format`` and ``params``.
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hwnas import __version__
-from hwnas.devices.base import Device, DeviceError, Param, Runner
+from hwnas.devices.base import BATCH, PIN, Device, DeviceError, Param, Runner
 from hwnas.devices.host import host_facts
 
 _MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
@@ -61,8 +61,8 @@ class TfliteCpu(Device):
     params: ClassVar[dict[str, Param]] = {
         "threads": Param(int, 1, "interpreter threads"),
         "xnnpack": Param(bool, True, "use the XNNPACK delegate (0: builtin kernels)"),
-        "batch": Param(int, 1, "batch size"),
-        "pin": Param(tuple, None, "CPU cores to pin the process to while timing, e.g. pin=0 or pin=0+1"),
+        "batch": BATCH,
+        "pin": PIN,
     }
 
     @classmethod

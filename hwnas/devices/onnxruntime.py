@@ -8,10 +8,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hwnas import __version__
-from hwnas.devices.base import Device, DeviceError, Param, Runner
+from hwnas.devices.base import BATCH, GPU_INDEX, PIN, Device, DeviceError, Param, Runner
 from hwnas.devices.host import host_facts
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
+OPT = Param(str, "all", "graph optimization level", OPT_LEVELS)
 
 
 def _ort() -> Any:
@@ -107,9 +108,9 @@ class OrtCpu(_OrtDevice):
     provider = "CPUExecutionProvider"
     params: ClassVar[dict[str, Param]] = {
         "threads": Param(int, 1, "intra-op threads"),
-        "opt": Param(str, "all", "graph optimization level", OPT_LEVELS),
-        "batch": Param(int, 1, "batch size"),
-        "pin": Param(tuple, None, "CPU cores to pin the process to while timing, e.g. pin=0 or pin=0+1"),
+        "opt": OPT,
+        "batch": BATCH,
+        "pin": PIN,
     }
 
     @classmethod
@@ -137,9 +138,9 @@ class OrtCuda(_OrtDevice):
     provider = "CUDAExecutionProvider"
     positional = "device"
     params: ClassVar[dict[str, Param]] = {
-        "device": Param(int, 0, "CUDA device index"),
-        "opt": Param(str, "all", "graph optimization level", OPT_LEVELS),
-        "batch": Param(int, 1, "batch size"),
+        "device": GPU_INDEX,
+        "opt": OPT,
+        "batch": BATCH,
     }
 
     @classmethod

@@ -5,7 +5,18 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from hwnas import __version__
-from hwnas.devices.base import Device, DeviceError, Param, Runner, Stats, TimingConfig, time_calls
+from hwnas.devices.base import (
+    BATCH,
+    GPU_INDEX,
+    PIN,
+    Device,
+    DeviceError,
+    Param,
+    Runner,
+    Stats,
+    TimingConfig,
+    time_calls,
+)
 from hwnas.devices.host import host_facts
 
 
@@ -63,8 +74,8 @@ class TorchCpu(_TorchDevice):
     summary = "PyTorch eager mode on the CPU"
     params: ClassVar[dict[str, Param]] = {
         "threads": Param(int, 1, "torch.set_num_threads"),
-        "batch": Param(int, 1, "batch size"),
-        "pin": Param(tuple, None, "CPU cores to pin the process to while timing, e.g. pin=0 or pin=0+1"),
+        "batch": BATCH,
+        "pin": PIN,
     }
 
     @classmethod
@@ -92,8 +103,8 @@ class TorchCuda(_TorchDevice):
     summary = "PyTorch eager mode on a CUDA GPU, timed with CUDA events"
     positional = "device"
     params: ClassVar[dict[str, Param]] = {
-        "device": Param(int, 0, "CUDA device index"),
-        "batch": Param(int, 1, "batch size"),
+        "device": GPU_INDEX,
+        "batch": BATCH,
     }
 
     @classmethod
