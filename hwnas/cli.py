@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -168,6 +169,13 @@ def cmd_devices(args: argparse.Namespace) -> None:
     console.print("A spec sets parameters after a colon, e.g. ort-cpu:threads=1 or tflite-cpu:threads=4,xnnpack=0.")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _show_default(v: object) -> str:
     return "-" if v is None else ("1" if v is True else "0" if v is False else str(v))
 
@@ -269,7 +277,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
-    from hwnas.devices import DeviceError, open_device
+    from hwnas.devices import open_device
 
     device = open_device(args.device)
     path = Path(args.model)
@@ -286,13 +294,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
     timing = _timing(args)
     stats = [device.measure(runner, timing) for _ in range(args.rounds)]
     runner.close()
-    if not stats:
-        raise DeviceError("nothing measured: --rounds must be >= 1")
-    medians = sorted(s.median_ms for s in stats)
     result = {
         "model": str(path), "device": device.spec, "fingerprint": device.fingerprint(),
         "input_shapes": [list(s) for s in runner.input_shapes],
-        "median_ms": medians[len(medians) // 2], "rounds": [s.to_dict() for s in stats],
+        "median_ms": statistics.median(s.median_ms for s in stats), "rounds": [s.to_dict() for s in stats],
     }  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=2))
@@ -378,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, metavar="FILE", help="the LUT file; an existing one is resumed or extended")
     pr.add_argument(
         "--rounds",
-        type=int,
+        type=_positive_int,
         default=3,
         help="shuffled passes over the kernels; a kernel's latency is the median (default 3)",
     )
@@ -408,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time a whole .onnx or .tflite model file on a device")
     b.add_argument("model", metavar="MODEL.onnx|MODEL.tflite")
     b.add_argument("--device", required=True, metavar="SPEC")
-    b.add_argument("--rounds", type=int, default=3, help="timed series; the result is the median of their medians")
+    b.add_argument(
+        "--rounds", type=_positive_int, default=3, help="timed series; the result is the median of their medians"
+    )
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_timing_args(b, 1000.0)
     b.set_defaults(func=cmd_bench)

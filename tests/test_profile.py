@@ -233,6 +233,9 @@ def test_bench_a_model_file(tmp_path: Path) -> None:
     result = json.loads(proc.stdout)
     assert result["input_shapes"] == [[1, 8, 16, 16]] and len(result["rounds"]) == 2
     assert result["median_ms"] > 0 and result["fingerprint"]["kind"] == "ort-cpu"
+    assert result["median_ms"] == pytest.approx(sum(r["median_ms"] for r in result["rounds"]) / 2)  # median of 2
+    proc = run_cli("bench", str(model), "--device", "ort-cpu", "--rounds", "0")
+    assert proc.returncode == 2 and "must be >= 1" in proc.stderr
     proc = run_cli("bench", str(model), "--device", "tflite-cpu")
     assert proc.returncode == 2 and "runs tflite models, not onnx" in proc.stderr
     truncated = tmp_path / "t.onnx"

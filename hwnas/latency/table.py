@@ -62,8 +62,9 @@ class LatencyTable:
                 "n": g["n"].sum(),
             }
         ).reset_index()
-        fields = pd.DataFrame([asdict(Kernel.from_key(k)) for k in df["key"]])
-        fields["flops"] = [Kernel.from_key(k).flops for k in df["key"]]
+        kernels = [Kernel.from_key(k) for k in df["key"]]
+        fields = pd.DataFrame([asdict(k) for k in kernels])
+        fields["flops"] = [k.flops for k in kernels]
         return pd.concat([df, fields], axis=1)[cols]
 
     # --- lookups --------------------------------------------------------------------------
