@@ -252,6 +252,78 @@ def cmd_lut_show(args: argparse.Namespace) -> None:
         t.add_row(row["key"], f"{row['latency_ms']:.4f}", f"{row['p10_ms']:.4f}", f"{row['p90_ms']:.4f}",
                   str(row["rounds"]), f"{row['flops'] / 1e6:.3f}")  # fmt: skip
     console.print(t)
+    _print_calibration(table)
+
+
+def _print_calibration(table: object) -> None:
+    from hwnas.latency.predictor import read_calibration
+
+    cal = read_calibration(table)  # type: ignore[arg-type]
+    if cal is None:
+        console.print("calibration: none (fit one with 'hwnas lut validate FILE --space S --device D --fit')")
+        return
+    console.print(
+        f"calibration ({cal.model}, fitted on {int(cal.stats.get('n', 0))} networks): a kernel costs "
+        "scale x its LUT latency + a constant; the network adds "
+        f"{cal.offset_ms * 1e3:+.1f} us; fit RMSPE {cal.stats.get('rmspe', float('nan')):.2%}, "
+        f"leave-one-out {cal.stats.get('loo_rmspe', float('nan')):.2%}",
+        soft_wrap=True,
+    )
+    t = Table("op", "scale", "+ per kernel (us)", title="calibration")
+    for op in cal.scale:
+        t.add_row(op, f"{cal.scale[op]:.3f}", f"{cal.per_kernel_ms.get(op, 0.0) * 1e3:+.2f}")
+    console.print(t)
+
+
+def cmd_lut_validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hwnas.devices import open_device
+    from hwnas.latency.validate import validate, write_report
+    from hwnas.nas import get_space
+
+    space = get_space(args.space)
+    device = open_device(args.device)
+    try:
+        result = validate(
+            args.file, space, device, args.samples, fit=args.fit, fit_share=args.fit_share, model=args.model,
+            rounds=args.rounds, timing=_timing(args), seed=args.seed, progress=not args.no_progress, force=args.force,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        print(
+            f"hwnas: interrupted; the networks timed so far are saved in {args.file}; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    out = Path(args.out or f"{Path(args.file).stem}-validation")
+    csv_path, png_path = write_report(result, out)
+    scored = int(result.raw["n"])
+    fitted = int((result.rows["role"] == "fit").sum())
+    title = f"{scored} held-out architectures of {space.name} on {device.spec}" + (
+        f" (+{fitted} used to fit the calibration)" if fitted else ""
+    )
+    t = Table("metric", "LUT sum", "calibrated", "FLOPs", title=title)
+    cal = result.calibrated
+
+    def pct(d: dict[str, float] | None, k: str) -> str:
+        return "-" if d is None else f"{d[k]:.1%}"
+
+    t.add_row("RMSE (ms)", f"{result.raw['rmse_ms']:.4f}", "-" if cal is None else f"{cal['rmse_ms']:.4f}", "")
+    t.add_row("RMSPE", pct(result.raw, "rmspe"), pct(cal, "rmspe"), "")
+    t.add_row("mean error", f"{result.raw['mean_error']:+.1%}", "-" if cal is None else f"{cal['mean_error']:+.1%}", "")
+    for w in (5, 10, 15):
+        t.add_row(f"within +-{w}%", pct(result.raw, f"within_{w}"), pct(cal, f"within_{w}"), "")
+    for k, label in (("kendall_tau", "Kendall tau"), ("spearman", "Spearman rho")):
+        t.add_row(label, f"{result.raw[k]:.3f}", "-" if cal is None else f"{cal[k]:.3f}", f"{result.flops[k]:.3f}")
+    console.print(t)
+    if result.fitted:
+        console.print(f"stored a new calibration in {args.file}")
+    from hwnas.latency.table import LatencyTable
+
+    _print_calibration(LatencyTable.load(args.file))
+    console.print(f"wrote {csv_path} and {png_path}")
+    return 0
 
 
 def cmd_lut_export(args: argparse.Namespace) -> None:
@@ -409,6 +481,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--raw", action="store_true", help="every measurement (key, round, stats) instead of one row per kernel"
     )
     le.set_defaults(func=cmd_lut_export)
+    lv = lut.add_parser(
+        "validate",
+        help="time whole networks end to end and score the LUT's predictions (and fit a calibration with --fit)",
+    )
+    lv.add_argument("file", metavar="FILE")
+    lv.add_argument("--space", required=True, help="a preset name or a space file")
+    lv.add_argument("--device", required=True, metavar="SPEC", help="the device the LUT was measured on")
+    lv.add_argument("--samples", type=_positive_int, default=100,
+                    help="random architectures, stratified over predicted latency (default 100)")  # fmt: skip
+    lv.add_argument("--fit", action="store_true", help="fit a calibration on part of the samples and store it")
+    lv.add_argument("--fit-share", type=float, default=0.5, help="share of the samples used to fit (default 0.5)")
+    lv.add_argument("--model", choices=("auto", "linear", "per-op"), default="auto",
+                    help="calibration model (auto: lower leave-one-out error)")  # fmt: skip
+    lv.add_argument("--rounds", type=_positive_int, default=3, help="timing rounds per network (median of them)")
+    lv.add_argument("--seed", type=int, default=0, help="seed of the sampling and the shuffles")
+    lv.add_argument(
+        "--out", metavar="DIR", help="folder for validation.csv and validation.png (default FILE-validation)"
+    )
+    lv.add_argument("--force", action="store_true", help="validate on a device other than the LUT's")
+    lv.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_timing_args(lv, 100.0)
+    lv.set_defaults(func=cmd_lut_validate)
 
     b = sub.add_parser("bench", help="time a whole .onnx or .tflite model file on a device")
     b.add_argument("model", metavar="MODEL.onnx|MODEL.tflite")

@@ -1,4 +1,4 @@
-"""On-disk cache of converted one-kernel models, so a re-run never converts a kernel twice.
+"""On-disk cache of converted models, so a re-run never converts a kernel (or a network) twice.
 
 Location: ``$HWNAS_CACHE``, else ``$XDG_CACHE_HOME/hwnas``, else ``~/.cache/hwnas``. Entries are
 keyed by format, the version of hwnas's kernel-model code, converter version, batch and kernel
@@ -33,12 +33,13 @@ def _converter_version(fmt: str) -> str:
 
 
 class ArtifactCache:
-    """Converted kernel models of one format and batch size."""
+    """Converted models of one format and batch size: one-kernel models (``kind="kernels"``, keyed by
+    kernel key) or whole networks (``kind="models"``, keyed by a hash of the architecture string)."""
 
-    def __init__(self, fmt: str, batch: int = 1, root: Path | None = None) -> None:
+    def __init__(self, fmt: str, batch: int = 1, root: Path | None = None, kind: str = "kernels") -> None:
         self.fmt = fmt
         tag = f"{fmt}-v{KERNEL_MODELS_VERSION}-{_converter_version(fmt)}-b{batch}"
-        self.dir = (root or cache_root()) / f"kernels-{tag}"
+        self.dir = (root or cache_root()) / f"{kind}-{tag}"
         self.batch = batch
 
     def path(self, key: str) -> Path:

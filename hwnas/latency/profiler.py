@@ -41,7 +41,7 @@ class ProfileReport:
         return self.wall_s / self.busy_s if self.busy_s > 0 else float("nan")
 
 
-def _progress(enabled: bool) -> Progress:
+def progress_bar(enabled: bool) -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled, transient=False,
@@ -83,7 +83,7 @@ def profile(
     store.set_meta("rounds", rounds)
     if device.format != "torch":
         cache = cache or ArtifactCache(device.format, device.batch)
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         if cache is not None:
             needed = sorted({k for t in todo_rounds for k in t})
             missing = len(cache.missing(needed))

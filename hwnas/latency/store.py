@@ -8,10 +8,18 @@ Schema (version 1)::
     meta(name TEXT PRIMARY KEY, value TEXT)            -- format, schema_version, fingerprint, device, ...
     measurements(key TEXT, round INTEGER, median_ms, p10_ms, p90_ms, mean_ms, std_ms, n, warmup_n,
                  busy_s, measured_at, PRIMARY KEY (key, round))
+    models(device TEXT, arch TEXT, round INTEGER, <the same statistics>, measured_at,
+           PRIMARY KEY (device, arch, round))     -- whole networks, timed by 'hwnas lut validate'
+
+``models`` holds end-to-end measurements of whole architectures (their arch strings), keyed by
+the identity of the device they ran on (:func:`device_id`), so a validation run resumes and a
+calibration can be traced to its data. It was added without a schema bump: older files get the
+table the first time something is written to it, and readers treat its absence as empty.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -40,6 +48,18 @@ CREATE TABLE IF NOT EXISTS measurements (
     PRIMARY KEY (key, round)
 );
 """
+_MODELS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    device TEXT NOT NULL,
+    arch TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    median_ms REAL NOT NULL, p10_ms REAL NOT NULL, p90_ms REAL NOT NULL,
+    mean_ms REAL NOT NULL, std_ms REAL NOT NULL,
+    n INTEGER NOT NULL, warmup_n INTEGER NOT NULL, busy_s REAL NOT NULL,
+    measured_at REAL NOT NULL,
+    PRIMARY KEY (device, arch, round)
+);
+"""
 STAT_COLUMNS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "n", "warmup_n", "busy_s")
 
 
@@ -50,6 +70,12 @@ class LutError(HwnasError):
 def identity(fingerprint: dict[str, Any]) -> dict[str, Any]:
     """The fingerprint fields that must agree for a LUT to describe a device."""
     return {k: v for k, v in fingerprint.items() if k not in _NOT_IDENTITY}
+
+
+def device_id(fingerprint: dict[str, Any]) -> str:
+    """A short stable id of a device's identity (for keying end-to-end measurements)."""
+    text = json.dumps(identity(fingerprint), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def fingerprint_mismatch(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -203,3 +229,30 @@ class LutStore:
     def count(self) -> int:
         with closing(self.conn.execute("SELECT COUNT(*) FROM measurements")) as cur:
             return int(cur.fetchone()[0])
+
+    # --- whole-model measurements -----------------------------------------------------------
+    def _has_models(self) -> bool:
+        row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'models'").fetchone()
+        return row is not None
+
+    def add_model(self, device: str, arch: str, round_: int, stats: Stats) -> bool:
+        """Store one end-to-end measurement of ``arch`` (its string) on ``device`` (a :func:`device_id`)."""
+        values = [getattr(stats, c) for c in STAT_COLUMNS]
+        with self.conn:
+            self.conn.executescript(_MODELS_SCHEMA)
+            cur = self.conn.execute(
+                f"INSERT OR IGNORE INTO models(device, arch, round, {', '.join(STAT_COLUMNS)}, measured_at) "
+                f"VALUES (?, ?, ?, {', '.join('?' * len(STAT_COLUMNS))}, ?)",
+                (device, arch, round_, *values, time.time()),
+            )
+        return cur.rowcount == 1
+
+    def model_rows(self, device: str) -> list[tuple[str, int, float]]:
+        """``(arch, round, median_ms)`` of every end-to-end measurement on ``device``."""
+        if not self._has_models():
+            return []
+        return list(
+            self.conn.execute(
+                "SELECT arch, round, median_ms FROM models WHERE device = ? ORDER BY arch, round", (device,)
+            )
+        )

@@ -20,8 +20,11 @@ from hwnas.nas.space import Option, SearchSpace
 KernelCost = Callable[[Kernel], float]
 
 
-def expected_cost(space: SearchSpace, kernel_cost: KernelCost, dtype: torch.dtype = torch.float32) -> ExpectedCost:
-    """The differentiable expected cost of ``space`` under ``kernel_cost``."""
+def expected_cost(
+    space: SearchSpace, kernel_cost: KernelCost, dtype: torch.dtype = torch.float32, offset: float = 0.0
+) -> ExpectedCost:
+    """The differentiable expected cost of ``space`` under ``kernel_cost``, plus a constant ``offset``
+    (a calibrated LUT's per-network constant, :attr:`hwnas.latency.predictor.LatencyPredictor.offset`)."""
     memo: dict[Kernel, float] = {}
 
     def cost(kernels: list[Kernel]) -> float:
@@ -46,7 +49,8 @@ def expected_cost(space: SearchSpace, kernel_cost: KernelCost, dtype: torch.dtyp
         heights = [layer.out_size(h) for h in heights]
         in_channels = layer.channels
     head = torch.tensor(
-        [[cost(classifier_kernels(c, h, h, space.num_classes)) for c in in_channels] for h in heights], dtype=dtype
+        [[cost(classifier_kernels(c, h, h, space.num_classes)) + offset for c in in_channels] for h in heights],
+        dtype=dtype,
     )
     return ExpectedCost(layers, head)
 

@@ -1,0 +1,253 @@
+"""How good is a LUT? Predict, measure whole networks end to end, score, and optionally calibrate.
+
+:func:`validate` samples architectures of a space stratified over the LUT's predicted latency
+(so fast and slow networks are scored alike, not only the crowded middle of the range), measures
+them on the device (:mod:`hwnas.latency.network_timing`), and scores the predictions: RMSE,
+RMSPE, the share within +-5/10/15 %, Kendall tau and Spearman rho, for the raw sum and for the
+calibrated prediction, plus the rank correlation of FLOPs for comparison. With ``fit=True`` a
+share of the samples (every other one in predicted order, by default) fits a new calibration
+and only the rest are scored; a calibration's fitting architectures are never scored later.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hwnas.devices.base import Device, TimingConfig
+from hwnas.errors import HwnasError
+from hwnas.fileio import write_bytes_atomic, write_text_atomic
+from hwnas.latency.network_timing import measure_networks
+from hwnas.latency.predictor import Calibration, LatencyPredictor, fit_calibration, read_calibration, store_calibration
+from hwnas.latency.store import LutStore, identity
+from hwnas.latency.table import LatencyTable
+from hwnas.nas.arch import Architecture
+from hwnas.nas.kernels import arch_flops, arch_kernels
+from hwnas.nas.space import SearchSpace
+
+WITHIN = (0.05, 0.10, 0.15)
+
+
+def stratified_sample(
+    space: SearchSpace,
+    predict: Any,
+    n: int,
+    seed: int = 0,
+    exclude: frozenset[str] = frozenset(),
+    pool: int | None = None,
+) -> list[Architecture]:
+    """``n`` distinct random architectures spread evenly over the predicted latency range.
+
+    Draws a pool of random architectures (``pool``, default ``max(20 n, 200)``), then for ``n``
+    targets evenly spaced between the pool's fastest and slowest prediction takes the unused
+    pool member nearest each target. Architectures whose string is in ``exclude`` are never taken.
+    Returned in increasing predicted latency.
+    """
+    rng = random.Random(seed)
+    found: dict[str, tuple[float, Architecture]] = {}
+    draws = pool or max(20 * n, 200)
+    for _ in range(draws):
+        arch = space.sample(rng)
+        key = arch.to_str()
+        if key not in exclude and key not in found:
+            found[key] = (float(predict(arch)), arch)
+    if len(found) < n:
+        raise HwnasError(
+            f"only {len(found)} distinct architectures of {space.name} could be drawn for scoring; ask for fewer --samples"
+        )
+    items = sorted(found.values(), key=lambda t: t[0])
+    values = np.array([t[0] for t in items])
+    lo, hi = float(values[0]), float(values[-1])
+    used = np.zeros(len(items), dtype=bool)
+    chosen = []
+    for i in range(n):
+        target = lo + (i + 0.5) * (hi - lo) / n
+        dist = np.where(used, np.inf, np.abs(values - target))
+        j = int(np.argmin(dist))
+        used[j] = True
+        chosen.append(j)
+    return [items[j][1] for j in sorted(chosen)]
+
+
+def split_fit_score(archs: Sequence[Architecture], fit_share: float) -> tuple[list[int], list[int]]:
+    """Indices for fitting and for scoring, interleaved along ``archs`` (sorted by prediction) so
+    both cover the whole range: item ``i`` fits when ``floor((i+1) s) > floor(i s)``."""
+    if not 0.0 < fit_share < 1.0:
+        raise HwnasError(f"--fit-share must be between 0 and 1 (exclusive), got {fit_share}")
+    fit = [i for i in range(len(archs)) if math.floor((i + 1) * fit_share) > math.floor(i * fit_share)]
+    chosen = set(fit)
+    return fit, [i for i in range(len(archs)) if i not in chosen]
+
+
+def scores(predicted: Sequence[float] | np.ndarray, measured: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """Accuracy of ``predicted`` against ``measured`` latencies (ms)."""
+    p, m = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    rel = (p - m) / m
+    out = {
+        "n": float(len(m)),
+        "rmse_ms": float(np.sqrt(np.mean(np.square(p - m)))),
+        "rmspe": float(np.sqrt(np.mean(np.square(rel)))),
+        "mean_error": float(np.mean(rel)),
+    }
+    for w in WITHIN:
+        out[f"within_{round(w * 100)}"] = float(np.mean(np.abs(rel) <= w + 1e-12))
+    out.update(rank_scores(p, m))
+    return out
+
+
+def rank_scores(x: Sequence[float] | np.ndarray, measured: Sequence[float] | np.ndarray) -> dict[str, float]:
+    from scipy import stats
+
+    if len(measured) < 3:
+        return {"kendall_tau": float("nan"), "spearman": float("nan")}
+    return {
+        "kendall_tau": float(stats.kendalltau(x, measured).statistic),
+        "spearman": float(stats.spearmanr(x, measured).statistic),
+    }
+
+
+@dataclass
+class Validation:
+    """The outcome of :func:`validate`: one row per architecture, and the scores."""
+
+    rows: pd.DataFrame  # arch, role, flops, kernels, raw_ms, calibrated_ms, measured_ms
+    raw: dict[str, float]
+    calibrated: dict[str, float] | None
+    flops: dict[str, float]
+    calibration: Calibration | None
+    fitted: bool
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def validate(
+    lut: str | Path,
+    space: SearchSpace,
+    device: Device,
+    samples: int,
+    fit: bool = False,
+    fit_share: float = 0.5,
+    model: str = "auto",
+    rounds: int = 3,
+    timing: TimingConfig | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    force: bool = False,
+) -> Validation:
+    """Measure ``samples`` architectures of ``space`` on ``device`` and score the LUT ``lut``.
+
+    The LUT must come from ``device`` (same identity), unless ``force``. With ``fit``, a new
+    calibration is fitted on a ``fit_share`` of the samples and stored in the LUT.
+    """
+    if fit:
+        split_fit_score([], fit_share)  # a bad share fails before anything is measured
+    table = LatencyTable.load(lut)
+    table.check_device(device.fingerprint(), force=force)
+    table.require(space.kernels())
+    old = None if fit else read_calibration(table)  # --fit replaces a calibration, even a damaged one
+    raw = LatencyPredictor(table)
+    if old is not None and old.device and old.device != identity(device.fingerprint()) and not force:
+        raise HwnasError(f"{lut}: its calibration was fitted on another device; refit with --fit, or pass --force")
+    exclude = frozenset(old.fit_archs) if old else frozenset()
+    archs = stratified_sample(space, raw.raw, samples, seed=seed, exclude=exclude)
+    with LutStore.open(lut) as store:
+        store.conn.execute("PRAGMA journal_mode=WAL")
+        measured = measure_networks(archs, device, store, rounds=rounds, timing=timing, seed=seed, progress=progress)
+    y = [measured[a.to_str()] for a in archs]
+    roles = ["score"] * len(archs)
+    calibration = old
+    if fit:
+        fit_idx, _ = split_fit_score(archs, fit_share)
+        for i in fit_idx:
+            roles[i] = "fit"
+        calibration = fit_calibration(
+            table, [archs[i] for i in fit_idx], [y[i] for i in fit_idx], device.fingerprint(), model=model
+        )
+        store_calibration(lut, calibration)
+    cal = LatencyPredictor(table, calibration) if calibration else None
+    rows = pd.DataFrame(
+        {
+            "arch": [a.to_str() for a in archs],
+            "role": roles,
+            "resolution": [a.resolution for a in archs],
+            "flops": [arch_flops(a) for a in archs],
+            "kernels": [len(arch_kernels(a)) for a in archs],
+            "raw_ms": [raw.raw(a) for a in archs],
+            "calibrated_ms": [cal.predict(a) if cal else float("nan") for a in archs],
+            "measured_ms": y,
+        }
+    )
+    scored = rows[rows["role"] == "score"]
+    if len(scored) < 3:
+        raise HwnasError(f"only {len(scored)} architectures are left to score; raise --samples")
+    return Validation(
+        rows=rows,
+        raw=scores(scored["raw_ms"], scored["measured_ms"]),
+        calibrated=scores(scored["calibrated_ms"], scored["measured_ms"]) if cal else None,
+        flops=rank_scores(scored["flops"], scored["measured_ms"]),
+        calibration=calibration,
+        fitted=fit,
+        meta={
+            "lut": str(lut),
+            "space": space.name,
+            "device": device.spec,
+            "samples": samples,
+            "rounds": rounds,
+            "seed": seed,
+        },
+    )
+
+
+def write_report(result: Validation, out_dir: Path) -> tuple[Path, Path]:
+    """Write ``validation.csv`` and ``validation.png`` (predicted against measured) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, png_path = out_dir / "validation.csv", out_dir / "validation.png"
+    write_text_atomic(csv_path, result.rows.to_csv(index=False))
+    write_bytes_atomic(png_path, scatter_png(result))
+    return csv_path, png_path
+
+
+def scatter_png(result: Validation) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    rows = result.rows
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=110)
+    lo = float(min(rows["measured_ms"].min(), rows["raw_ms"].min()))
+    hi = float(max(rows["measured_ms"].max(), rows["raw_ms"].max()))
+    if result.calibration is not None:
+        lo, hi = min(lo, float(rows["calibrated_ms"].min())), max(hi, float(rows["calibrated_ms"].max()))
+    line = np.linspace(lo * 0.95, hi * 1.05, 50)
+    ax.plot(line, line, color="black", lw=1, label="measured")
+    ax.fill_between(line, line * 0.9, line * 1.1, color="grey", alpha=0.2, label="+-10%")
+    scored = rows["role"] == "score"
+    ax.scatter(rows.loc[scored, "measured_ms"], rows.loc[scored, "raw_ms"], s=14, marker="o",
+               label=f"LUT sum (within 10%: {result.raw['within_10']:.0%}, tau {result.raw['kendall_tau']:.3f})")  # fmt: skip
+    if result.calibrated is not None:
+        ax.scatter(rows.loc[scored, "measured_ms"], rows.loc[scored, "calibrated_ms"], s=14, marker="x",
+                   label=f"calibrated (within 10%: {result.calibrated['within_10']:.0%}, "
+                         f"tau {result.calibrated['kendall_tau']:.3f})")  # fmt: skip
+    if (~scored).any():
+        ax.scatter(rows.loc[~scored, "measured_ms"], rows.loc[~scored, "calibrated_ms"], s=10, marker="+",
+                   color="grey", label="fitting set (not scored)")  # fmt: skip
+    ax.set_xlabel("measured end to end (ms)")
+    ax.set_ylabel("predicted (ms)")
+    meta = result.meta
+    ax.set_title(f"{meta.get('space')} on {meta.get('device')}: {int(result.raw['n'])} scored architectures",
+                 fontsize=10)  # fmt: skip
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,193 @@
+"""The predictor and its calibration, on a LUT with known per-kernel latencies."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import sqlite3
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.devices import Stats
+from hwnas.latency.kernels import Kernel
+from hwnas.latency.predictor import (
+    KERNEL_OPS,
+    Calibration,
+    LatencyPredictor,
+    fit_calibration,
+    read_calibration,
+    store_calibration,
+)
+from hwnas.latency.store import LutError, LutStore
+from hwnas.latency.table import LatencyTable
+from hwnas.latency.validate import rank_scores, scores, split_fit_score, stratified_sample
+from hwnas.nas import get_space
+from hwnas.nas.cost_tables import expected_cost, one_hot_choices
+from hwnas.nas.kernels import arch_kernels
+
+FP = {"kind": "ort-cpu", "runtime": "onnxruntime", "runtime_version": "1.0", "threads": 1, "batch": 1,
+      "cpu_model": "X", "hwnas_version": "0.1.0", "os": "Linux 1"}  # fmt: skip
+
+
+def fake_latency(k: Kernel) -> float:
+    return 0.002 + (zlib.crc32(k.key.encode()) % 10_000) / 2e4
+
+
+@pytest.fixture
+def lut(tmp_path: Path) -> Path:
+    path = tmp_path / "fake.lut"
+    with LutStore.create_or_open(path, FP, "ort-cpu:threads=1") as store:
+        for k in get_space("cifar").kernels():
+            ms = fake_latency(k)
+            store.add(k.key, 0, Stats(ms, ms, ms, ms, 0.0, 10, 2, 0.01))
+    return path
+
+
+# A "device" whose networks cost a known affine function of their kernels.
+TRUE_SCALE = {"conv": 0.7, "dwconv": 1.3, "se": 1.1, "add": 0.5, "gap": 2.0, "linear": 1.0}
+TRUE_CONST = {"conv": -0.004, "dwconv": 0.002, "se": 0.001, "add": -0.001, "gap": 0.0, "linear": 0.0}
+TRUE_OFFSET = 0.05
+
+
+def true_latency(arch) -> float:
+    return TRUE_OFFSET + sum(TRUE_SCALE[k.op] * fake_latency(k) + TRUE_CONST[k.op] for k in arch_kernels(arch))
+
+
+def test_raw_prediction_is_the_sum_of_the_kernels(lut: Path) -> None:
+    pred = LatencyPredictor.from_lut(lut)
+    assert pred.calibration is None
+    for seed in range(5):
+        arch = get_space("cifar").sample(seed)
+        expected = sum(fake_latency(k) for k in arch_kernels(arch))
+        assert pred.raw(arch) == pytest.approx(expected, rel=1e-12)
+        assert pred.predict(arch) == pytest.approx(expected, rel=1e-12)
+
+
+def test_fit_recovers_a_known_affine_device_and_survives_the_lut(lut: Path) -> None:
+    space = get_space("cifar")
+    table = LatencyTable.load(lut)
+    rng = random.Random(1)
+    archs = [space.sample(rng) for _ in range(40)]
+    measured = [true_latency(a) for a in archs]
+    cal = fit_calibration(table, archs, measured, FP, model="full")
+    assert cal.model == "full" and cal.stats["rmspe"] < 1e-6
+    assert cal.fit_archs == tuple(a.to_str() for a in archs)
+    store_calibration(lut, cal)
+    pred = LatencyPredictor.from_lut(lut)
+    assert pred.calibration is not None
+    for seed in range(100, 110):  # architectures not used to fit
+        arch = space.sample(seed)
+        assert pred.predict(arch) == pytest.approx(true_latency(arch), rel=1e-6)
+    uncalibrated = LatencyPredictor.from_lut(lut, calibrated=False)
+    assert uncalibrated.predict(archs[0]) == pytest.approx(uncalibrated.raw(archs[0]))
+
+
+def test_auto_picks_the_model_that_generalizes(lut: Path) -> None:
+    space = get_space("cifar")
+    table = LatencyTable.load(lut)
+    rng = random.Random(2)
+    archs = [space.sample(rng) for _ in range(30)]
+    # A device that is exactly "linear" (one scale, one constant per kernel) plus 1% noise.
+    noise = np.random.default_rng(0).normal(0, 0.01, len(archs))
+    measured = [
+        (0.8 * sum(fake_latency(k) for k in arch_kernels(a)) + 0.003 * len(arch_kernels(a)) + 0.02) * (1 + e)
+        for a, e in zip(archs, noise, strict=True)
+    ]
+    cal = fit_calibration(table, archs, measured, FP)
+    assert cal.stats["loo_rmspe"] == min(
+        cal.stats[f"loo_rmspe_{m}"] for m in ("linear", "per-op", "per-op-scale", "full")
+    )
+    assert cal.stats["rmspe"] < 0.02
+    # without the noise, the linear model recovers the device exactly
+    exact = [m / (1 + e) for m, e in zip(measured, noise, strict=True)]
+    linear = fit_calibration(table, archs, exact, FP, model="linear")
+    assert list(linear.scale.values()) == [pytest.approx(0.8, rel=1e-6)] * len(KERNEL_OPS)
+    assert list(linear.per_kernel_ms.values()) == [pytest.approx(0.003, rel=1e-4)] * len(KERNEL_OPS)
+    assert linear.offset_ms == pytest.approx(0.02, rel=1e-4)
+
+
+def test_scales_are_never_negative(lut: Path) -> None:
+    space = get_space("cifar")
+    table = LatencyTable.load(lut)
+    archs = [space.sample(s) for s in range(20)]
+    # A device where adds cost nothing and everything is noisy: an unconstrained fit may go negative.
+    noise = np.random.default_rng(1).normal(0, 0.2, len(archs))
+    measured = [abs(true_latency(a)) * (1 + abs(e)) for a, e in zip(archs, noise, strict=True)]
+    cal = fit_calibration(table, archs, measured, FP, model="full")
+    assert all(v >= 0 for v in cal.scale.values())
+
+
+def test_calibrated_expected_cost_equals_the_calibrated_prediction(lut: Path) -> None:
+    space = get_space("cifar")
+    table = LatencyTable.load(lut)
+    archs = [space.sample(s) for s in range(30)]
+    cal = fit_calibration(table, archs, [true_latency(a) for a in archs], FP, model="full")
+    pred = LatencyPredictor(table, cal)
+    cost = expected_cost(space, pred.kernel_cost, dtype=torch.float64, offset=pred.offset)
+    for arch in [space.smallest(), space.largest(), space.sample(99)]:
+        res, probs = one_hot_choices(space, arch)
+        assert float(cost(res, probs)) == pytest.approx(pred.predict(arch), rel=1e-9)
+
+
+def test_fewer_than_8_networks_cannot_be_fitted(lut: Path) -> None:
+    table = LatencyTable.load(lut)
+    archs = [get_space("cifar").sample(s) for s in range(5)]
+    with pytest.raises(LutError, match="at least 8"):
+        fit_calibration(table, archs, [1.0] * 5, FP)
+
+
+def test_damaged_calibration_is_a_clear_error(lut: Path) -> None:
+    with sqlite3.connect(lut) as conn:
+        conn.execute("INSERT INTO meta(name, value) VALUES ('calibration', ?)", (json.dumps({"model": "cubic"}),))
+    with pytest.raises(LutError, match=r"damaged calibration.*--fit"):
+        LatencyPredictor.from_lut(lut)
+    with pytest.raises(LutError, match="unknown kernel ops"):
+        Calibration.from_dict({"model": "linear", "scale": {"qconv": 1.0}, "per_kernel_ms": {}, "offset_ms": 0}, "x")
+    with pytest.raises(LutError, match="damaged calibration"):
+        read_calibration(LatencyTable.load(lut))
+
+
+def test_stratified_sample_spreads_over_the_range_and_excludes(lut: Path) -> None:
+    space = get_space("cifar")
+    pred = LatencyPredictor.from_lut(lut)
+    archs = stratified_sample(space, pred.raw, 10, seed=3)
+    values = [pred.raw(a) for a in archs]
+    assert values == sorted(values) and len({a.to_str() for a in archs}) == 10
+    pool = [space.sample(r) for r in [random.Random(3)] for _ in range(200)]
+    lo, hi = min(map(pred.raw, pool)), max(map(pred.raw, pool))
+    assert values[0] <= lo + (hi - lo) * 0.1 and values[-1] >= hi - (hi - lo) * 0.1  # both ends are covered
+    gaps = np.diff(values)
+    assert gaps.max() < (hi - lo) * 0.3  # no big hole
+    again = stratified_sample(space, pred.raw, 10, seed=3, exclude=frozenset(a.to_str() for a in archs[:5]))
+    assert not {a.to_str() for a in again} & {a.to_str() for a in archs[:5]}
+
+
+def test_split_fit_score_interleaves() -> None:
+    archs = list(range(10))
+    fit, score = split_fit_score(archs, 0.5)  # type: ignore[arg-type]
+    assert fit == [1, 3, 5, 7, 9] and score == [0, 2, 4, 6, 8]
+    fit, score = split_fit_score(archs, 0.3)  # type: ignore[arg-type]
+    assert len(fit) == 3 and sorted(fit + score) == archs
+
+
+def test_scores_against_an_independent_computation() -> None:
+    rng = np.random.default_rng(0)
+    measured = rng.uniform(1, 10, 40)
+    predicted = measured * (1 + rng.normal(0, 0.08, 40))
+    s = scores(predicted, measured)
+    rel = np.abs(predicted - measured) / measured
+    assert s["within_10"] == pytest.approx(np.mean(rel <= 0.10))
+    assert s["rmspe"] == pytest.approx(np.sqrt(np.mean(rel**2)))
+    pairs = list(itertools.combinations(range(40), 2))
+    concordant = sum(np.sign(predicted[i] - predicted[j]) == np.sign(measured[i] - measured[j]) for i, j in pairs)
+    assert s["kendall_tau"] == pytest.approx((2 * concordant - len(pairs)) / len(pairs))
+    ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    assert rank_scores(predicted, measured)["spearman"] == pytest.approx(
+        np.corrcoef(ranks(predicted), ranks(measured))[0, 1]
+    )
+    assert set(KERNEL_OPS) == set(TRUE_SCALE)

@@ -1,0 +1,99 @@
+"""`hwnas lut validate` end to end: a real profile, real networks timed on ONNX Runtime, the real CLI."""
+
+from __future__ import annotations
+
+import sqlite3
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hwnas.devices import open_device
+from hwnas.latency.predictor import LatencyPredictor
+from hwnas.latency.store import device_id
+from hwnas.nas import get_space
+from hwnas.nas.arch import Architecture
+from hwnas.nas.kernels import arch_flops
+
+from conftest import FAST_TIMING, run_cli
+
+DEVICE = "ort-cpu:threads=1"
+
+
+@pytest.fixture(scope="module")
+def tiny_lut(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("validate") / "tiny.lut"
+    proc = run_cli("profile", "--space", "tiny", "--device", DEVICE, "--out", str(path), "--rounds", "1",
+                   "--no-progress", *FAST_TIMING)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+def _model_rows(path: Path) -> dict[str, list[float]]:
+    per_arch: dict[str, list[float]] = defaultdict(list)
+    with sqlite3.connect(path) as conn:
+        for arch, ms in conn.execute("SELECT arch, median_ms FROM models"):
+            per_arch[arch].append(ms)
+    return per_arch
+
+
+def test_validate_fit_then_score_held_out(tiny_lut: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    proc = run_cli("lut", "validate", str(tiny_lut), "--space", "tiny", "--device", DEVICE, "--samples", "16",
+                   "--fit", "--rounds", "2", "--no-progress", "--out", str(out), *FAST_TIMING)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "8 held-out architectures" in proc.stdout and "Kendall tau" in proc.stdout
+    df = pd.read_csv(out / "validation.csv")
+    assert len(df) == 16 and (df["role"] == "fit").sum() == 8 and df["arch"].is_unique
+    assert (out / "validation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # measured = the median over the stored rounds; raw = the LUT sum; FLOPs recomputed independently
+    stored = _model_rows(tiny_lut)
+    space = get_space("tiny")
+    pred = LatencyPredictor.from_lut(tiny_lut)
+    assert pred.calibration is not None and set(pred.calibration.fit_archs) == set(df.loc[df["role"] == "fit", "arch"])
+    for row in df.itertuples():
+        assert len(stored[row.arch]) == 2
+        assert row.measured_ms == pytest.approx(statistics.median(stored[row.arch]))
+        arch = Architecture.from_str(row.arch, num_classes=space.num_classes)
+        assert row.raw_ms == pytest.approx(pred.raw(arch), rel=1e-9)
+        assert row.calibrated_ms == pytest.approx(pred.predict(arch), rel=1e-9)
+        assert row.flops == arch_flops(arch)
+    # the measurements are keyed by the device's identity
+    with sqlite3.connect(tiny_lut) as conn:
+        devices = {d for (d,) in conn.execute("SELECT DISTINCT device FROM models")}
+    assert devices == {device_id(open_device(DEVICE).fingerprint())}
+
+    # Scoring again: the fitting architectures are never scored, and what is stored is not re-timed.
+    before = sum(len(v) for v in _model_rows(tiny_lut).values())
+    proc = run_cli("lut", "validate", str(tiny_lut), "--space", "tiny", "--device", DEVICE, "--samples", "12",
+                   "--rounds", "2", "--no-progress", "--out", str(tmp_path / "again"), *FAST_TIMING)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    again = pd.read_csv(tmp_path / "again" / "validation.csv")
+    assert not set(again["arch"]) & set(pred.calibration.fit_archs)
+    assert (again["role"] == "score").all()
+    new = set(again["arch"]) - set(df["arch"])
+    assert sum(len(v) for v in _model_rows(tiny_lut).values()) == before + 2 * len(new)
+    shown = run_cli("lut", "show", str(tiny_lut))
+    assert "calibration (" in shown.stdout
+
+
+def test_validate_on_another_device_fails_loudly_unless_forced(tiny_lut: Path, tmp_path: Path) -> None:
+    proc = run_cli("lut", "validate", str(tiny_lut), "--space", "tiny", "--device", "ort-cpu:threads=2",
+                   "--samples", "4", "--no-progress", "--out", str(tmp_path / "x"))  # fmt: skip
+    assert proc.returncode == 2
+    assert "measured on another device (threads: 1 vs 2)" in proc.stderr and "--force" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "x").exists()
+
+
+def test_validate_bad_inputs(tiny_lut: Path, tmp_path: Path) -> None:
+    proc = run_cli("lut", "validate", str(tiny_lut), "--space", "cifar", "--device", DEVICE, "--samples", "4")
+    assert proc.returncode == 2 and "lacks" in proc.stderr and "hwnas profile" in proc.stderr
+    proc = run_cli("lut", "validate", str(tmp_path / "none.lut"), "--space", "tiny", "--device", DEVICE)
+    assert proc.returncode == 2 and "no such LUT file" in proc.stderr
+    proc = run_cli("lut", "validate", str(tiny_lut), "--space", "tiny", "--device", DEVICE, "--samples", "4",
+                   "--fit", "--fit-share", "1.5")  # fmt: skip
+    assert proc.returncode == 2 and "--fit-share" in proc.stderr
+    proc = run_cli("lut", "validate", str(tiny_lut), "--space", "tiny", "--device", DEVICE, "--samples", "0")
+    assert proc.returncode == 2 and "must be >= 1" in proc.stderr
