@@ -44,3 +44,21 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
+
+
+def init_weights(module: nn.Module) -> None:
+    """Mobile-network initialization (as mobile-vision and timm do): He-normal convs (fan-out), zero
+    biases, BatchNorm at identity, small normal linear weights. PyTorch's defaults shrink the signal
+    layer after layer in deep inverted-residual stacks."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):  # fan-out per group: torch's own fan ignores groups (depthwise)
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)

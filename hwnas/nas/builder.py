@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hwnas.layers import init_weights
 from hwnas.nas.arch import Architecture
 from hwnas.nas.blocks import Classifier, make_block
 
@@ -25,5 +26,7 @@ class ChildNet(nn.Module):
 
 
 def build_model(arch: Architecture) -> ChildNet:
-    """Build the network ``arch`` describes, freshly initialized (PyTorch defaults)."""
-    return ChildNet(arch)
+    """Build the network ``arch`` describes, freshly initialized (:func:`hwnas.layers.init_weights`)."""
+    model = ChildNet(arch)
+    init_weights(model)
+    return model

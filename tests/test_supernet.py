@@ -1,0 +1,142 @@
+"""The DMasking supernet: children computed exactly through masks, distributions, gradients."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from hwnas.nas import get_space
+from hwnas.nas.builder import build_model
+from hwnas.nas.ops import parse_op
+from hwnas.nas.slicing import slice_child
+from hwnas.nas.space import Option
+from hwnas.nas.supernet import SuperNet
+
+
+def _randomize_bn(net: nn.Module, seed: int) -> None:
+    """Non-trivial BatchNorm statistics and affine parameters, so a wrong channel slice shows."""
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.05)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+
+
+@pytest.mark.parametrize("space_name", ["tiny", "cifar"])
+def test_sliced_child_equals_the_supernet_with_one_hot_choices(space_name: str) -> None:
+    torch.manual_seed(0)
+    space = get_space(space_name)
+    net = SuperNet(space)
+    _randomize_bn(net, 1)
+    net.eval()
+    rng = random.Random(0)
+    for arch in [space.smallest(), space.largest(), *(space.sample(rng) for _ in range(6))]:
+        child = slice_child(net, arch).eval()
+        x = torch.randn(4, 3, arch.resolution, arch.resolution)
+        with torch.no_grad():
+            want, got = child(x), net(x, arch=arch)
+        assert want.std(0).mean() > 1e-4  # the output depends on the input
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        # the sliced child has exactly the architecture's shapes
+        assert [p.shape for p in child.parameters()] == [p.shape for p in build_model(arch).parameters()]
+
+
+def test_out_channel_mask_zeroes_the_channels_not_chosen() -> None:
+    space = get_space("cifar")
+    net = SuperNet(space).train()
+    layer = net.layers[4]  # a searchable inverted-residual layer with channel choices (32, 48)
+    assert layer.layer.channels == (32, 48)
+    x = torch.randn(2, layer.cin, 16, 16)
+    for c in layer.layer.channels:
+        g = layer.one_hot(Option(layer.layer.ops[0], c, layer.expansions[0]))
+        y, q = layer(x, torch.tensor([0.0, 1.0]), g)
+        assert y.shape[1] == 48
+        assert torch.count_nonzero(y[:, c:]) == 0 and torch.count_nonzero(y[:, :c]) > 0
+        assert torch.equal(q, g["c"])
+
+
+def test_option_probabilities_are_the_product_of_the_factors() -> None:
+    space = get_space("cifar")
+    net = SuperNet(space)
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.normal_()
+    with torch.no_grad():
+        res, probs = net.choice_probs()
+    assert float(res.sum()) == pytest.approx(1.0)
+    for layer, p in zip(net.layers, probs, strict=True):
+        assert float(p.sum()) == pytest.approx(1.0, abs=1e-6)
+        p_op, p_e, p_c = (f.alpha.detach().softmax(0) for f in (layer.op_factor, layer.e_factor, layer.c_factor))
+        for o, value in zip(layer.layer.options, p.tolist(), strict=True):
+            want = float(p_op[layer.layer.ops.index(o.op)] * p_c[layer.layer.channels.index(o.c)])
+            if parse_op(o.op).uses_expansion:
+                want *= float(p_e[layer.expansions.index(o.e)])
+            assert value == pytest.approx(want, rel=1e-6)
+
+
+def test_every_architecture_logit_gets_a_gradient() -> None:
+    torch.manual_seed(0)
+    space = get_space("tiny")
+    net = SuperNet(space).train()
+    x, y = torch.randn(8, 3, 24, 24), torch.randint(0, space.num_classes, (8,))
+    loss = nn.functional.cross_entropy(net(x, tau=1.0), y)
+    loss.backward()
+    for name, p in net.named_parameters():
+        if name.endswith("alpha") and p.numel() > 1:
+            assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+    assert {n for n, _ in net.named_parameters() if n.endswith("alpha")} == {
+        n for n, p in net.named_parameters() if any(p is q for q in net.arch_parameters())
+    }
+    assert not {id(p) for p in net.arch_parameters()} & {id(p) for p in net.weight_parameters()}
+
+
+def test_resolution_is_sampled_hard_with_a_straight_through_gradient() -> None:
+    torch.manual_seed(0)
+    space = get_space("tiny")
+    net = SuperNet(space).train()
+    seen = set()
+    for _ in range(20):
+        x = torch.randn(2, 3, 24, 24)
+        net.zero_grad()
+        sizes: list[int] = []
+        hook = net.layers[0].register_forward_pre_hook(lambda m, a, sizes=sizes: sizes.append(a[0].shape[-1]))
+        net(x, tau=1.0).sum().backward()
+        hook.remove()
+        seen.add(sizes[0])
+        assert net.res_factor.alpha.grad is not None and float(net.res_factor.alpha.grad.abs().sum()) > 0
+    assert seen == set(space.resolutions)
+
+
+def test_explicit_paths_baseline_holds_one_block_per_choice() -> None:
+    space = get_space("tiny")
+    masked, explicit = SuperNet(space), SuperNet(space, paths="explicit")
+    layer = explicit.layers[1]
+    n_paths = sum(len(layer.expansions) if op.kind == "ir" else 1 for op in layer.ops) * len(layer.layer.channels)
+    assert len(layer.paths) == n_paths
+    assert sum(p.numel() for p in explicit.weight_parameters()) > 2 * sum(p.numel() for p in masked.weight_parameters())
+    # with one-hot choices it computes the child whose block it selects
+    explicit.eval()
+    arch = space.sample(3)
+    x = torch.randn(2, 3, arch.resolution, arch.resolution)
+    with torch.no_grad():
+        out = explicit(x, arch=arch)
+    assert out.shape == (2, space.num_classes) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="masked"):
+        slice_child(explicit, arch)
+
+
+def test_one_hot_covers_every_option() -> None:
+    space = get_space("tiny")
+    net = SuperNet(space)
+    for layer in net.layers:
+        for o in layer.layer.options:
+            g = layer.one_hot(o)
+            assert all(float(v.sum()) == 1.0 for v in g.values())
+            p = layer.option_weights(g["op"], g["e"], g["c"])
+            assert float(p[layer.layer.options.index(o)]) == 1.0 and float(p.sum()) == 1.0
