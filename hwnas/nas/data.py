@@ -1,0 +1,327 @@
+"""Image data for search and training: in memory, as uint8 tensors, with the usual augmentation.
+
+Sources (``load_images(spec)``):
+
+* ``synthetic`` or ``synthetic:n=2000,size=32,classes=10,seed=0``: **hwnas-synthetic**, a
+  built-in procedural dataset (oriented colour gratings, one orientation and tint per class, with
+  random phase, frequency jitter and noise). It needs no download and is learnable in minutes on
+  a CPU; it exists for the demo and the tests and says nothing about real accuracy.
+* a ``.npz`` with ``x`` (uint8 ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]``) and ``y``;
+* a ``.npz`` in the CIFAR-10 JPEG archive form (``data``, ``offsets``, ``label``, ``split``: each
+  image's JPEG bytes concatenated; see ``../shared/data/README.md``), from any path;
+* a folder of class sub-folders holding image files (ImageFolder layout).
+
+Everything is decoded once into a ``uint8 [N, C, H, W]`` tensor. Batches are drawn by index from
+a seeded generator; training batches are augmented on the fly (random crop from a 1/8-padded
+image and horizontal flip) and normalized by the training images' per-channel mean and std.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from hwnas.errors import HwnasError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+class DataError(HwnasError):
+    """A dataset that is missing, empty or in a form hwnas does not read."""
+
+
+@dataclass
+class Images:
+    """Images ``uint8 [N, C, H, W]`` with labels ``int64 [N]``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: list[str]
+    name: str
+
+    def __len__(self) -> int:
+        return int(self.y.numel())
+
+    def subset(self, index: torch.Tensor) -> Images:
+        return Images(self.x[index], self.y[index], self.classes, self.name)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class DataSplits:
+    """Disjoint parts of the training images: ``weights`` (trains weights), ``alphas`` (trains the
+    architecture), ``val`` (held out, for accuracy); ``test`` where the source has a test split."""
+
+    weights: Images
+    alphas: Images
+    val: Images
+    test: Images | None
+    mean: torch.Tensor  # per channel, of the training images, in [0, 1] units
+    std: torch.Tensor
+
+
+# --- sources --------------------------------------------------------------------------------
+def load_images(spec: str, split: str = "train") -> Images:
+    """Load a dataset (see the module docstring); ``split`` picks train/test where the source has both."""
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        return synthetic(**_options(spec.partition(":")[2]), split=split)
+    path = Path(spec)
+    if not path.exists():
+        raise DataError(f"{spec}: no such file or folder; give an .npz file, an image folder, or 'synthetic'")
+    if path.is_dir():
+        return _image_folder(path)
+    if path.suffix.lower() != ".npz":
+        raise DataError(f"{spec}: not a dataset hwnas reads; give an .npz file, an image folder, or 'synthetic'")
+    return _npz(path, split)
+
+
+def _options(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in ("n", "size", "classes", "seed") or not value.isdigit():
+            raise DataError(f"synthetic: bad option {item!r}; use n=, size=, classes=, seed= with integers")
+        out[key] = int(value)
+    return out
+
+
+def synthetic(n: int = 2000, size: int = 32, classes: int = 10, seed: int = 0, split: str = "train") -> Images:
+    """hwnas-synthetic: ``n`` images of ``size`` px in ``classes`` classes (see the module docstring)."""
+    if n < classes or classes < 2 or size < 8:
+        raise DataError("synthetic: need n >= classes >= 2 and size >= 8")
+    g = torch.Generator().manual_seed(seed * 2 + (split == "test"))
+    y = torch.arange(n) % classes
+    y = y[torch.randperm(n, generator=g)]
+    angle = math.pi * y.float() / classes + 0.15 * torch.randn(n, generator=g)
+    freq = (2.0 + 2.0 * (y % 3).float() + 0.3 * torch.randn(n, generator=g)) * 2 * math.pi / size
+    phase = 2 * math.pi * torch.rand(n, generator=g)
+    coords = torch.arange(size).float()
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    proj = xx[None] * torch.cos(angle)[:, None, None] + yy[None] * torch.sin(angle)[:, None, None]
+    wave = torch.sin(proj * freq[:, None, None] + phase[:, None, None])
+    hue = 2 * math.pi * y.float() / classes
+    tint = torch.stack([torch.cos(hue + k * 2 * math.pi / 3) for k in range(3)], 1) * 0.35 + 0.5
+    img = tint[:, :, None, None] * (0.6 + 0.4 * wave[:, None]) + 0.12 * torch.randn(n, 3, size, size, generator=g)
+    x = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    return Images(x, y.long(), [f"class{i}" for i in range(classes)], f"hwnas-synthetic-{split}")
+
+
+def _npz(path: Path, split: str) -> Images:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            if {"data", "offsets", "label"} <= keys:
+                return _jpeg_archive(path, z, split)
+            if {"x", "y"} <= keys:
+                return _arrays(path, z["x"], z["y"])
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz ({exc})") from None
+    raise DataError(
+        f"{path}: an .npz needs arrays x and y, or data/offsets/label (JPEG archive); it has {sorted(keys)}"
+    )
+
+
+def _arrays(path: Path, x: np.ndarray, y: np.ndarray) -> Images:
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise DataError(
+            f"{path}: x must be [N, H, W], [N, H, W, C] or [N, C, H, W] with 1 or 3 channels; got {x.shape}"
+        )
+    if len(x) == 0:
+        raise DataError(f"{path}: the dataset is empty")
+    if len(y) != len(x):
+        raise DataError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
+    if x.dtype != np.uint8:
+        if np.issubdtype(x.dtype, np.floating) and float(x.max()) <= 1.0:
+            x = x * 255.0
+        x = np.clip(x, 0, 255).astype(np.uint8)
+    labels = torch.from_numpy(np.asarray(y).astype(np.int64))
+    if int(labels.min()) < 0:
+        raise DataError(f"{path}: labels must be >= 0")
+    return Images(torch.from_numpy(np.ascontiguousarray(x)), labels,
+                  [str(i) for i in range(int(labels.max()) + 1)], path.stem)  # fmt: skip
+
+
+def _jpeg_archive(path: Path, z: np.lib.npyio.NpzFile, split: str) -> Images:
+    from PIL import Image
+
+    data, offsets, label = z["data"], z["offsets"], z["label"]
+    keep = np.arange(len(label))
+    if "split" in z.files:
+        keep = np.flatnonzero(z["split"] == (split == "train"))
+    if len(keep) == 0:
+        raise DataError(f"{path}: no {split} images in the archive")
+    images = []
+    for i in keep:
+        a, b = int(offsets[i]), int(offsets[i + 1])
+        with Image.open(io.BytesIO(data[a:b].tobytes())) as im:
+            images.append(np.asarray(im.convert("RGB")))
+    x = np.stack(images).transpose(0, 3, 1, 2)
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    n_classes = int(label.max()) + 1
+    names = classes if n_classes == 10 else [str(i) for i in range(n_classes)]
+    return Images(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(label[keep].astype(np.int64)), names,
+                  f"{path.stem}-{split}")  # fmt: skip
+
+
+def _image_folder(root: Path) -> Images:
+    from PIL import Image
+
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"{root}: an image folder needs one sub-folder per class; found none")
+    xs, ys = [], []
+    size: tuple[int, int] | None = None
+    for ci, name in enumerate(classes):
+        for f in sorted((root / name).iterdir()):
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(f) as im:
+                    arr = np.asarray(im.convert("RGB"))
+            except OSError as exc:
+                raise DataError(f"{f}: cannot read the image ({exc})") from None
+            if size is None:
+                size = arr.shape[:2]
+            elif arr.shape[:2] != size:
+                raise DataError(f"{f}: {arr.shape[1]}x{arr.shape[0]} px, but the first image is {size[1]}x{size[0]}; "
+                                "resize the folder to one size")  # fmt: skip
+            xs.append(arr)
+            ys.append(ci)
+    if not xs:
+        raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in its class folders")
+    x = np.stack(xs).transpose(0, 3, 1, 2)
+    return Images(torch.from_numpy(np.ascontiguousarray(x)), torch.tensor(ys), classes, root.name)
+
+
+# --- splits ---------------------------------------------------------------------------------
+def make_splits(
+    train: Images,
+    test: Images | None,
+    in_channels: int,
+    num_classes: int,
+    val_fraction: float = 0.1,
+    alpha_fraction: float = 0.2,
+    limit: int | None = None,
+    seed: int = 0,
+) -> DataSplits:
+    """Shuffle (seeded), optionally keep ``limit`` training images (class-balanced), hold out
+    ``val_fraction`` for validation, and split the rest ``1 - alpha_fraction`` / ``alpha_fraction``."""
+    if len(train) == 0:
+        raise DataError(f"{train.name}: the dataset is empty")
+    n_classes = int(train.y.max()) + 1
+    if n_classes > num_classes:
+        raise DataError(f"{train.name} has {n_classes} classes but the space classifies {num_classes}; "
+                        "use a space with as many classes")  # fmt: skip
+    train = _channels(train, in_channels)
+    test = _channels(test, in_channels) if test is not None else None
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(train), generator=g)
+    if limit is not None and limit < len(train):
+        order = _balanced(train.y, order, limit)
+    n_val = max(1, round(len(order) * val_fraction))
+    n_alpha = max(1, round((len(order) - n_val) * alpha_fraction))
+    if len(order) - n_val - n_alpha < 1:
+        raise DataError(f"{train.name}: {len(order)} images are too few to split for search; use more")
+    val, alpha, weights = order[:n_val], order[n_val : n_val + n_alpha], order[n_val + n_alpha :]
+    x = train.x[weights].float() / 255
+    mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return DataSplits(train.subset(weights), train.subset(alpha), train.subset(val), test, mean, std)
+
+
+def _channels(images: Images, in_channels: int) -> Images:
+    c = images.x.shape[1]
+    if c == in_channels:
+        return images
+    if c == 1:
+        return Images(images.x.expand(-1, in_channels, -1, -1).contiguous(), images.y, images.classes, images.name)
+    raise DataError(f"{images.name}: {c}-channel images, but the space takes {in_channels} channels")
+
+
+def _balanced(y: torch.Tensor, order: torch.Tensor, limit: int) -> torch.Tensor:
+    """The first ``limit`` of ``order`` taken round-robin over classes (equal counts per class)."""
+    per_class: dict[int, list[int]] = {}
+    for i in order.tolist():
+        per_class.setdefault(int(y[i]), []).append(i)
+    out: list[int] = []
+    queues = [iter(v) for v in per_class.values()]
+    while len(out) < limit and queues:
+        alive = []
+        for q in queues:
+            item = next(q, None)
+            if item is not None and len(out) < limit:
+                out.append(item)
+                alive.append(q)
+        queues = alive
+    return torch.tensor(out)
+
+
+# --- batches --------------------------------------------------------------------------------
+def batches(
+    images: Images,
+    batch_size: int,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    generator: torch.Generator | None = None,
+    augment: bool = False,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x float [B, C, H, W] normalized, y)`` batches, shuffled when ``generator`` is given."""
+    n = len(images)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for i in range(0, stop, batch_size):
+        idx = order[i : i + batch_size]
+        x = images.x[idx].float() / 255
+        if augment:
+            x = _augment(x, generator)
+        yield (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1), images.y[idx]
+
+
+def _augment(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Random crop from a zero-padded image (pad = size / 8) and random horizontal flip."""
+    b, _, h, w = x.shape
+    pad = max(1, h // 8)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    out = _crop(padded, dy, dx, h, w)
+    flip = torch.rand(b, generator=generator) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def _crop(padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    return torch.stack(
+        [padded[i, :, int(a) : int(a) + h, int(c) : int(c) + w] for i, (a, c) in enumerate(zip(dy, dx, strict=True))]
+    )
+
+
+def load_test_images(spec: str, num_classes: int) -> Images | None:
+    """The test split of a source that has one (synthetic data, a CIFAR-10 JPEG archive), else None."""
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        opts = _options(spec.partition(":")[2])
+        opts.setdefault("classes", num_classes)
+        opts["n"] = max(opts.get("classes", num_classes), opts.get("n", 2000) // 5)
+        return synthetic(**opts, split="test")
+    path = Path(spec)
+    if path.suffix.lower() == ".npz" and path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            if "split" not in z.files or not {"data", "offsets", "label"} <= set(z.files):
+                return None
+        return load_images(spec, "test")
+    return None

@@ -1,0 +1,133 @@
+"""Datasets: every source form, splits, augmentation, and clear errors."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hwnas.nas.data import DataError, batches, load_images, load_test_images, make_splits, synthetic
+
+from conftest import SHARED_DATA
+
+
+def test_synthetic_is_deterministic_balanced_and_named() -> None:
+    a, b = synthetic(n=200, size=16, classes=4, seed=1), synthetic(n=200, size=16, classes=4, seed=1)
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert a.x.shape == (200, 3, 16, 16) and a.x.dtype == torch.uint8
+    assert torch.bincount(a.y).tolist() == [50] * 4
+    assert "synthetic" in a.name
+    assert not torch.equal(synthetic(n=200, size=16, classes=4, seed=1, split="test").x, a.x)
+    # classes differ on average (the dataset is learnable): mean images per class are far apart
+    means = torch.stack([a.x[a.y == c].float().mean(0) for c in range(4)])
+    assert torch.cdist(means.flatten(1), means.flatten(1)).fill_diagonal_(1e9).min() > 50
+
+
+@pytest.mark.parametrize("layout", ["nhw", "nhwc", "nchw"])
+def test_npz_arrays_in_every_layout(tmp_path: Path, layout: str) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    if layout == "nhw":
+        x = x[..., 0]
+    stored = x.transpose(0, 3, 1, 2) if layout == "nchw" else x
+    y = np.arange(12) % 3
+    np.savez(tmp_path / "d.npz", x=stored, y=y)
+    images = load_images(str(tmp_path / "d.npz"))
+    want = x[:, None] if layout == "nhw" else x.transpose(0, 3, 1, 2)
+    assert np.array_equal(images.x.numpy(), want) and images.y.tolist() == y.tolist()
+
+
+def _jpeg(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def test_cifar_jpeg_archive_form_from_any_path(tmp_path: Path) -> None:
+    imgs = [np.full((8, 8, 3), 20 * i, dtype=np.uint8) for i in range(10)]
+    blobs = [_jpeg(a) for a in imgs]
+    offsets = np.cumsum([0, *map(len, blobs)]).astype(np.int64)
+    label = np.arange(10, dtype=np.uint8)
+    split = np.array([True] * 7 + [False] * 3)
+    path = tmp_path / "some" / "where.npz"
+    path.parent.mkdir()
+    np.savez(path, data=np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets=offsets, label=label, split=split)
+    train, test = load_images(str(path)), load_test_images(str(path), 10)
+    assert len(train) == 7 and test is not None and len(test) == 3
+    assert train.y.tolist() == list(range(7)) and test.y.tolist() == [7, 8, 9]
+    assert train.classes[0] == "airplane"
+    for i in range(7):
+        assert abs(float(train.x[i].float().mean()) - 20 * i) < 3  # JPEG is lossy, but close
+
+
+def test_image_folder(tmp_path: Path) -> None:
+    for c, name in enumerate(["cat", "dog"]):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((6, 6, 3), 40 * c + i, dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "dog" / "readme.txt").write_text("ignored")
+    images = load_images(str(tmp_path))
+    assert images.classes == ["cat", "dog"] and images.y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert images.x.shape == (6, 3, 6, 6) and int(images.x[4, 0, 0, 0]) == 41
+    Image.fromarray(np.zeros((5, 6, 3), dtype=np.uint8)).save(tmp_path / "cat" / "odd.png")
+    with pytest.raises(DataError, match="resize the folder to one size"):
+        load_images(str(tmp_path))
+
+
+def test_bad_sources(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such file or folder"):
+        load_images(str(tmp_path / "missing"))
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(DataError, match=r"needs arrays x and y.*\['a'\]"):
+        load_images(str(tmp_path / "other.npz"))
+    np.savez(tmp_path / "mismatch.npz", x=np.zeros((4, 8, 8), dtype=np.uint8), y=np.zeros(3))
+    with pytest.raises(DataError, match="4 images but y has 3 labels"):
+        load_images(str(tmp_path / "mismatch.npz"))
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 8, 8), dtype=np.uint8), y=np.zeros(0))
+    with pytest.raises(DataError, match="empty"):
+        load_images(str(tmp_path / "empty.npz"))
+    with pytest.raises(DataError, match="bad option"):
+        load_images("synthetic:n=ten")
+
+
+def test_splits_are_disjoint_balanced_and_normalized() -> None:
+    train = synthetic(n=400, size=16, classes=4, seed=0)
+    splits = make_splits(train, None, 3, 4, val_fraction=0.1, alpha_fraction=0.2, limit=200, seed=0)
+    sizes = len(splits.weights), len(splits.alphas), len(splits.val)
+    assert sum(sizes) == 200 and sizes == (144, 36, 20)
+    keys = [{bytes(img.numpy().tobytes()) for img in part.x} for part in (splits.weights, splits.alphas, splits.val)]
+    assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
+    everything = torch.cat([splits.weights.y, splits.alphas.y, splits.val.y])
+    assert torch.bincount(everything).tolist() == [50] * 4  # the limit keeps classes balanced
+    x = torch.cat([xb for xb, _ in batches(splits.weights, 64, splits.mean, splits.std)])
+    assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(x.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-3)
+    with pytest.raises(DataError, match="classes"):
+        make_splits(train, None, 3, 2)
+
+
+def test_grayscale_images_are_repeated_to_three_channels() -> None:
+    from hwnas.nas.data import Images
+
+    gray = Images(torch.randint(0, 255, (20, 1, 8, 8), dtype=torch.uint8), torch.arange(20) % 2, ["a", "b"], "g")
+    splits = make_splits(gray, None, 3, 2)
+    assert splits.weights.x.shape[1] == 3 and torch.equal(splits.weights.x[:, 0], splits.weights.x[:, 2])
+
+
+def test_augmentation_crops_and_flips_without_changing_shape() -> None:
+    images = synthetic(n=64, size=16, classes=4)
+    mean, std = torch.zeros(3), torch.ones(3)
+    plain = torch.cat([x for x, _ in batches(images, 64, mean, std)])
+    aug = torch.cat([x for x, _ in batches(images, 64, mean, std, torch.Generator().manual_seed(0), augment=True)])
+    assert aug.shape == plain.shape and not torch.equal(aug.sort(0).values, plain.sort(0).values)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "cifar10-jpeg.npz").exists(), reason="../shared/data/cifar10-jpeg.npz not here")
+def test_real_cifar10_archive() -> None:
+    test = load_test_images(str(SHARED_DATA / "cifar10-jpeg.npz"), 10)
+    assert test is not None and len(test) == 10_000 and test.x.shape[1:] == (3, 32, 32)
+    assert torch.bincount(test.y).tolist() == [1000] * 10
