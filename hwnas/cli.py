@@ -21,6 +21,8 @@ from hwnas.errors import HwnasError
 
 if TYPE_CHECKING:
     from hwnas.devices import TimingConfig
+    from hwnas.nas.arch import Architecture
+    from hwnas.nas.builder import ChildNet
 
 console = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
 
@@ -345,6 +347,108 @@ def cmd_lut_export(args: argparse.Namespace) -> None:
     console.print(f"wrote {out}: {len(df)} rows")
 
 
+# --- search, train -----------------------------------------------------------------------------
+_BUDGET_FLAGS = {"budget_ms": "latency", "budget_mflops": "flops", "budget_mparams": "params"}
+
+
+def _budget(args: argparse.Namespace) -> tuple[str, float]:
+    given = [(flag, getattr(args, flag)) for flag in _BUDGET_FLAGS if getattr(args, flag) is not None]
+    if len(given) != 1:
+        raise HwnasError("give exactly one budget: --budget-ms (latency), --budget-mflops or --budget-mparams")
+    flag, value = given[0]
+    cost = args.cost or _BUDGET_FLAGS[flag]
+    if cost in _BUDGET_FLAGS.values() and cost != _BUDGET_FLAGS[flag]:
+        raise HwnasError(f"--cost {cost} does not go with --{flag.replace('_', '-')}")
+    return cost, value
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from hwnas.nas.search import Search, SearchConfig
+
+    cost, budget = _budget(args)
+    cfg = SearchConfig(
+        space=args.space, budget=budget, cost=cost, lut=args.lut, data=args.data, limit=args.limit, loss=args.loss,
+        epochs=args.epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size, lr=args.lr,
+        arch_lr=args.arch_lr, tau_start=args.tau_start, tau_end=args.tau_end, paths=args.paths, seed=args.seed,
+        torch_device=args.torch_device,
+    )  # fmt: skip
+    search = Search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    console.print(
+        f"searching {search.space.name} for {cfg.cost} <= {search.cost.fmt(budget)} (space spans "
+        f"{search.cost.fmt(search.cheapest)} to {search.cost.fmt(search.costliest)}); "
+        f"{len(search.splits.weights)} weight / {len(search.splits.alphas)} arch / {len(search.splits.val)} val images"
+    )
+    try:
+        result = search.run()
+    except KeyboardInterrupt:
+        print(
+            f"hwnas: interrupted; finished epochs are saved in {args.out}; add --resume to the same command to go on",
+            file=sys.stderr,
+        )
+        return 130
+    d = result.derivation
+    t = Table("", "architecture", f"{cfg.cost} ({search.cost.unit})", title=f"search result ({result.seconds:.0f} s)")
+    t.add_row("argmax", d.argmax.to_str(), f"{d.argmax_cost:.4g}")
+    t.add_row("derived", d.arch.to_str(), f"{d.cost:.4g} (budget {budget:g})")
+    console.print(t)
+    for step in d.steps:
+        console.print(f"  {step}")
+    last = result.metrics[-1] if result.metrics else {}
+    console.print(f"supernet val accuracy of the argmax: {last.get('val_acc', float('nan')):.1%}")
+    console.print(f"wrote {args.out}/arch.json, arch.txt, metrics.csv, probs.csv, progress.png, choices.png")
+    console.print(f"next: hwnas train --arch {args.out}/arch.json --data {args.data} --out {args.out}/child.pt")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from hwnas.nas.arch import Architecture
+    from hwnas.nas.data import load_test_images, make_splits
+    from hwnas.nas.search import load_images_for
+    from hwnas.nas.training import save_child, torch_device, train_child
+
+    arch = Architecture.load(args.arch)
+    train = load_images_for(args.data, arch.num_classes)
+    test = load_test_images(args.data, arch.num_classes)
+    splits = make_splits(train, test, arch.in_channels, arch.num_classes, limit=args.limit, seed=args.seed)
+    init = None
+    if args.init == "supernet":
+        if not args.run:
+            raise HwnasError("--init supernet needs --run RUN, the search folder whose supernet to slice")
+        init = _sliced_child(args.run, arch)
+    result = train_child(arch, splits, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, init=init,
+                         seed=args.seed, device=torch_device(args.torch_device), progress=not args.no_progress)  # fmt: skip
+    save_child(args.out, result, arch, splits, {"init": args.init, "data": args.data, "epochs": args.epochs})
+    test_text = f", test accuracy {result.test_acc:.2%}" if result.test_acc is not None else ""
+    console.print(f"{arch.to_str()}: val accuracy {result.val_acc:.2%}{test_text} after {args.epochs} epochs "
+                  f"({result.seconds:.0f} s); wrote {args.out}")  # fmt: skip
+
+
+def _sliced_child(run: str, arch: Architecture) -> ChildNet:
+    from pathlib import Path
+
+    import torch
+
+    from hwnas.nas.search import CHECKPOINT
+    from hwnas.nas.slicing import slice_child
+    from hwnas.nas.space import get_space
+    from hwnas.nas.supernet import SuperNet
+
+    path = Path(run) / CHECKPOINT
+    if not path.is_file():
+        raise HwnasError(f"{path}: no search checkpoint there; give the folder of a 'hwnas search' run")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        cfg = state["config"]
+    except Exception as exc:
+        raise HwnasError(f"{path}: not a readable search checkpoint ({type(exc).__name__})") from None
+    net = SuperNet(get_space(cfg["space"]), paths=cfg.get("paths", "masked"))
+    net.load_state_dict(state["net"])
+    try:
+        return slice_child(net, arch)
+    except ValueError as exc:
+        raise HwnasError(f"--init supernet: {exc}") from None
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
@@ -503,6 +607,49 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_timing_args(lv, 100.0)
     lv.set_defaults(func=cmd_lut_validate)
+
+    se = sub.add_parser("search", help="DMaskingNAS under a latency (or FLOPs, params) budget; derives an architecture")
+    se.add_argument("--space", required=True, help="a preset name or a space file")
+    se.add_argument("--lut", help="the LUT for --cost latency (calibrated if it holds a calibration)")
+    se.add_argument("--cost", help="latency (default with --budget-ms), flops or params")
+    bg = se.add_argument_group("budget (exactly one)")
+    bg.add_argument("--budget-ms", type=float, help="predicted latency budget in ms (LUT)")
+    bg.add_argument("--budget-mflops", type=float, help="FLOPs budget in millions of multiply-adds")
+    bg.add_argument("--budget-mparams", type=float, help="parameter budget in millions")
+    se.add_argument("--data", default="synthetic",
+                    help="synthetic[:n=,size=,seed=], an .npz (x, y or a CIFAR-10 JPEG archive), or an image folder")  # fmt: skip
+    se.add_argument("--limit", type=_positive_int, help="use this many training images (class-balanced)")
+    se.add_argument("--epochs", type=_positive_int, default=10)
+    se.add_argument("--warmup-epochs", type=int, default=2, help="epochs training weights only (default 2)")
+    se.add_argument("--batch-size", type=_positive_int, default=64)
+    se.add_argument("--lr", type=float, default=0.05, help="weights: SGD learning rate, cosine decay")
+    se.add_argument("--arch-lr", type=float, default=0.01, help="architecture logits: Adam learning rate")
+    se.add_argument("--loss", default="hinge", help="hinge: CE + lambda max(0, E/B - 1); fbnet: CE a log(E)^b")
+    se.add_argument("--tau-start", type=float, default=5.0, help="Gumbel temperature at the first epoch")
+    se.add_argument("--tau-end", type=float, default=0.5, help="and at the last (geometric annealing)")
+    se.add_argument("--paths", default="masked", choices=("masked", "explicit"),
+                    help="masked: DMasking; explicit: one block per choice (FBNet-style baseline, memory hungry)")  # fmt: skip
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--torch-device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    se.add_argument("--out", default="run", metavar="RUN", help="the run folder (default ./run)")
+    se.add_argument("--resume", action="store_true", help="continue the search saved in --out")
+    se.add_argument("--no-progress", action="store_true")
+    se.set_defaults(func=cmd_search)
+
+    tr = sub.add_parser("train", help="train an architecture (from scratch, or from the supernet's weights)")
+    tr.add_argument("--arch", required=True, metavar="ARCH.json")
+    tr.add_argument("--data", default="synthetic", help="as for hwnas search")
+    tr.add_argument("--init", default="scratch", choices=("scratch", "supernet"))
+    tr.add_argument("--run", metavar="RUN", help="the search folder, for --init supernet")
+    tr.add_argument("--limit", type=_positive_int, help="use this many training images (class-balanced)")
+    tr.add_argument("--epochs", type=_positive_int, default=10)
+    tr.add_argument("--batch-size", type=_positive_int, default=64)
+    tr.add_argument("--lr", type=float, default=0.05)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--torch-device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    tr.add_argument("--out", default="child.pt", help="where to write the trained child (default child.pt)")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", help="time a whole .onnx or .tflite model file on a device")
     b.add_argument("model", metavar="MODEL.onnx|MODEL.tflite")

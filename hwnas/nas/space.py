@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -151,32 +151,43 @@ class SearchSpace:
 
     def smallest(self) -> Architecture:
         """The architecture with the fewest FLOPs (exact, by dynamic programming over layers)."""
-        return self._extreme(largest=False)
+        return self.extreme(_flops, largest=False)
 
     def largest(self) -> Architecture:
         """The architecture with the most FLOPs (exact)."""
-        return self._extreme(largest=True)
+        return self.extreme(_flops, largest=True)
 
-    def _extreme(self, largest: bool) -> Architecture:
+    def extreme(self, kernel_cost: Callable[[Kernel], float], largest: bool = False) -> Architecture:
+        """The architecture with the lowest (or highest) total ``kernel_cost`` of its kernels; exact,
+        by dynamic programming over layers with the in-channels as the state."""
         sign = -1 if largest else 1
-        best: tuple[int, int, list[Option]] | None = None
+        best: tuple[float, int, list[Option]] | None = None
+        memo: dict[Kernel, float] = {}
+
+        def cost_of(kernels: list[Kernel]) -> float:
+            total = 0.0
+            for k in kernels:
+                if k not in memo:
+                    memo[k] = float(kernel_cost(k))
+                total += memo[k]
+            return total
+
         for res in self.resolutions:
-            # state: in-channels -> (signed flops so far, options so far)
-            states: dict[int, tuple[int, list[Option]]] = {self.in_channels: (0, [])}
+            # state: in-channels -> (signed cost so far, options so far)
+            states: dict[int, tuple[float, list[Option]]] = {self.in_channels: (0.0, [])}
             h = res
             for layer in self.layers:
-                nxt: dict[int, tuple[int, list[Option]]] = {}
+                nxt: dict[int, tuple[float, list[Option]]] = {}
                 for cin, (cost, path) in states.items():
                     for o in layer.options:
-                        t = parse_op(o.op)
-                        f = sum(k.flops for k in block_kernels(t, cin, o.c, layer.stride, o.e, h, h))
+                        f = cost_of(block_kernels(parse_op(o.op), cin, o.c, layer.stride, o.e, h, h))
                         c = cost + sign * f
                         if o.c not in nxt or c < nxt[o.c][0]:
                             nxt[o.c] = (c, [*path, o])
                 states = nxt
                 h = layer.out_size(h)
             for cin, (cost, path) in states.items():
-                total = cost + sign * sum(k.flops for k in classifier_kernels(cin, h, h, self.num_classes))
+                total = cost + sign * cost_of(classifier_kernels(cin, h, h, self.num_classes))
                 if best is None or total < best[0]:
                     best = (total, res, path)
         assert best is not None
@@ -248,6 +259,10 @@ class SearchSpace:
 
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.layers)
+
+
+def _flops(k: Kernel) -> float:
+    return float(k.flops)
 
 
 def _parse_stage(f: Fields, last: bool) -> Stage:

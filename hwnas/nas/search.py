@@ -1,0 +1,389 @@
+"""The DMaskingNAS search loop (``hwnas search``).
+
+Per epoch (FBNet/FBNetV2): the Gumbel temperature ``tau`` anneals geometrically from
+``tau_start`` to ``tau_end``; every weight step (SGD, cosine schedule, on the weights split) is
+followed, after the warm-up epochs, by one architecture step (Adam on the ``alpha`` logits, on
+the disjoint alphas split) on
+
+* ``hinge`` (default): ``CE + lambda * max(0, E[cost] / B - 1)``, with ``lambda`` moved by dual
+  ascent after every architecture step, ``lambda <- max(0, lambda + lambda_lr * (E[cost] / B - 1))``
+  (it grows while over budget and relaxes when under);
+* ``fbnet``: FBNet's multiplicative ``CE * a * log(s * E[cost]) ** b`` (a = 0.2, b = 0.6), with
+  the cost rescaled by ``s = 30 / B`` so that the budget sits where FBNet's milliseconds did.
+
+``E[cost]`` is the exact expected cost under the current choice probabilities (softmax of the
+alphas), from :mod:`hwnas.latency.expected`. At the end of every epoch: BatchNorm statistics are
+re-estimated for the argmax architecture and its validation accuracy is measured through the
+supernet; a row goes to ``metrics.csv``, the choice probabilities to ``probs.csv``, and a
+checkpoint (weights, optimizers, schedule, lambda, RNG states) is written atomically, so a
+killed search resumes from its last finished epoch with ``--resume`` and ends where an
+uninterrupted run would. After the last epoch the architecture is derived for the budget
+(:mod:`hwnas.nas.derive`) and the run folder gets ``arch.json``, ``arch.txt``, ``search.json``
+and plots.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from hwnas.errors import HwnasError
+from hwnas.fileio import write_bytes_atomic, write_text_atomic
+from hwnas.nas.arch import Architecture
+from hwnas.nas.costs import SearchCost, make_cost
+from hwnas.nas.data import DataSplits, Images, batches, load_images, make_splits
+from hwnas.nas.derive import Derivation, check_budget, derive
+from hwnas.nas.space import SearchSpace, get_space
+from hwnas.nas.supernet import SuperNet
+from hwnas.nas.training import cosine, evaluate, param_groups, progress_bar, torch_device
+
+CHECKPOINT = "checkpoint.pt"
+FBNET_A, FBNET_B, FBNET_SCALE = 0.2, 0.6, 30.0
+BN_BATCHES = 8  # batches to re-estimate BatchNorm statistics of the argmax architecture
+
+
+@dataclass
+class SearchConfig:
+    space: str
+    budget: float
+    cost: str = "latency"
+    lut: str | None = None
+    data: str = "synthetic"
+    limit: int | None = None  # training images to use (class-balanced subset)
+    loss: str = "hinge"
+    epochs: int = 10
+    warmup_epochs: int = 2
+    batch_size: int = 64
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    arch_lr: float = 0.01
+    arch_weight_decay: float = 0.0
+    tau_start: float = 5.0
+    tau_end: float = 0.5
+    lambda_init: float = 1.0
+    lambda_lr: float = 0.05
+    val_fraction: float = 0.1
+    alpha_fraction: float = 0.2
+    paths: str = "masked"
+    seed: int = 0
+    torch_device: str = "cpu"
+
+    def check(self) -> None:
+        if self.loss not in ("hinge", "fbnet"):
+            raise HwnasError(f"unknown loss {self.loss!r}; choose hinge or fbnet")
+        if self.epochs < 1 or not 0 <= self.warmup_epochs < self.epochs:
+            raise HwnasError(
+                f"need epochs >= 1 and 0 <= warm-up epochs < epochs; got {self.epochs}, {self.warmup_epochs}"
+            )
+        if not (0 < self.tau_end <= self.tau_start):
+            raise HwnasError("need 0 < --tau-end <= --tau-start")
+
+    def tau(self, epoch: int) -> float:
+        frac = epoch / max(1, self.epochs - 1)
+        return self.tau_start * (self.tau_end / self.tau_start) ** frac
+
+
+@dataclass
+class SearchResult:
+    derivation: Derivation
+    metrics: list[dict[str, Any]]
+    out: Path
+    seconds: float
+
+
+def entropy(p: torch.Tensor) -> float:
+    p = p.detach().clamp_min(1e-12)
+    return float(-(p * p.log()).sum())
+
+
+class Search:
+    """One search run in a folder; see the module docstring."""
+
+    def __init__(self, cfg: SearchConfig, out: str | Path, resume: bool = False, progress: bool = True) -> None:
+        cfg.check()
+        self.cfg = cfg
+        self.out = Path(out)
+        self.progress = progress
+        self.space: SearchSpace = get_space(cfg.space)
+        self.cost: SearchCost = make_cost(cfg.cost, self.space, cfg.lut)
+        self.cheapest, self.costliest = check_budget(self.space, self.cost, cfg.budget)
+        self.device = torch_device(cfg.torch_device)
+        ckpt = self.out / CHECKPOINT
+        if ckpt.exists() and not resume:
+            raise HwnasError(f"{self.out} already holds a search; pass --resume to continue it, or use another --out")
+        if resume and not ckpt.exists():
+            raise HwnasError(f"{self.out}: no checkpoint to resume from; run without --resume to start")
+        self.splits = self._data()
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.net = SuperNet(self.space, paths=cfg.paths).to(self.device)
+        self.expected = self.cost.expected(self.space).to(self.device)
+        self.steps_per_epoch = max(1, len(self.splits.weights) // cfg.batch_size)
+        self.w_opt = torch.optim.SGD(param_groups(self.net, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
+        self.w_sched = cosine(self.w_opt, cfg.epochs * self.steps_per_epoch)
+        self.a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=cfg.arch_lr, betas=(0.9, 0.999),
+                                      weight_decay=cfg.arch_weight_decay)  # fmt: skip
+        self.lam = cfg.lambda_init
+        self.epoch = 0
+        self.metrics: list[dict[str, Any]] = []
+        self.probs: list[dict[str, Any]] = []
+        self.timing = {"weight_step_s": 0.0, "arch_step_s": 0.0, "cost_s": 0.0, "weight_steps": 0, "arch_steps": 0}
+        if resume:
+            self._load(ckpt)
+        else:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+
+    # --- data --------------------------------------------------------------------------------
+    def _data(self) -> DataSplits:
+        cfg, space = self.cfg, self.space
+        train = load_images_for(cfg.data, space.num_classes)
+        return make_splits(train, None, space.in_channels, space.num_classes, cfg.val_fraction, cfg.alpha_fraction,
+                           cfg.limit, cfg.seed)  # fmt: skip
+
+    # --- checkpoint --------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format": "hwnas.search-checkpoint",
+            "version": 1,
+            "config": asdict(self.cfg),
+            "epoch": self.epoch,
+            "net": self.net.state_dict(),
+            "w_opt": self.w_opt.state_dict(),
+            "w_sched": self.w_sched.state_dict(),
+            "a_opt": self.a_opt.state_dict(),
+            "lambda": self.lam,
+            "metrics": self.metrics,
+            "probs": self.probs,
+            "timing": self.timing,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+        }
+
+    def _save(self) -> None:
+        buf = io.BytesIO()
+        torch.save(self._state(), buf)
+        write_bytes_atomic(self.out / CHECKPOINT, buf.getvalue())
+
+    def _load(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as exc:  # a truncated or foreign file
+            raise HwnasError(
+                f"{path}: not a readable search checkpoint ({type(exc).__name__}); start a new --out"
+            ) from None
+        if not isinstance(state, dict) or state.get("format") != "hwnas.search-checkpoint":
+            raise HwnasError(f"{path}: not an hwnas search checkpoint")
+        saved = state["config"]
+        changed = [
+            f.name
+            for f in fields(SearchConfig)
+            if f.name != "epochs" and saved.get(f.name) != getattr(self.cfg, f.name)
+        ]
+        if changed:
+            diffs = ", ".join(f"{k}: {saved.get(k)!r} vs {getattr(self.cfg, k)!r}" for k in changed)
+            raise HwnasError(f"{path} was made with other settings ({diffs}); resume with the same ones")
+        self.net.load_state_dict(state["net"])
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.w_sched.load_state_dict(state["w_sched"])
+        self.a_opt.load_state_dict(state["a_opt"])
+        self.lam, self.epoch = float(state["lambda"]), int(state["epoch"])
+        self.metrics, self.probs, self.timing = state["metrics"], state["probs"], state["timing"]
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+
+    # --- loop --------------------------------------------------------------------------------
+    def run(self) -> SearchResult:
+        start = time.perf_counter()
+        cfg = self.cfg
+        with progress_bar(self.progress) as bar:
+            task = bar.add_task("searching", total=cfg.epochs * self.steps_per_epoch,
+                                completed=self.epoch * self.steps_per_epoch, status="")  # fmt: skip
+            while self.epoch < cfg.epochs:
+                t0 = time.perf_counter()
+                row = self._epoch(lambda: bar.advance(task))
+                row["seconds"] = time.perf_counter() - t0
+                self.metrics.append(row)
+                self.epoch += 1
+                self._save()
+                self._write_logs()
+                bar.update(task, status=f"ep {self.epoch}: E[{cfg.cost}] {row['expected_cost']:.4g} "
+                                        f"lambda {row['lambda']:.2f} val {row['val_acc']:.1%}")  # fmt: skip
+        res, probs = self.net.choice_probs()
+        d = derive(self.space, self.cost, cfg.budget, res.detach().cpu(), [p.detach().cpu() for p in probs],
+                   name=f"searched-{cfg.space}-{cfg.cost}-{cfg.budget:g}")  # fmt: skip
+        self._write_result(d)
+        return SearchResult(d, self.metrics, self.out, time.perf_counter() - start)
+
+    def _epoch(self, advance: Any) -> dict[str, Any]:
+        cfg, net, dev = self.cfg, self.net, self.device
+        tau = cfg.tau(self.epoch)
+        search_arch = self.epoch >= cfg.warmup_epochs
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
+        gen_a = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch + 500_000)
+        alpha_batches = _cycle(lambda: batches(self.splits.alphas, cfg.batch_size, self.splits.mean, self.splits.std,
+                                               gen_a, augment=False, drop_last=True))  # fmt: skip
+        sums = {"w_loss": 0.0, "w_acc": 0.0, "a_ce": 0.0, "n": 0, "na": 0}
+        weights = net.weight_parameters()
+        for x, y in batches(self.splits.weights, cfg.batch_size, self.splits.mean, self.splits.std, gen,
+                            augment=True, drop_last=True):  # fmt: skip
+            net.train()
+            t = time.perf_counter()
+            x, y = x.to(dev), y.to(dev)
+            logits = net(x, tau)
+            loss = F.cross_entropy(logits, y)
+            self.w_opt.zero_grad(set_to_none=True)
+            self.a_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.w_opt.step()
+            self.w_sched.step()
+            self.timing["weight_step_s"] += time.perf_counter() - t
+            self.timing["weight_steps"] += 1
+            sums["w_loss"] += float(loss.detach())
+            sums["w_acc"] += float((logits.argmax(1) == y).float().mean())
+            sums["n"] += 1
+            if search_arch:
+                xa, ya = next(alpha_batches)
+                sums["a_ce"] += self._arch_step(xa.to(dev), ya.to(dev), tau, weights)
+                sums["na"] += 1
+            advance()
+        return self._epoch_row(tau, sums)
+
+    def _arch_step(self, x: torch.Tensor, y: torch.Tensor, tau: float, weights: list[torch.nn.Parameter]) -> float:
+        cfg = self.cfg
+        t = time.perf_counter()
+        for p in weights:
+            p.requires_grad_(False)
+        try:
+            ce = F.cross_entropy(self.net(x, tau), y)
+            tc = time.perf_counter()
+            e_cost = self.expected(*self.net.choice_probs())
+            self.timing["cost_s"] += time.perf_counter() - tc
+            if cfg.loss == "hinge":
+                loss = ce + self.lam * F.relu(e_cost / cfg.budget - 1)
+            else:
+                loss = ce * FBNET_A * torch.log(e_cost * (FBNET_SCALE / cfg.budget)).clamp_min(1e-3) ** FBNET_B
+            self.a_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.a_opt.step()
+        finally:
+            for p in weights:
+                p.requires_grad_(True)
+        if cfg.loss == "hinge":
+            self.lam = max(0.0, self.lam + cfg.lambda_lr * (float(e_cost.detach()) / cfg.budget - 1))
+        self.timing["arch_step_s"] += time.perf_counter() - t
+        self.timing["arch_steps"] += 1
+        return float(ce.detach())
+
+    @torch.no_grad()
+    def _epoch_row(self, tau: float, sums: dict[str, float]) -> dict[str, Any]:
+        net = self.net
+        res, probs = net.choice_probs()
+        e_cost = float(self.expected(res, probs))
+        argmax = net.derive()
+        self._recalibrate_bn(argmax)
+        val = evaluate(net, self.splits.val, self.splits.mean, self.splits.std, self.device, arch=argmax)
+        ent: dict[str, list[float]] = {"op": [], "c": [], "e": []}
+        for layer in net.super_layers():
+            ent["op"].append(entropy(layer.op_factor.probs()))
+            ent["c"].append(entropy(layer.c_factor.probs()))
+            ent["e"].append(entropy(layer.e_factor.probs()))
+        epoch = self.epoch + 1
+        for li, layer in enumerate(net.super_layers()):
+            for factor, names, p in (("op", layer.layer.ops, layer.op_factor.probs()),
+                                     ("channels", layer.layer.channels, layer.c_factor.probs()),
+                                     ("expansion", layer.expansions, layer.e_factor.probs())):  # fmt: skip
+                if len(names) > 1:
+                    for name, v in zip(names, p.tolist(), strict=True):
+                        self.probs.append(
+                            {"epoch": epoch, "layer": li, "factor": factor, "choice": str(name), "prob": v}
+                        )
+        for name, v in zip(self.space.resolutions, res.tolist(), strict=True):
+            self.probs.append({"epoch": epoch, "layer": -1, "factor": "resolution", "choice": str(name), "prob": v})
+        n, na = max(1, sums["n"]), max(1, sums["na"])
+        return {
+            "epoch": epoch, "tau": tau, "lambda": self.lam, "train_ce": sums["w_loss"] / n,
+            "train_acc": sums["w_acc"] / n, "arch_ce": sums["a_ce"] / na if sums["na"] else float("nan"),
+            "expected_cost": e_cost, "budget": self.cfg.budget, "val_acc": val,
+            "entropy_op": float(np.mean(ent["op"])), "entropy_channels": float(np.mean(ent["c"])),
+            "entropy_expansion": float(np.mean(ent["e"])), "entropy_resolution": entropy(res),
+            "argmax_cost": self.cost.of(argmax), "argmax": argmax.to_str(),
+        }  # fmt: skip
+
+    def _recalibrate_bn(self, arch: Architecture) -> None:
+        """BatchNorm running statistics for ``arch`` alone (the supernet's are of the mixture)."""
+        bns = [m for m in self.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        self.net.train()
+        gen = torch.Generator().manual_seed(self.cfg.seed + 17)
+        cpu_state = torch.get_rng_state()
+        for i, (x, _) in enumerate(batches(self.splits.weights, self.cfg.batch_size, self.splits.mean,
+                                           self.splits.std, gen)):  # fmt: skip
+            if i >= BN_BATCHES:
+                break
+            self.net(x.to(self.device), arch=arch)
+        torch.set_rng_state(cpu_state)  # the recalibration must not shift the search's random stream
+        for m in bns:
+            m.momentum = 0.1
+        self.net.eval()
+
+    # --- outputs -----------------------------------------------------------------------------
+    def _write_logs(self) -> None:
+        import pandas as pd
+
+        write_text_atomic(self.out / "metrics.csv", pd.DataFrame(self.metrics).to_csv(index=False))
+        write_text_atomic(self.out / "probs.csv", pd.DataFrame(self.probs).to_csv(index=False))
+
+    def _write_result(self, d: Derivation) -> None:
+        from hwnas.nas.run_plots import write_plots
+
+        d.arch.save(self.out / "arch.json")
+        write_text_atomic(self.out / "arch.txt", d.arch.to_str() + "\n")
+        t = self.timing
+        summary = {
+            "space": self.space.name, "cost": self.cfg.cost, "unit": self.cost.unit, "budget": self.cfg.budget,
+            "lut": self.cost.source or None, "arch": d.arch.to_str(), "predicted_cost": d.cost,
+            "argmax": d.argmax.to_str(), "argmax_cost": d.argmax_cost, "derivation_steps": d.steps,
+            "space_cheapest": self.cheapest, "space_costliest": self.costliest, "epochs": self.cfg.epochs,
+            "final_val_acc_supernet": self.metrics[-1]["val_acc"] if self.metrics else None,
+            "mean_weight_step_ms": 1e3 * t["weight_step_s"] / max(1, t["weight_steps"]),
+            "mean_arch_step_ms": 1e3 * t["arch_step_s"] / max(1, t["arch_steps"]),
+            "mean_expected_cost_ms": 1e3 * t["cost_s"] / max(1, t["arch_steps"]),
+        }  # fmt: skip
+        write_text_atomic(self.out / "search.json", json.dumps(summary, indent=2) + "\n")
+        write_plots(self.out, self.metrics, self.probs, self.cost.unit)
+
+
+def _cycle(make: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    while True:
+        empty = True
+        for item in make():
+            empty = False
+            yield item
+        if empty:
+            raise HwnasError("the alphas split is smaller than one batch; use more data or a smaller --batch-size")
+
+
+def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False, progress: bool = True) -> SearchResult:
+    return Search(cfg, out, resume=resume, progress=progress).run()
+
+
+def load_images_for(data: str, num_classes: int, split: str = "train") -> Images:
+    """Images of ``data`` (synthetic data gets ``num_classes`` classes unless it says otherwise)."""
+    if data.startswith("synthetic"):
+        opts = data.partition(":")[2]
+        if "classes=" not in opts:
+            data = f"synthetic:{opts + ',' if opts else ''}classes={num_classes}"
+    return load_images(data, split)

@@ -1,0 +1,225 @@
+"""`hwnas search` and `hwnas train`: derivation against brute force, the run folder, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from hwnas.errors import HwnasError
+from hwnas.nas import get_space
+from hwnas.nas.arch import Architecture
+from hwnas.nas.costs import make_cost
+from hwnas.nas.derive import GROW_TO, InfeasibleBudget, check_budget, derive
+from hwnas.nas.kernels import arch_flops
+from hwnas.nas.search import Search, SearchConfig
+
+from conftest import FAST_TIMING, ROOT, run_cli
+
+TINY_DATA = "synthetic:n=480,size=24"
+
+
+def _all_archs(space):
+    import itertools
+
+    for r in space.resolutions:
+        for options in itertools.product(*(layer.options for layer in space.layers)):
+            yield space.architecture(r, list(options))
+
+
+@pytest.fixture(scope="module")
+def tiny_flops() -> list[float]:
+    space = get_space("tiny")
+    return sorted(arch_flops(a) / 1e6 for a in _all_archs(space))
+
+
+def _random_probs(space, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    res = torch.randn(len(space.resolutions), generator=g).softmax(0)
+    return res, [torch.randn(len(layer.options), generator=g).softmax(0) for layer in space.layers]
+
+
+def test_cheapest_and_costliest_match_brute_force(tiny_flops: list[float]) -> None:
+    space = get_space("tiny")
+    cost = make_cost("flops", space)
+    lo, hi = check_budget(space, cost, tiny_flops[-1])
+    assert lo == pytest.approx(tiny_flops[0]) and hi == pytest.approx(tiny_flops[-1])
+    with pytest.raises(InfeasibleBudget, match=f"{tiny_flops[0]:.4g}"):
+        check_budget(space, cost, tiny_flops[0] * 0.99)
+
+
+@pytest.mark.parametrize("quantile", [0.02, 0.3, 0.6, 0.95])
+def test_derived_architecture_meets_the_budget_and_grows_towards_it(tiny_flops: list[float], quantile: float) -> None:
+    space = get_space("tiny")
+    cost = make_cost("flops", space)
+    budget = tiny_flops[int(quantile * (len(tiny_flops) - 1))]
+    for seed in range(4):
+        d = derive(space, cost, budget, *_random_probs(space, seed))
+        assert d.cost == pytest.approx(arch_flops(d.arch) / 1e6)  # the cost is the architecture's, recomputed
+        assert d.cost <= budget * (1 + 1e-9)
+        if d.cost < GROW_TO * budget:  # then no single change could have grown it within the budget
+            worse = [a for a in _neighbours(space, d.arch) if d.cost < arch_flops(a) / 1e6 <= budget]
+            assert not worse
+        if d.argmax_cost <= budget and d.argmax_cost >= GROW_TO * budget:
+            assert d.arch == d.argmax and not d.steps
+
+
+def _neighbours(space, arch: Architecture):
+    for i, layer in enumerate(space.layers):
+        for o in layer.options:
+            blocks = list(arch.blocks)
+            blocks[i] = o.block(layer.stride)
+            yield Architecture(tuple(blocks), arch.resolution, arch.num_classes, arch.in_channels)
+    for r in space.resolutions:
+        yield arch.with_resolution(r)
+
+
+def _config(tmp_path: Path, **kw) -> SearchConfig:
+    base = {"space": "tiny", "budget": 1.0, "cost": "flops", "data": TINY_DATA, "epochs": 3, "warmup_epochs": 1,
+            "batch_size": 32}  # fmt: skip
+    base.update(kw)
+    return SearchConfig(**base)  # type: ignore[arg-type]
+
+
+def test_search_writes_a_complete_run_folder(tmp_path: Path, tiny_flops: list[float]) -> None:
+    budget = tiny_flops[len(tiny_flops) // 3]
+    out = tmp_path / "run"
+    result = Search(_config(tmp_path, budget=budget), out, progress=False).run()
+    arch = Architecture.load(out / "arch.json")
+    assert arch == result.derivation.arch and get_space("tiny").contains(arch)
+    assert arch_flops(arch) / 1e6 <= budget
+    assert (out / "arch.txt").read_text().strip() == arch.to_str()
+    m = pd.read_csv(out / "metrics.csv")
+    assert list(m["epoch"]) == [1, 2, 3]
+    for col in ("train_ce", "expected_cost", "lambda", "tau", "entropy_op", "entropy_channels", "val_acc"):
+        assert m[col].notna().all(), col
+    assert m["tau"].iloc[0] == pytest.approx(5.0) and m["tau"].iloc[-1] == pytest.approx(0.5)
+    assert math.isnan(m["arch_ce"].iloc[0]) and m["arch_ce"].iloc[1:].notna().all()  # warm-up: weights only
+    probs = pd.read_csv(out / "probs.csv")
+    sums = probs.groupby(["epoch", "layer", "factor"])["prob"].sum()
+    assert ((sums - 1).abs() < 1e-5).all()
+    for name in ("progress.png", "choices.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((out / "search.json").read_text())
+    assert summary["predicted_cost"] == pytest.approx(arch_flops(arch) / 1e6)
+    assert summary["mean_expected_cost_ms"] < summary["mean_arch_step_ms"]
+
+
+def test_the_budget_pulls_the_expected_cost_down(tmp_path: Path, tiny_flops: list[float]) -> None:
+    """A tight budget ends with a lower expected cost than a loose one (same seed, same data)."""
+    tight = Search(_config(tmp_path, budget=tiny_flops[5], epochs=4, arch_lr=0.05), tmp_path / "a", progress=False)
+    loose = Search(_config(tmp_path, budget=tiny_flops[-1], epochs=4, arch_lr=0.05), tmp_path / "b", progress=False)
+    t, lo = tight.run(), loose.run()
+    assert t.metrics[-1]["expected_cost"] < lo.metrics[-1]["expected_cost"]
+    assert t.metrics[-1]["lambda"] > t.metrics[0]["lambda"]  # dual ascent raised lambda while over budget
+
+
+def test_fbnet_loss_runs(tmp_path: Path, tiny_flops: list[float]) -> None:
+    r = Search(_config(tmp_path, budget=tiny_flops[100], loss="fbnet", epochs=2), tmp_path / "f", progress=False).run()
+    assert r.derivation.cost <= tiny_flops[100]
+
+
+def _search_cmd(out: Path, epochs: int = 6) -> list[str]:
+    return [sys.executable, "-m", "hwnas", "search", "--space", "tiny", "--budget-mflops", "0.6", "--data",
+            "synthetic:n=960,size=24", "--epochs", str(epochs), "--warmup-epochs", "1", "--batch-size", "32",
+            "--out", str(out), "--no-progress", "--seed", "3"]  # fmt: skip
+
+
+def test_kill_mid_epoch_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    full = subprocess.run(_search_cmd(tmp_path / "full"), capture_output=True, text=True, env=env, cwd=ROOT)
+    assert full.returncode == 0, full.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_search_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    metrics = out / "metrics.csv"
+    while not metrics.exists() or len(metrics.read_text().splitlines()) < 3:  # two epochs done
+        assert proc.poll() is None, "the search ended before it could be killed"
+        time.sleep(0.05)
+    epoch_s = float(pd.read_csv(metrics)["seconds"].iloc[-1])
+    time.sleep(epoch_s / 2)  # into the third epoch
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(pd.read_csv(metrics)) < 6
+    again = subprocess.run([*_search_cmd(out), "--resume"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert again.returncode == 0, again.stderr
+    assert (out / "arch.txt").read_text() == (tmp_path / "full" / "arch.txt").read_text()
+    a, b = pd.read_csv(out / "metrics.csv"), pd.read_csv(tmp_path / "full" / "metrics.csv")
+    assert list(a["epoch"]) == list(range(1, 7))
+    pd.testing.assert_series_equal(a["expected_cost"], b["expected_cost"], rtol=1e-6)
+
+
+def test_search_bad_inputs(tmp_path: Path) -> None:
+    def err(*args: str) -> str:
+        proc = run_cli("search", "--space", "tiny", "--out", str(tmp_path / "r"), "--no-progress", *args)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        return proc.stderr
+
+    assert "below the cheapest architecture of tiny" in err("--budget-mflops", "0.001")
+    assert "unknown cost 'speed'" in err("--cost", "speed", "--budget-mflops", "1")
+    assert "exactly one budget" in err()
+    assert "needs a LUT" in err("--budget-ms", "1")
+    assert "no such file or folder" in err("--budget-mflops", "1", "--data", str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    assert "sub-folder per class" in err("--budget-mflops", "1", "--data", str(tmp_path / "empty"))
+    (tmp_path / "notes.txt").write_text("hello")
+    assert "not a dataset" in err("--budget-mflops", "1", "--data", str(tmp_path / "notes.txt"))
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really")
+    assert "not a readable .npz" in err("--budget-mflops", "1", "--data", str(tmp_path / "bad.npz"))
+    assert "no checkpoint to resume" in err("--budget-mflops", "1", "--resume")
+
+
+def test_search_with_a_lut_that_lacks_kernels_names_them_and_the_command(tmp_path: Path) -> None:
+    lut = tmp_path / "tiny.lut"
+    proc = run_cli("profile", "--space", "tiny", "--device", "ort-cpu:threads=1", "--out", str(lut), "--rounds", "1",
+                   "--no-progress", *FAST_TIMING)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("search", "--space", "cifar", "--lut", str(lut), "--budget-ms", "1", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    from hwnas.latency.table import LatencyTable
+
+    missing = LatencyTable.load(lut).missing(get_space("cifar").kernels())
+    assert f"lacks {len(missing)} kernel(s)" in proc.stderr and missing[0] in proc.stderr
+    assert f"hwnas profile --space cifar --device ort-cpu:threads=1,opt=all,batch=1 --out {lut}" in proc.stderr
+    # with the right space it searches under the latency budget
+    cost = make_cost("latency", get_space("tiny"), lut)
+    lo, hi = check_budget(get_space("tiny"), cost, 1e9)
+    budget = (lo + hi) / 2
+    proc = run_cli("search", "--space", "tiny", "--lut", str(lut), "--budget-ms", f"{budget:.6f}", "--data", TINY_DATA,
+                   "--epochs", "2", "--warmup-epochs", "1", "--out", str(tmp_path / "lat"), "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    arch = Architecture.load(tmp_path / "lat" / "arch.json")
+    assert cost.of(arch) <= budget
+
+
+def test_train_from_scratch_and_from_the_supernet(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    Search(_config(tmp_path, budget=1.0, epochs=2), out, progress=False).run()
+    for init in ("scratch", "supernet"):
+        child = tmp_path / f"{init}.pt"
+        proc = run_cli("train", "--arch", str(out / "arch.json"), "--data", TINY_DATA, "--epochs", "2",
+                       "--init", init, "--run", str(out), "--out", str(child), "--no-progress")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        state = torch.load(child, weights_only=False)
+        assert state["format"] == "hwnas.child" and Architecture.from_dict(state["arch"]) == Architecture.load(
+            out / "arch.json"
+        )
+        assert 0.0 <= state["val_acc"] <= 1.0 and state["test_acc"] is not None
+        assert len(state["history"]) == 2
+    proc = run_cli("train", "--arch", str(out / "arch.json"), "--init", "supernet", "--out", str(tmp_path / "x.pt"))
+    assert proc.returncode == 2 and "--run" in proc.stderr
+
+
+def test_unknown_cost_in_the_library() -> None:
+    with pytest.raises(HwnasError, match="unknown cost"):
+        make_cost("energy", get_space("tiny"))
