@@ -449,6 +449,79 @@ def _sliced_child(run: str, arch: Architecture) -> ChildNet:
         raise HwnasError(f"--init supernet: {exc}") from None
 
 
+# --- export --------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hwnas.devices import open_device
+    from hwnas.export.child_file import load_child
+    from hwnas.export.latency_check import check_latency
+    from hwnas.export.pipeline import export_child, export_images, parse_formats
+
+    formats = parse_formats(args.format)
+    precisions = ["fp32"] + (["fp16"] if args.fp16 else []) + (["int8"] if args.int8 else [])
+    if args.int8 and not args.data:
+        raise HwnasError("--int8 needs calibration images: give --data (the training data)")
+    if args.budget_ms is not None and not args.device:
+        raise HwnasError("--budget-ms needs --device, the device to measure the files on")
+    device = open_device(args.device) if args.device else None
+    child = load_child(args.arch, args.weights)
+    check, calibration, labelled = (
+        export_images(args.data, child, args.calibration_images, args.check_images) if args.data else (None, [], None)
+    )
+    out = Path(args.out)
+    results = export_child(child, out, formats, precisions, nhwc=args.nhwc, dynamic_batch=args.dynamic_batch,
+                           check_inputs=check, calibration=calibration, labelled=labelled,
+                           stem=args.name or (child.arch.name or "model"))  # fmt: skip
+    over = check_latency(results, child.arch, device, args.lut, args.budget_ms, force=args.force) if device else []
+    t = Table("file", "size (KB)", "export (s)", "max |diff| vs PyTorch", "top-1 agree (int8)", "accuracy",
+              "predicted (ms)", "measured (ms)", title=f"exported {child.arch.to_str()}")  # fmt: skip
+    for r in results:
+        t.add_row(
+            str(r.path), f"{r.size_bytes / 1024:.0f}", f"{r.export_s:.1f}",
+            "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}",
+            "-" if r.top1_agreement is None else f"{r.top1_agreement:.1%}",
+            "-" if r.accuracy is None else f"{r.accuracy:.1%} (fp32 {r.accuracy_fp32:.1%})",
+            "-" if r.predicted_ms is None else f"{r.predicted_ms:.3f}",
+            "-" if r.measured_ms is None else f"{r.measured_ms:.3f}",
+        )  # fmt: skip
+    console.print(t)
+    console.print(f"model cards: {', '.join(str(r.path) + '.json' for r in results)}")
+    if over:
+        msg = "; ".join(over)
+        if args.allow_over_budget:
+            console.print(f"over budget (allowed by --allow-over-budget): {msg}")
+            return 0
+        print(f"hwnas: over budget: {msg}; pass --allow-over-budget to accept", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- demo ----------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hwnas.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(out=Path(args.out), device=args.device, search_epochs=args.search_epochs,
+                     train_epochs=args.train_epochs, progress=not args.no_progress)  # fmt: skip
+    try:
+        report = run_demo(cfg, say=console.print)
+    except KeyboardInterrupt:
+        print(f"hwnas: interrupted; run the same command again to resume from {args.out}", file=sys.stderr)
+        return 130
+    t = Table("step", "seconds", "result", title="hwnas demo")
+    for step, seconds, result in report.steps:
+        t.add_row(step, f"{seconds:.0f}", result)
+    console.print(t)
+    s = report.summary
+    verdict = "over budget" if report.over_budget else "meets the budget"
+    console.print(f"budget {s['budget_ms']:g} ms on {s['device']}: predicted {s['predicted_ms']:.3f} ms, "
+                  f"measured {s['measured_ms']:.3f} ms (ONNX): {verdict}")  # fmt: skip
+    console.print("files: " + ", ".join(f"{k}: {v}" for k, v in report.files.items()))
+    return 1 if report.over_budget else 0
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
@@ -650,6 +723,34 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", default="child.pt", help="where to write the trained child (default child.pt)")
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=cmd_train)
+
+    ex = sub.add_parser("export", help="ONNX / TFLite files checked against PyTorch, model cards, budget check")
+    ex.add_argument("--arch", metavar="ARCH.json", help="the architecture (optional with a child.pt from hwnas train)")
+    ex.add_argument("--weights", required=True, metavar="CHILD.pt", help="trained weights (hwnas train --out)")
+    ex.add_argument("--format", default="onnx,tflite", help="comma-separated: onnx, tflite (default both)")
+    ex.add_argument("--fp16", action="store_true", help="also a TFLite file with float16 weights")
+    ex.add_argument("--int8", action="store_true", help="also int8 files (post-training, calibrated on --data)")
+    ex.add_argument("--nhwc", action="store_true", help="TFLite input in NHWC order (camera layout)")
+    ex.add_argument("--dynamic-batch", action="store_true", help="ONNX input with a dynamic batch dimension")
+    ex.add_argument("--data", help="images for int8 calibration and the agreement check (as for hwnas search)")
+    ex.add_argument("--calibration-images", type=_positive_int, default=200)
+    ex.add_argument("--check-images", type=_positive_int, default=500)
+    ex.add_argument("--device", metavar="SPEC", help="measure the files of its format there")
+    ex.add_argument("--lut", help="LUT of --device, for the predicted latency")
+    ex.add_argument("--budget-ms", type=float, help="fail (exit 1) when a measured file is over this")
+    ex.add_argument("--allow-over-budget", action="store_true", help="report an over-budget file, exit 0")
+    ex.add_argument("--force", action="store_true", help="use a LUT measured on another device")
+    ex.add_argument("--name", help="file name stem (default: the architecture's name, or 'model')")
+    ex.add_argument("--out", default="export", help="output folder (default ./export)")
+    ex.set_defaults(func=cmd_export)
+
+    dm = sub.add_parser("demo", help="the whole pipeline on the cifar space and built-in data, in minutes")
+    dm.add_argument("--out", default="hwnas-demo", help="working folder (default ./hwnas-demo); re-run to resume")
+    dm.add_argument("--device", default="ort-cpu:threads=1", metavar="SPEC", help="an ONNX Runtime CPU device")
+    dm.add_argument("--search-epochs", type=_positive_int, default=6)
+    dm.add_argument("--train-epochs", type=_positive_int, default=5)
+    dm.add_argument("--no-progress", action="store_true")
+    dm.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="time a whole .onnx or .tflite model file on a device")
     b.add_argument("model", metavar="MODEL.onnx|MODEL.tflite")

@@ -1,0 +1,141 @@
+"""``hwnas demo``: the whole pipeline on a built-in default, in a few minutes on a laptop CPU.
+
+1. profile every kernel of the ``cifar`` space on this CPU (ONNX Runtime, one thread) into a LUT;
+2. time a few dozen whole networks end to end and fit the LUT's calibration (``lut validate --fit``);
+3. search under a latency budget halfway through the space's predicted range, on the built-in
+   synthetic data (``hwnas-synthetic``; it says nothing about real accuracy);
+4. retrain the derived architecture briefly;
+5. export ONNX and TFLite, check both against PyTorch, time the ONNX file on the CPU and hold
+   it to the budget.
+
+Every step writes into one folder and resumes: re-running the command after an interruption
+skips what is done.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hwnas.errors import HwnasError
+
+DATA = "synthetic:n=2000,size=32"
+
+
+@dataclass
+class DemoConfig:
+    out: Path
+    space: str = "cifar"
+    device: str = "ort-cpu:threads=1"
+    budget_quantile: float = 0.5
+    validate_samples: int = 40
+    search_epochs: int = 6
+    train_epochs: int = 5
+    data: str = DATA
+    progress: bool = True
+    seed: int = 0
+
+
+@dataclass
+class DemoReport:
+    steps: list[tuple[str, float, str]] = field(default_factory=list)  # (step, seconds, result)
+    files: dict[str, str] = field(default_factory=dict)
+    budget_ms: float = 0.0
+    over_budget: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
+    from hwnas.devices import open_device
+    from hwnas.export.child_file import load_child
+    from hwnas.export.latency_check import check_latency
+    from hwnas.export.pipeline import export_child, export_images
+    from hwnas.latency.profiler import profile
+    from hwnas.latency.store import LutStore
+    from hwnas.latency.validate import validate
+    from hwnas.nas import get_space
+    from hwnas.nas.costs import make_cost
+    from hwnas.nas.data import load_test_images, make_splits
+    from hwnas.nas.search import Search, SearchConfig, load_images_for
+    from hwnas.nas.training import save_child, train_child
+
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    report = DemoReport()
+    space = get_space(cfg.space)
+    device = open_device(cfg.device)
+    lut = out / f"{space.name}.lut"
+
+    t0 = time.perf_counter()
+    say(f"[1/5] profiling {len(space.kernels())} kernels of {space.name} on {device.spec} -> {lut}")
+    with LutStore.create_or_open(lut, device.fingerprint(), device.spec) as store:
+        store.set_meta("spaces", [space.name])
+        prof = profile(space.kernels(), device, store, progress=cfg.progress, seed=cfg.seed)
+    report.steps.append(("profile", time.perf_counter() - t0, f"{prof.kernels} kernels, {prof.measured} measured now"))
+
+    t0 = time.perf_counter()
+    say(f"[2/5] timing {cfg.validate_samples} networks end to end; fitting the calibration")
+    val = validate(lut, space, device, cfg.validate_samples, fit=True, progress=cfg.progress, seed=cfg.seed)
+    cal = val.calibrated or {}
+    report.steps.append(("calibrate", time.perf_counter() - t0,
+                         f"held-out within 10%: {val.raw['within_10']:.0%} raw -> {cal.get('within_10', 0):.0%} "
+                         f"calibrated; Kendall tau {cal.get('kendall_tau', float('nan')):.3f}"))  # fmt: skip
+
+    cost = make_cost("latency", space, lut)
+    lo, hi = cost.smallest(space)[1], cost.largest(space)[1]
+    budget = round(lo + cfg.budget_quantile * (hi - lo), 4)
+    report.budget_ms = budget
+    run = out / "search"
+    t0 = time.perf_counter()
+    say(f"[3/5] searching under {budget:g} ms (the space spans {lo:.3f} to {hi:.3f} ms) on {cfg.data}")
+    scfg = SearchConfig(space=space.name, budget=budget, cost="latency", lut=str(lut), data=cfg.data,
+                        epochs=cfg.search_epochs, warmup_epochs=min(2, cfg.search_epochs - 1), seed=cfg.seed)  # fmt: skip
+    done = (run / "arch.json").exists()
+    if not done:
+        result = Search(scfg, run, resume=(run / "checkpoint.pt").exists(), progress=cfg.progress).run()
+        arch, predicted = result.derivation.arch, result.derivation.cost
+    else:
+        from hwnas.nas.arch import Architecture
+
+        arch = Architecture.load(run / "arch.json")
+        predicted = cost.of(arch)
+    report.steps.append(("search", time.perf_counter() - t0, f"{arch.to_str()} (predicted {predicted:.3f} ms)"))
+
+    t0 = time.perf_counter()
+    child_path = run / "child.pt"
+    say(f"[4/5] retraining the derived architecture for {cfg.train_epochs} epochs")
+    if not child_path.exists():
+        train = load_images_for(cfg.data, space.num_classes)
+        splits = make_splits(train, load_test_images(cfg.data, space.num_classes), space.in_channels,
+                             space.num_classes, seed=cfg.seed)  # fmt: skip
+        trained = train_child(arch, splits, epochs=cfg.train_epochs, seed=cfg.seed, progress=cfg.progress)
+        save_child(child_path, trained, arch, splits, {"init": "scratch", "data": cfg.data, "epochs": cfg.train_epochs})
+    child = load_child(None, child_path)
+    report.steps.append(("train", time.perf_counter() - t0,
+                         f"val {child.meta.get('val_acc', 0):.1%}, test {child.meta.get('test_acc') or 0:.1%} "
+                         "(synthetic data)"))  # fmt: skip
+
+    t0 = time.perf_counter()
+    say("[5/5] exporting ONNX and TFLite, checking them against PyTorch and the budget")
+    check, _, labelled = export_images(cfg.data, child, 50, 200)
+    files = export_child(child, out / "export", ["onnx", "tflite"], ["fp32"], check_inputs=check,
+                         labelled=labelled, stem="demo")  # fmt: skip
+    report.over_budget = check_latency(files, arch, device, str(lut), budget)
+    report.steps.append(("export", time.perf_counter() - t0, ", ".join(
+        f"{f.path.name}: |diff| {f.max_abs_diff:.1e}" + (f", measured {f.measured_ms:.3f} ms" if f.measured_ms else "")
+        for f in files)))  # fmt: skip
+    for f in files:
+        report.files[f.path.name] = str(f.path)
+    report.files["lut"] = str(lut)
+    report.files["run"] = str(run)
+    onnx = next(f for f in files if f.format == "onnx")
+    report.summary = {"budget_ms": budget, "predicted_ms": predicted, "measured_ms": onnx.measured_ms,
+                      "arch": arch.to_str(), "device": device.spec, "over_budget": report.over_budget}  # fmt: skip
+    (out / "demo.json").write_text(json.dumps({"steps": report.steps, **report.summary, "files": report.files},
+                                              indent=2) + "\n")  # fmt: skip
+    if onnx.measured_ms is None:
+        raise HwnasError("the ONNX file was not measured")
+    return report

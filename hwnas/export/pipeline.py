@@ -1,0 +1,274 @@
+"""``hwnas export``: files, numeric checks against PyTorch, model cards, and the budget check.
+
+For every requested format and precision the pipeline converts the child, runs the file in its
+runtime (ONNX Runtime, LiteRT's Interpreter) on the same inputs as PyTorch and records the max
+abs difference (fp32, fp16) or the top-1 agreement with the fp32 model on real images (int8),
+writes the file and a model card (``<file>.json``) atomically, and, with a device, times the
+file there and compares it with the LUT's prediction and the budget. Nothing is written until
+every conversion of a format has succeeded, and nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hwnas import __version__
+from hwnas.errors import HwnasError
+from hwnas.export.child_file import Child
+from hwnas.export.formats import INPUT, OUTPUT, PRECISIONS, fp16_weights, onnx_bytes, onnx_int8, tflite_bytes
+from hwnas.fileio import write_bytes_atomic, write_text_atomic
+from hwnas.nas.kernels import arch_flops, arch_params
+from hwnas.quiet import quiet
+
+FORMATS = ("onnx", "tflite")
+FP32_TOL, FP16_TOL = 1e-4, 1e-2
+
+
+@dataclass
+class Exported:
+    """One exported file and what was checked about it."""
+
+    format: str
+    precision: str
+    path: Path
+    size_bytes: int
+    export_s: float
+    max_abs_diff: float | None = None  # against PyTorch (fp32, fp16)
+    top1_agreement: float | None = None  # with fp32 PyTorch on real images (int8)
+    accuracy: float | None = None  # on labelled images, where given
+    accuracy_fp32: float | None = None
+    predicted_ms: float | None = None
+    measured_ms: float | None = None
+    device: str | None = None
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_formats(text: str) -> list[str]:
+    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise HwnasError(f"unsupported format {bad[0] if bad else text!r}; choose from {', '.join(FORMATS)}")
+    return formats
+
+
+def check_output_dir(out: Path) -> None:
+    """Fail before converting anything when ``out`` cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".hwnas-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise HwnasError(f"{out}: cannot write there ({exc.strerror}); choose another --out") from None
+
+
+def run_onnx(data: bytes, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    out = [sess.run([OUTPUT], {INPUT: x[i : i + 1]})[0] for i in range(len(x))] if _static(sess) else [
+        sess.run([OUTPUT], {INPUT: x})[0]]  # fmt: skip
+    return np.concatenate(out)
+
+
+def _static(sess: Any) -> bool:
+    return isinstance(sess.get_inputs()[0].shape[0], int)
+
+
+def run_tflite(data: bytes, x: np.ndarray, nhwc: bool) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    with quiet():
+        it = Interpreter(model_content=data, num_threads=1)
+        it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    rows = []
+    for i in range(len(x)):
+        xi = x[i : i + 1].transpose(0, 2, 3, 1) if nhwc else x[i : i + 1]
+        it.set_tensor(inp["index"], _to_input(np.ascontiguousarray(xi, dtype=np.float32), inp))
+        it.invoke()
+        rows.append(_from_output(it.get_tensor(out["index"]), out))
+    return np.concatenate(rows)
+
+
+def _to_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Quantize a float input for a full-integer model (its scale and zero point), else pass it."""
+    dtype = detail["dtype"]
+    if np.issubdtype(dtype, np.floating):
+        return x.astype(dtype)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def _from_output(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    if np.issubdtype(detail["dtype"], np.floating):
+        return y.astype(np.float32).copy()
+    scale, zero = detail["quantization"]
+    return (y.astype(np.float32) - zero) * scale
+
+
+def tflite_io(data: bytes) -> dict[str, Any]:
+    """Input and output dtype and quantization (scale, zero point) of a TFLite model, for its card."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with quiet():
+        it = Interpreter(model_content=data)
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    return {
+        "input_dtype": np.dtype(inp["dtype"]).name, "input_quantization": list(inp["quantization"]),
+        "output_dtype": np.dtype(out["dtype"]).name, "output_quantization": list(out["quantization"]),
+    }  # fmt: skip
+
+
+def export_child(
+    child: Child,
+    out: Path,
+    formats: Sequence[str],
+    precisions: Sequence[str] = ("fp32",),
+    nhwc: bool = False,
+    dynamic_batch: bool = False,
+    check_inputs: np.ndarray | None = None,
+    calibration: Sequence[np.ndarray] = (),
+    labelled: tuple[np.ndarray, np.ndarray] | None = None,
+    stem: str = "model",
+) -> list[Exported]:
+    """Export ``child`` (see the module docstring); ``check_inputs`` are normalized NCHW images
+    (random ones when None), ``labelled`` real images with labels for int8 agreement and accuracy."""
+    for p in precisions:
+        if p not in PRECISIONS:
+            raise HwnasError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+    if "int8" in precisions and not calibration:
+        raise HwnasError("--int8 needs calibration images: give --data with training images")
+    if "fp16" in precisions and "tflite" not in formats:
+        raise HwnasError("fp16 is a TFLite export here; add tflite to --format")
+    check_output_dir(out)
+    arch, model = child.arch, child.model.eval()
+    shape = (1, arch.in_channels, arch.resolution, arch.resolution)
+    x = check_inputs if check_inputs is not None else np.random.default_rng(0).standard_normal((8, *shape[1:]))
+    x = x.astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+        ref_lab = model(torch.from_numpy(labelled[0])).numpy() if labelled is not None else None
+    results = []
+    fp32_tflite: bytes | None = None
+    for fmt in formats:
+        for precision in precisions:
+            if fmt == "onnx" and precision == "fp16":
+                continue
+            t0 = time.perf_counter()
+            if fmt == "onnx":
+                data = onnx_bytes(model, shape, dynamic_batch)
+                if precision == "int8":
+                    data = onnx_int8(data, calibration)
+            elif precision == "fp16" and fp32_tflite is not None:  # fp16 weights of the fp32 file
+                data = fp16_weights(fp32_tflite)
+            else:
+                data = tflite_bytes(model, shape, precision, nhwc, calibration)
+                fp32_tflite = data if precision == "fp32" else fp32_tflite
+            runner: Any = run_onnx if fmt == "onnx" else (lambda d, xs: run_tflite(d, xs, nhwc))
+            seconds = time.perf_counter() - t0
+            path = out / f"{stem}-{precision}.{fmt}"
+            item = Exported(fmt, precision, path, len(data), seconds)
+            got = runner(data, x)
+            if precision != "int8":
+                item.max_abs_diff = float(np.abs(got - ref).max())
+                tol = FP32_TOL if precision == "fp32" else FP16_TOL
+                if item.max_abs_diff > tol:
+                    raise HwnasError(f"{fmt} {precision} differs from PyTorch by {item.max_abs_diff:.2e} "
+                                     f"(> {tol:g}); nothing was written")  # fmt: skip
+            if labelled is not None and ref_lab is not None:
+                pred = runner(data, labelled[0].astype(np.float32)).argmax(1)
+                item.top1_agreement = float((pred == ref_lab.argmax(1)).mean())
+                item.accuracy = float((pred == labelled[1]).mean())
+                item.accuracy_fp32 = float((ref_lab.argmax(1) == labelled[1]).mean())
+            write_bytes_atomic(path, data)
+            item.card = model_card(child, item, nhwc and fmt == "tflite", dynamic_batch and fmt == "onnx")
+            if fmt == "tflite":
+                io_info = tflite_io(data)
+                item.card["input"]["dtype"] = io_info["input_dtype"]
+                item.card["output"]["dtype"] = io_info["output_dtype"]
+                if io_info["input_dtype"] != "float32":
+                    item.card["input"]["quantization"] = {"scale": io_info["input_quantization"][0],
+                                                          "zero_point": io_info["input_quantization"][1],
+                                                          "real": "(q - zero_point) * scale"}  # fmt: skip
+                    item.card["output"]["quantization"] = {"scale": io_info["output_quantization"][0],
+                                                           "zero_point": io_info["output_quantization"][1]}  # fmt: skip
+            write_text_atomic(path.with_name(path.name + ".json"), json.dumps(item.card, indent=2) + "\n")
+            results.append(item)
+    return results
+
+
+def model_card(child: Child, item: Exported, nhwc: bool, dynamic_batch: bool) -> dict[str, Any]:
+    arch = child.arch
+    c, r = arch.in_channels, arch.resolution
+    shape: list[Any] = [1, r, r, c] if nhwc else [1, c, r, r]
+    if dynamic_batch:
+        shape[0] = "batch"
+    card: dict[str, Any] = {
+        "format": "hwnas.model-card",
+        "version": 1,
+        "file": item.path.name,
+        "model_format": item.format,
+        "precision": item.precision,
+        "input": {"name": INPUT if item.format == "onnx" else "args_0", "shape": shape,
+                  "layout": "NHWC" if nhwc else "NCHW", "dtype": "float32",
+                  "normalization": {"mean": child.mean, "std": child.std, "scale": "x / 255, then (x - mean) / std"}},
+        "output": {"name": OUTPUT if item.format == "onnx" else "output_0", "shape": [shape[0], arch.num_classes],
+                   "meaning": "logits"},
+        "labels": child.meta.get("classes"),
+        "arch": arch.to_str(),
+        "arch_json": arch.to_dict(),
+        "flops": arch_flops(arch),
+        "params": arch_params(arch),
+        "size_bytes": item.size_bytes,
+        "checks": {"max_abs_diff_vs_pytorch": item.max_abs_diff, "top1_agreement_vs_fp32": item.top1_agreement,
+                   "accuracy": item.accuracy, "accuracy_fp32_pytorch": item.accuracy_fp32},
+        "trained": {k: child.meta.get(k) for k in ("val_acc", "test_acc", "data", "epochs", "init") if k in child.meta},
+        "hwnas_version": __version__,
+    }  # fmt: skip
+    return card
+
+
+def update_card_latency(item: Exported) -> None:
+    """Rewrite the card of ``item`` with its latency figures."""
+    item.card["latency"] = {"device": item.device, "predicted_ms": item.predicted_ms, "measured_ms": item.measured_ms}
+    write_text_atomic(item.path.with_name(item.path.name + ".json"), json.dumps(item.card, indent=2) + "\n")
+
+
+def export_images(
+    data: str, child: Child, n_calibration: int, n_check: int
+) -> tuple[np.ndarray, list[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """From a dataset spec: (16 check inputs, calibration batches of one image from the training
+    images, labelled test images), normalized as the child was trained, at its resolution."""
+    from torch.nn import functional as F
+
+    from hwnas.nas.data import load_images, load_test_images
+
+    arch = child.arch
+    train = load_images(data)
+    test = load_test_images(data, arch.num_classes) or train
+    mean = torch.tensor(child.mean or [0.5] * arch.in_channels)
+    std = torch.tensor(child.std or [0.25] * arch.in_channels)
+
+    def prep(x: torch.Tensor) -> np.ndarray:
+        x = x.float() / 255
+        if x.shape[1] != arch.in_channels:
+            x = x.expand(-1, arch.in_channels, -1, -1)
+        if x.shape[-1] != arch.resolution or x.shape[-2] != arch.resolution:
+            x = F.interpolate(x, size=(arch.resolution, arch.resolution), mode="bilinear", align_corners=False)
+        return ((x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)).numpy().astype(np.float32)
+
+    g = torch.Generator().manual_seed(0)
+    calibration = [prep(train.x[i : i + 1]) for i in torch.randperm(len(train), generator=g)[:n_calibration].tolist()]
+    pick = torch.randperm(len(test), generator=g)[:n_check]
+    labelled = (prep(test.x[pick]), test.y[pick].numpy())
+    return labelled[0][:16], calibration, labelled

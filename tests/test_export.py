@@ -1,0 +1,203 @@
+"""`hwnas export`: files that compute what PyTorch computes, in a process without hwnas, with cards and budgets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.export.child_file import Child, load_child
+from hwnas.export.pipeline import export_child
+from hwnas.nas import get_arch, get_space
+from hwnas.nas.builder import build_model
+from hwnas.nas.kernels import arch_flops, arch_params
+
+from conftest import SHARED_DATA, run_cli
+
+
+def _child(arch, seed: int = 0) -> Child:
+    torch.manual_seed(seed)
+    model = build_model(arch).eval()
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():  # trained-looking BN statistics, so the check is not trivially small
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return Child(arch, model, [0.5] * 3, [0.25] * 3, {})
+
+
+def _archs() -> list:
+    """FBNetV2-F1 and 5 random architectures of each preset; the ImageNet-size random ones are slow
+    to convert (about 30 s each on 2 cores), so they run with ``-m slow``."""
+    out = [pytest.param(get_arch("FBNetV2-F1"), id="FBNetV2-F1")]
+    for name in ("tiny", "cifar", "fbnetv2"):
+        space = get_space(name)
+        marks = [pytest.mark.slow] if name == "fbnetv2" else []
+        out += [pytest.param(space.sample(100 + i), id=f"{name}-{i}", marks=marks) for i in range(5)]
+    return out
+
+
+@pytest.mark.parametrize("arch", _archs())
+def test_onnx_and_tflite_match_pytorch(arch, tmp_path: Path) -> None:
+    child = _child(arch)
+    results = export_child(child, tmp_path, ["onnx", "tflite"], ["fp32", "fp16"], stem="m")
+    by = {(r.format, r.precision): r for r in results}
+    assert set(by) == {("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "fp16")}
+    assert by["onnx", "fp32"].max_abs_diff <= 1e-4 and by["tflite", "fp32"].max_abs_diff <= 1e-4
+    assert by["tflite", "fp16"].max_abs_diff <= 1e-2
+    from ai_edge_litert.interpreter import Interpreter
+
+    fp16 = Interpreter(model_path=str(by["tflite", "fp16"].path))
+    assert any(d["dtype"] == np.float16 for d in fp16.get_tensor_details())  # the weights really are fp16
+    card = json.loads((tmp_path / "m-fp32.onnx.json").read_text())
+    assert card["arch"] == arch.to_str() and card["flops"] == arch_flops(arch) and card["params"] == arch_params(arch)
+    assert card["input"]["shape"] == [1, 3, arch.resolution, arch.resolution] and card["input"]["layout"] == "NCHW"
+
+
+def test_nhwc_and_dynamic_batch(tmp_path: Path) -> None:
+    arch = get_space("cifar").sample(7)
+    child = _child(arch)
+    results = export_child(child, tmp_path, ["onnx", "tflite"], ["fp32"], nhwc=True, dynamic_batch=True, stem="m")
+    assert all(r.max_abs_diff <= 1e-4 for r in results)
+    import onnxruntime as ort
+    from ai_edge_litert.interpreter import Interpreter
+
+    sess = ort.InferenceSession(str(tmp_path / "m-fp32.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((5, 3, arch.resolution, arch.resolution)).astype(np.float32)
+    with torch.no_grad():
+        want = child.model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(sess.run(["logits"], {"input": x})[0], want, atol=1e-4)  # batch of 5
+    it = Interpreter(model_path=str(tmp_path / "m-fp32.tflite"))
+    assert list(it.get_input_details()[0]["shape"]) == [1, arch.resolution, arch.resolution, 3]
+    card = json.loads((tmp_path / "m-fp32.tflite.json").read_text())
+    assert card["input"]["layout"] == "NHWC" and card["input"]["shape"] == [1, arch.resolution, arch.resolution, 3]
+
+
+PLAIN_RUNTIME = r"""
+import sys, json, numpy as np
+import onnxruntime as ort
+from ai_edge_litert.interpreter import Interpreter
+folder = sys.argv[1]
+x = np.load(folder + "/x.npy")
+want = np.load(folder + "/want.npy")
+sess = ort.InferenceSession(folder + "/m-fp32.onnx", providers=["CPUExecutionProvider"])
+onnx_out = np.concatenate([sess.run(None, {"input": x[i:i+1]})[0] for i in range(len(x))])
+it = Interpreter(model_path=folder + "/m-fp32.tflite")
+it.allocate_tensors()
+rows = []
+for i in range(len(x)):
+    it.set_tensor(it.get_input_details()[0]["index"], x[i:i+1])
+    it.invoke()
+    rows.append(it.get_tensor(it.get_output_details()[0]["index"]).copy())
+print(json.dumps({"hwnas_loaded": any(m.startswith("hwnas") for m in sys.modules),
+                  "onnx": float(np.abs(onnx_out - want).max()), "tflite": float(np.abs(np.concatenate(rows) - want).max())}))
+"""
+
+
+def test_files_run_in_a_plain_runtime_process_without_hwnas(tmp_path: Path) -> None:
+    arch = get_space("cifar").sample(3)
+    child = _child(arch)
+    export_child(child, tmp_path, ["onnx", "tflite"], ["fp32"], stem="m")
+    x = np.random.default_rng(1).standard_normal((4, 3, arch.resolution, arch.resolution)).astype(np.float32)
+    with torch.no_grad():
+        np.save(tmp_path / "want.npy", child.model(torch.from_numpy(x)).numpy())
+    np.save(tmp_path / "x.npy", x)
+    proc = subprocess.run([sys.executable, "-c", PLAIN_RUNTIME, str(tmp_path)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["hwnas_loaded"] is False
+    assert result["onnx"] <= 1e-4 and result["tflite"] <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("child")
+    arch_path = folder / "arch.json"
+    get_space("tiny").sample(5).save(arch_path)
+    proc = run_cli("train", "--arch", str(arch_path), "--data", "synthetic:n=400,size=24", "--epochs", "1",
+                   "--out", str(folder / "child.pt"), "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return folder
+
+
+def test_cli_export_with_int8_cards_and_the_budget(trained_tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "files"
+    base = ["export", "--weights", str(trained_tiny / "child.pt"), "--format", "onnx,tflite", "--int8", "--data",
+            "synthetic:n=400,size=24", "--check-images", "100", "--calibration-images", "20", "--out", str(out),
+            "--name", "m", "--device", "ort-cpu:threads=1"]  # fmt: skip
+    proc = run_cli(*base, "--budget-ms", "1000")
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"m-{p}.{f}{j}" for f in ("onnx", "tflite") for p in ("fp32", "int8") for j in ("", ".json"))
+    card = json.loads((out / "m-int8.tflite.json").read_text())
+    assert card["checks"]["top1_agreement_vs_fp32"] >= 0.9
+    assert card["input"]["dtype"] == "int8" and "scale" in card["input"]["quantization"]  # full-integer
+    onnx_card = json.loads((out / "m-fp32.onnx.json").read_text())
+    assert onnx_card["latency"]["measured_ms"] > 0 and onnx_card["latency"]["device"].startswith("ort-cpu")
+    assert onnx_card["input"]["normalization"]["mean"] is not None
+    assert "latency" not in card  # the TFLite files are not measured on an ONNX Runtime device
+    quick = ["export", "--weights", str(trained_tiny / "child.pt"), "--format", "onnx", "--out", str(tmp_path / "q"),
+             "--device", "ort-cpu:threads=1", "--budget-ms", "0.00001"]  # fmt: skip
+    proc = run_cli(*quick)
+    assert proc.returncode == 1 and "over budget" in proc.stderr and "--allow-over-budget" in proc.stderr
+    assert run_cli(*quick, "--allow-over-budget").returncode == 0
+
+
+def test_export_bad_inputs_leave_nothing_behind(trained_tiny: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.json"
+    get_space("tiny").sample(6).save(other)
+    out = tmp_path / "out"
+
+    def err(*args: str) -> str:
+        proc = run_cli("export", "--out", str(out), *args)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        return proc.stderr
+
+    weights = str(trained_tiny / "child.pt")
+    msg = err("--arch", str(other), "--weights", weights)
+    model, state = build_model(get_space("tiny").sample(6)).state_dict(), torch.load(weights, weights_only=False)
+    first = next(k for k in model if k not in state["state_dict"] or model[k].shape != state["state_dict"][k].shape)
+    assert "does not match" in msg and f"tensor {first} " in msg
+    assert "unsupported format 'coreml'" in err("--weights", weights, "--format", "onnx,coreml")
+    assert "needs calibration images" in err("--weights", weights, "--int8")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert "cannot write there" in run_cli("export", "--weights", weights, "--out", str(blocker / "sub")).stderr
+    truncated = tmp_path / "half.pt"
+    truncated.write_bytes((trained_tiny / "child.pt").read_bytes()[:500])
+    assert "truncated" in err("--weights", str(truncated))
+    assert "no such weights file" in err("--weights", str(tmp_path / "nope.pt"))
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_load_child_round_trip(trained_tiny: Path) -> None:
+    child = load_child(trained_tiny / "arch.json", trained_tiny / "child.pt")
+    state = torch.load(trained_tiny / "child.pt", weights_only=False)
+    for k, v in child.model.state_dict().items():
+        assert torch.equal(v, state["state_dict"][k])
+    assert child.mean == state["mean"] and child.arch.to_str() == get_space("tiny").sample(5).to_str()
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "cifar10-jpeg.npz").exists(), reason="../shared/data/cifar10-jpeg.npz not here")
+@pytest.mark.slow
+def test_int8_agrees_with_fp32_on_real_cifar10(tmp_path: Path) -> None:
+    """A CIFAR-10-trained child: int8 top-1 agreement with fp32 >= 98% on 500 test images."""
+    data = str(SHARED_DATA / "cifar10-jpeg.npz")
+    arch_path = tmp_path / "arch.json"
+    get_space("cifar").sample(11).save(arch_path)
+    proc = run_cli("train", "--arch", str(arch_path), "--data", data, "--limit", "5000", "--epochs", "8",
+                   "--out", str(tmp_path / "child.pt"), "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("export", "--weights", str(tmp_path / "child.pt"), "--format", "onnx,tflite", "--int8",
+                   "--data", data, "--check-images", "500", "--out", str(tmp_path / "x"), "--name", "m")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for fmt in ("onnx", "tflite"):
+        card = json.loads((tmp_path / "x" / f"m-int8.{fmt}.json").read_text())
+        assert card["checks"]["top1_agreement_vs_fp32"] >= 0.98, (fmt, card["checks"])
