@@ -113,9 +113,12 @@ def test_kill_9_halfway_then_resume_loses_and_duplicates_nothing(tmp_path: Path)
 
 def test_ctrl_c_stops_cleanly_and_keeps_measurements(tmp_path: Path) -> None:
     path = tmp_path / "int.lut"
+    # A shell that starts this test run in the background makes SIGINT ignored for its children,
+    # and Python keeps an inherited SIG_IGN: restore the default so the child gets Ctrl-C.
     proc = subprocess.Popen(
-        _profile_cmd(path, min_time_ms="20"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        _profile_cmd(path, min_time_ms="20"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     _wait_for_rows(path, proc, 10)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -19,6 +19,7 @@ model kept is the one with the lower leave-one-out RMSPE on the fitting set.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -130,8 +131,6 @@ class LatencyPredictor:
 
 def read_calibration(table: LatencyTable) -> Calibration | None:
     """The calibration stored in a loaded LUT, if any."""
-    import json
-
     text = table.meta.get(CALIBRATION_META)
     if text is None:
         return None
