@@ -733,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--nhwc", action="store_true", help="TFLite input in NHWC order (camera layout)")
     ex.add_argument("--dynamic-batch", action="store_true", help="ONNX input with a dynamic batch dimension")
     ex.add_argument("--data", help="images for int8 calibration and the agreement check (as for hwnas search)")
-    ex.add_argument("--calibration-images", type=_positive_int, default=200)
+    ex.add_argument("--calibration-images", type=_positive_int, default=500, help="training images for int8 (500)")
     ex.add_argument("--check-images", type=_positive_int, default=500)
     ex.add_argument("--device", metavar="SPEC", help="measure the files of its format there")
     ex.add_argument("--lut", help="LUT of --device, for the predicted latency")
