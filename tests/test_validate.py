@@ -95,5 +95,7 @@ def test_validate_bad_inputs(tiny_lut: Path, tmp_path: Path) -> None:
     proc = run_cli("lut", "validate", str(tiny_lut), "--space", "tiny", "--device", DEVICE, "--samples", "4",
                    "--fit", "--fit-share", "1.5")  # fmt: skip
     assert proc.returncode == 2 and "--fit-share" in proc.stderr
+    proc = run_cli("lut", "validate", str(tiny_lut), "--space", "tiny", "--device", DEVICE, "--samples", "10", "--fit")
+    assert proc.returncode == 2 and "fit on 5 networks" in proc.stderr and "--samples to 16" in proc.stderr
     proc = run_cli("lut", "validate", str(tiny_lut), "--space", "tiny", "--device", DEVICE, "--samples", "0")
     assert proc.returncode == 2 and "must be >= 1" in proc.stderr

@@ -40,6 +40,7 @@ KERNEL_OPS = ("conv", "dwconv", "se", "add", "gap", "linear")
 MODEL_SHAPES = {"linear": (True, True), "per-op": (True, False), "per-op-scale": (False, True), "full": (False, False)}
 MODELS = tuple(MODEL_SHAPES)
 CALIBRATION_META = "calibration"
+MIN_FIT = 8  # fewest whole networks a calibration is fitted on
 
 
 @dataclass(frozen=True)
@@ -207,8 +208,10 @@ def fit_calibration(
     y = np.asarray(measured_ms, dtype=np.float64)
     if len(archs) != len(y):
         raise ValueError("one measurement per architecture")
-    if len(archs) < 8:
-        raise LutError(f"a calibration needs at least 8 measured architectures, got {len(archs)}; raise --samples")
+    if len(archs) < MIN_FIT:
+        raise LutError(
+            f"a calibration needs at least {MIN_FIT} measured architectures, got {len(archs)}; raise --samples"
+        )
     if np.any(y <= 0):
         raise ValueError("measured latencies must be positive")
     candidates = MODELS if model == "auto" else (model,)

@@ -26,7 +26,14 @@ from hwnas.devices.base import Device, TimingConfig
 from hwnas.errors import HwnasError
 from hwnas.fileio import write_bytes_atomic, write_text_atomic
 from hwnas.latency.network_timing import measure_networks
-from hwnas.latency.predictor import Calibration, LatencyPredictor, fit_calibration, read_calibration, store_calibration
+from hwnas.latency.predictor import (
+    MIN_FIT,
+    Calibration,
+    LatencyPredictor,
+    fit_calibration,
+    read_calibration,
+    store_calibration,
+)
 from hwnas.latency.store import LutStore, identity
 from hwnas.latency.table import LatencyTable
 from hwnas.nas.arch import Architecture
@@ -146,8 +153,11 @@ def validate(
     The LUT must come from ``device`` (same identity), unless ``force``. With ``fit``, a new
     calibration is fitted on a ``fit_share`` of the samples and stored in the LUT.
     """
-    if fit:
-        split_fit_score([], fit_share)  # a bad share fails before anything is measured
+    if fit:  # a bad share, or too few networks to fit, fails before anything is measured
+        n_fit = len(split_fit_score([None] * samples, fit_share)[0])  # type: ignore[list-item]
+        if n_fit < MIN_FIT:
+            raise HwnasError(f"--fit would fit on {n_fit} networks; a calibration needs at least {MIN_FIT}: "
+                             f"raise --samples to {math.ceil(MIN_FIT / fit_share)} or more")  # fmt: skip
     table = LatencyTable.load(lut)
     table.check_device(device.fingerprint(), force=force)
     table.require(space.kernels())
