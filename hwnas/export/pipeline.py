@@ -4,8 +4,9 @@ For every requested format and precision the pipeline converts the child, runs t
 runtime (ONNX Runtime, LiteRT's Interpreter) on the same inputs as PyTorch and records the max
 abs difference (fp32, fp16) or the top-1 agreement with the fp32 model on real images (int8),
 writes the file and a model card (``<file>.json``) atomically, and, with a device, times the
-file there and compares it with the LUT's prediction and the budget. Nothing is written until
-every conversion of a format has succeeded, and nothing half-written is left behind.
+file there and compares it with the LUT's prediction and the budget. A file and its card are
+written (atomically) only after the file's check has passed, so nothing half-written is left
+behind; bad arguments and unwritable folders fail before any conversion.
 """
 
 from __future__ import annotations
