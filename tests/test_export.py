@@ -188,11 +188,12 @@ def test_load_child_round_trip(trained_tiny: Path) -> None:
 @pytest.mark.skipif(not (SHARED_DATA / "cifar10-jpeg.npz").exists(), reason="../shared/data/cifar10-jpeg.npz not here")
 @pytest.mark.slow
 def test_int8_agrees_with_fp32_on_real_cifar10(tmp_path: Path) -> None:
-    """A CIFAR-10-trained child: int8 top-1 agreement with fp32 >= 98% on 500 test images."""
+    """A CIFAR-10-trained child: int8 top-1 agreement with fp32 >= 98% on 500 test images (about 20
+    minutes on 2 cores: the child must be trained well enough to have real logit margins)."""
     data = str(SHARED_DATA / "cifar10-jpeg.npz")
     arch_path = tmp_path / "arch.json"
     get_space("cifar").sample(11).save(arch_path)
-    proc = run_cli("train", "--arch", str(arch_path), "--data", data, "--limit", "5000", "--epochs", "8",
+    proc = run_cli("train", "--arch", str(arch_path), "--data", data, "--limit", "20000", "--epochs", "15",
                    "--out", str(tmp_path / "child.pt"), "--no-progress")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("export", "--weights", str(tmp_path / "child.pt"), "--format", "onnx,tflite", "--int8",
