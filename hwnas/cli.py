@@ -472,7 +472,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     results = export_child(child, out, formats, precisions, nhwc=args.nhwc, dynamic_batch=args.dynamic_batch,
                            check_inputs=check, calibration=calibration, labelled=labelled,
-                           stem=args.name or (child.arch.name or "model"))  # fmt: skip
+                           stem=args.name or (child.arch.name or "model"), simplify=args.simplify)  # fmt: skip
     over = check_latency(results, child.arch, device, args.lut, args.budget_ms, force=args.force) if device else []
     t = Table("file", "size (KB)", "export (s)", "max |diff| vs PyTorch", "top-1 agree (int8)", "accuracy",
               "predicted (ms)", "measured (ms)", title=f"exported {child.arch.to_str()}")  # fmt: skip
@@ -732,6 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--int8", action="store_true", help="also int8 files (post-training, calibrated on --data)")
     ex.add_argument("--nhwc", action="store_true", help="TFLite input in NHWC order (camera layout)")
     ex.add_argument("--dynamic-batch", action="store_true", help="ONNX input with a dynamic batch dimension")
+    ex.add_argument("--simplify", action="store_true",
+                    help="optimize the ONNX graph with onnxscript (2-3%% faster on ONNX Runtime CPU)")  # fmt: skip
     ex.add_argument("--data", help="images for int8 calibration and the agreement check (as for hwnas search)")
     ex.add_argument("--calibration-images", type=_positive_int, default=500, help="training images for int8 (500)")
     ex.add_argument("--check-images", type=_positive_int, default=500)

@@ -78,6 +78,27 @@ def test_nhwc_and_dynamic_batch(tmp_path: Path) -> None:
     assert card["input"]["layout"] == "NHWC" and card["input"]["shape"] == [1, arch.resolution, arch.resolution, 3]
 
 
+def test_simplified_onnx_is_smaller_and_equal(tmp_path: Path) -> None:
+    import onnx
+
+    arch = get_space("cifar").sample(4)
+    child = _child(arch)
+    plain = export_child(child, tmp_path / "a", ["onnx"], ["fp32", "int8"], calibration=_calib(arch), stem="m")
+    simple = export_child(child, tmp_path / "b", ["onnx"], ["fp32", "int8"], calibration=_calib(arch), stem="m",
+                          simplify=True)  # fmt: skip
+    assert simple[0].max_abs_diff <= 1e-4
+    n_plain = len(onnx.load(str(plain[0].path)).graph.node)
+    n_simple = len(onnx.load(str(simple[0].path)).graph.node)
+    assert n_simple < n_plain
+    assert json.loads(simple[0].path.with_name("m-fp32.onnx.json").read_text())["simplified"] is True
+    assert simple[1].path.exists() and simple[1].precision == "int8"
+
+
+def _calib(arch) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal((1, 3, arch.resolution, arch.resolution)).astype(np.float32) for _ in range(8)]
+
+
 PLAIN_RUNTIME = r"""
 import sys, json, numpy as np
 import onnxruntime as ort

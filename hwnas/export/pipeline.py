@@ -141,6 +141,7 @@ def export_child(
     calibration: Sequence[np.ndarray] = (),
     labelled: tuple[np.ndarray, np.ndarray] | None = None,
     stem: str = "model",
+    simplify: bool = False,
 ) -> list[Exported]:
     """Export ``child`` (see the module docstring); ``check_inputs`` are normalized NCHW images
     (random ones when None), ``labelled`` real images with labels for int8 agreement and accuracy."""
@@ -167,7 +168,7 @@ def export_child(
                 continue
             t0 = time.perf_counter()
             if fmt == "onnx":
-                data = onnx_bytes(model, shape, dynamic_batch)
+                data = onnx_bytes(model, shape, dynamic_batch, simplify)
                 if precision == "int8":
                     data = onnx_int8(data, calibration)
             elif precision == "fp16" and fp32_tflite is not None:  # fp16 weights of the fp32 file
@@ -193,6 +194,8 @@ def export_child(
                 item.accuracy_fp32 = float((ref_lab.argmax(1) == labelled[1]).mean())
             write_bytes_atomic(path, data)
             item.card = model_card(child, item, nhwc and fmt == "tflite", dynamic_batch and fmt == "onnx")
+            if fmt == "onnx":
+                item.card["simplified"] = simplify
             if fmt == "tflite":
                 io_info = tflite_io(data)
                 item.card["input"]["dtype"] = io_info["input_dtype"]
