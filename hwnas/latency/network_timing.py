@@ -12,7 +12,6 @@ median over rounds of each round's median.
 from __future__ import annotations
 
 import hashlib
-import random
 import statistics
 import zlib
 from collections import defaultdict
@@ -24,7 +23,7 @@ from torch import nn
 from hwnas.devices.base import Device, Runner, TimingConfig
 from hwnas.latency.artifact_cache import ArtifactCache
 from hwnas.latency.kernel_models import to_onnx
-from hwnas.latency.profiler import progress_bar
+from hwnas.latency.profiler import measure_and_close, progress_bar, shuffled_rounds
 from hwnas.latency.store import LutStore, device_id
 from hwnas.nas.arch import Architecture
 from hwnas.nas.builder import build_model
@@ -96,17 +95,10 @@ def measure_networks(
             task = bar.add_task(f"converting networks to {device.format}", total=len(needed))
             artifacts = _ensure_converted(needed, cache, lambda n: bar.advance(task, n))
         task = bar.add_task(f"timing networks on {device.kind}", total=sum(len(t) for t in todo_rounds))
-        for r, todo in enumerate(todo_rounds):
-            order = list(todo)
-            random.Random(seed * 1_000_003 + r).shuffle(order)
-            for arch in order:
-                runner = _load(device, arch, artifacts)
-                try:
-                    stats = device.measure(runner, timing)
-                finally:
-                    runner.close()
-                store.add_model(dev, arch.to_str(), r, stats)
-                bar.advance(task)
+        for r, arch in shuffled_rounds(todo_rounds, seed):
+            stats = measure_and_close(device, _load(device, arch, artifacts), timing)
+            store.add_model(dev, arch.to_str(), r, stats)
+            bar.advance(task)
     per_arch: dict[str, list[float]] = defaultdict(list)
     for arch_str, r, ms in store.model_rows(dev):
         if r < rounds:

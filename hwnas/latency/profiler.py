@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from hwnas.devices.base import Device, Runner, TimingConfig
+from hwnas.devices.base import Device, Runner, Stats, TimingConfig
 from hwnas.latency.artifact_cache import ArtifactCache
 from hwnas.latency.kernel_models import ARTIFACT_BUILDERS, kernel_input_shape, kernel_module
 from hwnas.latency.kernels import Kernel
 from hwnas.latency.store import LutStore
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -46,6 +49,22 @@ def progress_bar(enabled: bool) -> Progress:
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled, transient=False,
     )  # fmt: skip
+
+
+def shuffled_rounds(todo_rounds: Sequence[Sequence[T]], seed: int) -> Iterator[tuple[int, T]]:
+    """``(round, item)`` for every item of every round, each round in its own seeded shuffle."""
+    for r, todo in enumerate(todo_rounds):
+        order = list(todo)
+        random.Random(seed * 1_000_003 + r).shuffle(order)
+        for item in order:
+            yield r, item
+
+
+def measure_and_close(device: Device, runner: Runner, timing: TimingConfig) -> Stats:
+    try:
+        return device.measure(runner, timing)
+    finally:
+        runner.close()
 
 
 def load_kernel(device: Device, kernel: Kernel, cache: ArtifactCache | None) -> Runner:
@@ -95,18 +114,11 @@ def profile(
                 )
                 report.convert_s = time.perf_counter() - t0
         task = bar.add_task(f"timing on {device.kind}", total=total)
-        for r, todo in enumerate(todo_rounds):
-            order = list(todo)
-            random.Random(seed * 1_000_003 + r).shuffle(order)
-            for kernel in order:
-                runner = load_kernel(device, kernel, cache)
-                try:
-                    stats = device.measure(runner, timing)
-                finally:
-                    runner.close()
-                store.add(kernel.key, r, stats)
-                report.measured += 1
-                report.busy_s += stats.busy_s
-                bar.advance(task)
+        for r, kernel in shuffled_rounds(todo_rounds, seed):
+            stats = measure_and_close(device, load_kernel(device, kernel, cache), timing)
+            store.add(kernel.key, r, stats)
+            report.measured += 1
+            report.busy_s += stats.busy_s
+            bar.advance(task)
     report.wall_s = time.perf_counter() - start
     return report

@@ -13,7 +13,7 @@ import torch
 from hwnas.latency.expected import ExpectedCost, LayerCostTable
 from hwnas.latency.kernels import Kernel
 from hwnas.nas.arch import Architecture
-from hwnas.nas.kernels import arch_kernels, block_kernels, classifier_kernels
+from hwnas.nas.kernels import arch_kernels, block_kernels, classifier_kernels, kernel_sum
 from hwnas.nas.ops import parse_op
 from hwnas.nas.space import Option, SearchSpace
 
@@ -25,15 +25,7 @@ def expected_cost(
 ) -> ExpectedCost:
     """The differentiable expected cost of ``space`` under ``kernel_cost``, plus a constant ``offset``
     (a calibrated LUT's per-network constant, :attr:`hwnas.latency.predictor.LatencyPredictor.offset`)."""
-    memo: dict[Kernel, float] = {}
-
-    def cost(kernels: list[Kernel]) -> float:
-        total = 0.0
-        for k in kernels:
-            if k not in memo:
-                memo[k] = float(kernel_cost(k))
-            total += memo[k]
-        return total
+    cost = kernel_sum(kernel_cost)
 
     layers = []
     heights = list(space.resolutions)

@@ -8,7 +8,7 @@ Sources (``load_images(spec)``):
   a CPU; it exists for the demo and the tests and says nothing about real accuracy.
 * a ``.npz`` with ``x`` (uint8 ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]``) and ``y``;
 * a ``.npz`` in the CIFAR-10 JPEG archive form (``data``, ``offsets``, ``label``, ``split``: each
-  image's JPEG bytes concatenated; see ``../shared/data/README.md``), from any path;
+  image's JPEG bytes concatenated, with labels and a train/test flag), from any path;
 * a folder of class sub-folders holding image files (ImageFolder layout).
 
 Everything is decoded once into a ``uint8 [N, C, H, W]`` tensor. Batches are drawn by index from

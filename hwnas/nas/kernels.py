@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from hwnas.latency.kernels import Kernel
 from hwnas.nas.arch import Architecture, BlockShape
 from hwnas.nas.ops import OpType, mid_channels, se_channels
@@ -58,3 +60,18 @@ def arch_flops(arch: Architecture) -> int:
 def arch_params(arch: Architecture) -> int:
     """Conv and linear weights, from the kernels (no torch needed)."""
     return sum(k.params for k in arch_kernels(arch))
+
+
+def kernel_sum(kernel_cost: Callable[[Kernel], float]) -> Callable[[Sequence[Kernel]], float]:
+    """``kernels -> sum of kernel_cost``, each kernel's cost computed once (a space repeats kernels)."""
+    memo: dict[Kernel, float] = {}
+
+    def total(kernels: Sequence[Kernel]) -> float:
+        out = 0.0
+        for k in kernels:
+            if k not in memo:
+                memo[k] = float(kernel_cost(k))
+            out += memo[k]
+        return out
+
+    return total

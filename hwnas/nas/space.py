@@ -37,7 +37,7 @@ import yaml
 from hwnas.errors import HwnasError, SpecError
 from hwnas.latency.kernels import Kernel
 from hwnas.nas.arch import STRIDES, Architecture, Block, conv_out
-from hwnas.nas.kernels import block_kernels, classifier_kernels
+from hwnas.nas.kernels import block_kernels, classifier_kernels, kernel_sum
 from hwnas.nas.ops import parse_op
 from hwnas.nas.registry import Registry
 from hwnas.nas.specfile import Fields, read_mapping
@@ -162,15 +162,7 @@ class SearchSpace:
         by dynamic programming over layers with the in-channels as the state."""
         sign = -1 if largest else 1
         best: tuple[float, int, list[Option]] | None = None
-        memo: dict[Kernel, float] = {}
-
-        def cost_of(kernels: list[Kernel]) -> float:
-            total = 0.0
-            for k in kernels:
-                if k not in memo:
-                    memo[k] = float(kernel_cost(k))
-                total += memo[k]
-            return total
+        cost_of = kernel_sum(kernel_cost)
 
         for res in self.resolutions:
             # state: in-channels -> (signed cost so far, options so far)
