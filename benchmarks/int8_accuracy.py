@@ -46,8 +46,8 @@ def main() -> None:
     arch = get_space("cifar").sample(args.arch_seed)
     arch.save(work / "arch.json")
     run("train", "--arch", str(work / "arch.json"), "--data", args.data, "--limit", str(args.limit), "--epochs",
-        str(args.epochs), "--out", str(work / "child.pt"), "--no-progress")  # fmt: skip
-    run("export", "--weights", str(work / "child.pt"), "--format", "onnx,tflite", "--int8", "--data", args.data,
+        str(args.epochs), "--out", str(work / "child.safetensors"), "--no-progress")  # fmt: skip
+    run("export", "--weights", str(work / "child.safetensors"), "--format", "onnx,tflite", "--int8", "--data", args.data,
         "--check-images", str(args.images), "--out", str(work / "export"), "--name", "m")  # fmt: skip
     print(f"<!-- {date.today()}, {platform.machine()}, {os.cpu_count()} cores; cifar architecture "
           f"`{arch.to_str()}`; trained {args.epochs} epochs on {args.limit} CIFAR-10 images; "

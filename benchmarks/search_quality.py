@@ -43,6 +43,7 @@ from hwnas.fileio import write_text_atomic
 from hwnas.latency.network_timing import network_artifacts, network_input_shape
 from hwnas.nas import get_space
 from hwnas.nas.arch import Architecture
+from hwnas.nas.checkpoints import has_search_checkpoint
 from hwnas.nas.costs import make_cost
 from hwnas.nas.data import load_images, load_test_images, make_splits
 from hwnas.nas.search import Search, SearchConfig
@@ -145,7 +146,7 @@ def main() -> None:
             summary = json.loads((out / "search.json").read_text())
         else:
             t0 = time.perf_counter()
-            Search(cfg, out, resume=(out / "checkpoint.pt").exists(), progress=False).run()
+            Search(cfg, out, resume=has_search_checkpoint(out), progress=False).run()
             searched = Architecture.load(out / "arch.json")
             summary = json.loads((out / "search.json").read_text())
             summary["wall_s"] = time.perf_counter() - t0

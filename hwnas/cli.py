@@ -396,7 +396,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     last = result.metrics[-1] if result.metrics else {}
     console.print(f"supernet val accuracy of the argmax: {last.get('val_acc', float('nan')):.1%}")
     console.print(f"wrote {args.out}/arch.json, arch.txt, metrics.csv, probs.csv, progress.png, choices.png")
-    console.print(f"next: hwnas train --arch {args.out}/arch.json --data {args.data} --out {args.out}/child.pt")
+    console.print(
+        f"next: hwnas train --arch {args.out}/arch.json --data {args.data} --out {args.out}/child.safetensors"
+    )
     return 0
 
 
@@ -424,29 +426,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _sliced_child(run: str, arch: Architecture) -> ChildNet:
-    from pathlib import Path
+    from hwnas.nas.slicing import sliced_child_of_run
 
-    import torch
-
-    from hwnas.nas.search import CHECKPOINT
-    from hwnas.nas.slicing import slice_child
-    from hwnas.nas.space import get_space
-    from hwnas.nas.supernet import SuperNet
-
-    path = Path(run) / CHECKPOINT
-    if not path.is_file():
-        raise HwnasError(f"{path}: no search checkpoint there; give the folder of a 'hwnas search' run")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        cfg = state["config"]
-    except Exception as exc:
-        raise HwnasError(f"{path}: not a readable search checkpoint ({type(exc).__name__})") from None
-    net = SuperNet(get_space(cfg["space"]), paths=cfg.get("paths", "masked"))
-    net.load_state_dict(state["net"])
-    try:
-        return slice_child(net, arch)
-    except ValueError as exc:
-        raise HwnasError(f"--init supernet: {exc}") from None
+    return sliced_child_of_run(run, arch)
 
 
 # --- export --------------------------------------------------------------------------------
@@ -720,13 +702,22 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=0.05)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--torch-device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    tr.add_argument("--out", default="child.pt", help="where to write the trained child (default child.pt)")
+    tr.add_argument(
+        "--out", default="child.safetensors", help="where to write the trained child (default child.safetensors)"
+    )
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=cmd_train)
 
     ex = sub.add_parser("export", help="ONNX / TFLite files checked against PyTorch, model cards, budget check")
-    ex.add_argument("--arch", metavar="ARCH.json", help="the architecture (optional with a child.pt from hwnas train)")
-    ex.add_argument("--weights", required=True, metavar="CHILD.pt", help="trained weights (hwnas train --out)")
+    ex.add_argument(
+        "--arch", metavar="ARCH.json", help="the architecture (optional with a child file from hwnas train)"
+    )
+    ex.add_argument(
+        "--weights",
+        required=True,
+        metavar="CHILD",
+        help="trained weights: a child file (hwnas train --out), or a bare safetensors state dict with --arch",
+    )
     ex.add_argument("--format", default="onnx,tflite", help="comma-separated: onnx, tflite (default both)")
     ex.add_argument("--fp16", action="store_true", help="also a TFLite file with float16 weights")
     ex.add_argument("--int8", action="store_true", help="also int8 files (post-training, calibrated on --data)")

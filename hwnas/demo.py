@@ -57,6 +57,7 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
     from hwnas.latency.store import LutStore
     from hwnas.latency.validate import validate
     from hwnas.nas import get_space
+    from hwnas.nas.checkpoints import has_search_checkpoint
     from hwnas.nas.costs import make_cost
     from hwnas.nas.data import load_test_images, make_splits
     from hwnas.nas.search import Search, SearchConfig, load_images_for
@@ -95,7 +96,7 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
                         epochs=cfg.search_epochs, warmup_epochs=min(2, cfg.search_epochs - 1), seed=cfg.seed)  # fmt: skip
     done = (run / "arch.json").exists()
     if not done:
-        result = Search(scfg, run, resume=(run / "checkpoint.pt").exists(), progress=cfg.progress).run()
+        result = Search(scfg, run, resume=has_search_checkpoint(run), progress=cfg.progress).run()
         arch, predicted = result.derivation.arch, result.derivation.cost
     else:
         from hwnas.nas.arch import Architecture
@@ -105,7 +106,7 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
     report.steps.append(("search", time.perf_counter() - t0, f"{arch.to_str()} (predicted {predicted:.3f} ms)"))
 
     t0 = time.perf_counter()
-    child_path = run / "child.pt"
+    child_path = run / "child.safetensors"
     say(f"[4/5] retraining the derived architecture for {cfg.train_epochs} epochs")
     if not child_path.exists():
         train = load_images_for(cfg.data, space.num_classes)

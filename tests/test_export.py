@@ -15,6 +15,7 @@ from hwnas.export.child_file import Child, load_child
 from hwnas.export.pipeline import export_child
 from hwnas.nas import get_arch, get_space
 from hwnas.nas.builder import build_model
+from hwnas.nas.checkpoints import read_child
 from hwnas.nas.kernels import arch_flops, arch_params
 
 from conftest import SHARED_DATA, run_cli
@@ -142,14 +143,14 @@ def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     arch_path = folder / "arch.json"
     get_space("tiny").sample(5).save(arch_path)
     proc = run_cli("train", "--arch", str(arch_path), "--data", "synthetic:n=400,size=24", "--epochs", "1",
-                   "--out", str(folder / "child.pt"), "--no-progress")  # fmt: skip
+                   "--out", str(folder / "child.safetensors"), "--no-progress")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return folder
 
 
 def test_cli_export_with_int8_cards_and_the_budget(trained_tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "files"
-    base = ["export", "--weights", str(trained_tiny / "child.pt"), "--format", "onnx,tflite", "--int8", "--data",
+    base = ["export", "--weights", str(trained_tiny / "child.safetensors"), "--format", "onnx,tflite", "--int8", "--data",
             "synthetic:n=400,size=24", "--check-images", "100", "--calibration-images", "20", "--out", str(out),
             "--name", "m", "--device", "ort-cpu:threads=1"]  # fmt: skip
     proc = run_cli(*base, "--budget-ms", "1000")
@@ -163,7 +164,7 @@ def test_cli_export_with_int8_cards_and_the_budget(trained_tiny: Path, tmp_path:
     assert onnx_card["latency"]["measured_ms"] > 0 and onnx_card["latency"]["device"].startswith("ort-cpu")
     assert onnx_card["input"]["normalization"]["mean"] is not None
     assert "latency" not in card  # the TFLite files are not measured on an ONNX Runtime device
-    quick = ["export", "--weights", str(trained_tiny / "child.pt"), "--format", "onnx", "--out", str(tmp_path / "q"),
+    quick = ["export", "--weights", str(trained_tiny / "child.safetensors"), "--format", "onnx", "--out", str(tmp_path / "q"),
              "--device", "ort-cpu:threads=1", "--budget-ms", "0.00001"]  # fmt: skip
     proc = run_cli(*quick)
     assert proc.returncode == 1 and "over budget" in proc.stderr and "--allow-over-budget" in proc.stderr
@@ -181,10 +182,10 @@ def test_export_bad_inputs_leave_nothing_behind(trained_tiny: Path, tmp_path: Pa
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         return proc.stderr
 
-    weights = str(trained_tiny / "child.pt")
+    weights = str(trained_tiny / "child.safetensors")
     msg = err("--arch", str(other), "--weights", weights)
-    model, state = build_model(get_space("tiny").sample(6)).state_dict(), torch.load(weights, weights_only=False)
-    first = next(k for k in model if k not in state["state_dict"] or model[k].shape != state["state_dict"][k].shape)
+    model, stored = build_model(get_space("tiny").sample(6)).state_dict(), read_child(weights).weights
+    first = next(k for k in model if k not in stored or model[k].shape != stored[k].shape)
     assert "does not match" in msg and f"tensor {first} " in msg
     assert "unsupported format 'coreml'" in err("--weights", weights, "--format", "onnx,coreml")
     assert "needs calibration images" in err("--weights", weights, "--int8")
@@ -192,18 +193,18 @@ def test_export_bad_inputs_leave_nothing_behind(trained_tiny: Path, tmp_path: Pa
     blocker.write_text("x")
     assert "cannot write there" in run_cli("export", "--weights", weights, "--out", str(blocker / "sub")).stderr
     truncated = tmp_path / "half.pt"
-    truncated.write_bytes((trained_tiny / "child.pt").read_bytes()[:500])
+    truncated.write_bytes((trained_tiny / "child.safetensors").read_bytes()[:500])
     assert "truncated" in err("--weights", str(truncated))
     assert "no such weights file" in err("--weights", str(tmp_path / "nope.pt"))
     assert not out.exists() or not any(out.iterdir())
 
 
 def test_load_child_round_trip(trained_tiny: Path) -> None:
-    child = load_child(trained_tiny / "arch.json", trained_tiny / "child.pt")
-    state = torch.load(trained_tiny / "child.pt", weights_only=False)
+    child = load_child(trained_tiny / "arch.json", trained_tiny / "child.safetensors")
+    stored = read_child(trained_tiny / "child.safetensors")
     for k, v in child.model.state_dict().items():
-        assert torch.equal(v, state["state_dict"][k])
-    assert child.mean == state["mean"] and child.arch.to_str() == get_space("tiny").sample(5).to_str()
+        assert torch.equal(v, stored.weights[k])
+    assert child.mean == stored.meta["mean"] and child.arch.to_str() == get_space("tiny").sample(5).to_str()
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "cifar10-jpeg.npz").exists(), reason="../shared/data/cifar10-jpeg.npz not here")
@@ -215,9 +216,9 @@ def test_int8_agrees_with_fp32_on_real_cifar10(tmp_path: Path) -> None:
     arch_path = tmp_path / "arch.json"
     get_space("cifar").sample(11).save(arch_path)
     proc = run_cli("train", "--arch", str(arch_path), "--data", data, "--limit", "20000", "--epochs", "15",
-                   "--out", str(tmp_path / "child.pt"), "--no-progress")  # fmt: skip
+                   "--out", str(tmp_path / "child.safetensors"), "--no-progress")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    proc = run_cli("export", "--weights", str(tmp_path / "child.pt"), "--format", "onnx,tflite", "--int8",
+    proc = run_cli("export", "--weights", str(tmp_path / "child.safetensors"), "--format", "onnx,tflite", "--int8",
                    "--data", data, "--check-images", "500", "--out", str(tmp_path / "x"), "--name", "m")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     for fmt in ("onnx", "tflite"):

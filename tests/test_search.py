@@ -18,6 +18,7 @@ import torch
 from hwnas.errors import HwnasError
 from hwnas.nas import get_space
 from hwnas.nas.arch import Architecture
+from hwnas.nas.checkpoints import read_child
 from hwnas.nas.costs import make_cost
 from hwnas.nas.derive import GROW_TO, InfeasibleBudget, check_budget, derive
 from hwnas.nas.kernels import arch_flops
@@ -206,17 +207,17 @@ def test_train_from_scratch_and_from_the_supernet(tmp_path: Path) -> None:
     out = tmp_path / "run"
     Search(_config(tmp_path, budget=1.0, epochs=2), out, progress=False).run()
     for init in ("scratch", "supernet"):
-        child = tmp_path / f"{init}.pt"
+        child = tmp_path / f"{init}.safetensors"
         proc = run_cli("train", "--arch", str(out / "arch.json"), "--data", TINY_DATA, "--epochs", "2",
                        "--init", init, "--run", str(out), "--out", str(child), "--no-progress")  # fmt: skip
         assert proc.returncode == 0, proc.stderr
-        state = torch.load(child, weights_only=False)
-        assert state["format"] == "hwnas.child" and Architecture.from_dict(state["arch"]) == Architecture.load(
-            out / "arch.json"
-        )
-        assert 0.0 <= state["val_acc"] <= 1.0 and state["test_acc"] is not None
-        assert len(state["history"]) == 2
-    proc = run_cli("train", "--arch", str(out / "arch.json"), "--init", "supernet", "--out", str(tmp_path / "x.pt"))
+        stored = read_child(child)
+        assert stored.arch == Architecture.load(out / "arch.json")
+        assert 0.0 <= stored.meta["val_acc"] <= 1.0 and stored.meta["test_acc"] is not None
+        assert len(stored.meta["history"]) == 2
+    proc = run_cli(
+        "train", "--arch", str(out / "arch.json"), "--init", "supernet", "--out", str(tmp_path / "x.safetensors")
+    )
     assert proc.returncode == 2 and "--run" in proc.stderr
 
 

@@ -1,4 +1,6 @@
-"""Reading what ``hwnas train`` wrote (``child.pt``), or an architecture plus a bare state dict.
+"""The trained child to export: a child file from ``hwnas train`` (``child.safetensors``), or an
+architecture plus a bare safetensors state dict. The file is read by :mod:`hwnas.nas.checkpoints`
+(no pickles).
 
 The weights must fit the architecture exactly: the first tensor that is missing, unexpected or of
 another shape is named in the error.
@@ -27,29 +29,18 @@ class Child:
 
 
 def load_child(arch_path: str | Path | None, weights_path: str | Path) -> Child:
-    """The trained child in ``weights_path`` (a ``child.pt``, or a state dict with ``arch_path``)."""
+    """The trained child in ``weights_path`` (a child file, or a bare state dict with ``arch_path``)."""
+    from hwnas.nas.checkpoints import read_child
+
     wp = Path(weights_path)
-    if not wp.is_file():
-        raise HwnasError(f"{wp}: no such weights file; train one with 'hwnas train --arch A.json --data D --out {wp}'")
-    try:
-        state = torch.load(wp, map_location="cpu", weights_only=False)
-    except Exception as exc:  # truncated or not a torch file
-        raise HwnasError(f"{wp}: not a readable PyTorch file ({type(exc).__name__}); is it truncated?") from None
-    meta: dict[str, Any] = {}
-    if isinstance(state, dict) and state.get("format") == "hwnas.child":
-        meta = {k: v for k, v in state.items() if k not in ("state_dict", "arch")}
-        weights = state["state_dict"]
-        stored = Architecture.from_dict(state["arch"], str(wp))
-    elif isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()):
-        weights, stored = state, None
-    else:
-        raise HwnasError(f"{wp}: neither a child.pt from 'hwnas train' nor a state dict of tensors")
-    arch = Architecture.load(arch_path) if arch_path is not None else stored
+    stored = read_child(wp)
+    arch = Architecture.load(arch_path) if arch_path is not None else stored.arch
     if arch is None:
         raise HwnasError(f"{wp} holds bare weights; give the architecture too: --arch ARCH.json")
     model = build_model(arch)
-    check_weights(model, weights, str(wp), str(arch_path or wp))
-    model.load_state_dict(weights)
+    check_weights(model, stored.weights, str(wp), str(arch_path or wp))
+    model.load_state_dict(stored.weights)
+    meta = stored.meta
     return Child(arch, model.eval(), meta.get("mean"), meta.get("std"), meta)
 
 
@@ -63,6 +54,11 @@ def check_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], sour
         if tuple(weights[name].shape) != tuple(tensor.shape):
             raise HwnasError(f"{source} does not match {arch_source}: tensor {name} is {tuple(weights[name].shape)} "
                              f"in the weights but {tuple(tensor.shape)} in the architecture")  # fmt: skip
+        got = weights[name]
+        if got.dtype.is_complex or got.dtype == torch.bool:
+            raise HwnasError(f"{source}: tensor {name} is of type {got.dtype}, not a real number type")
+        if got.dtype.is_floating_point and not bool(torch.isfinite(got).all()):
+            raise HwnasError(f"{source}: tensor {name} holds NaN or infinite values")
     extra = [k for k in weights if k not in want]
     if extra:
         raise HwnasError(f"{source} does not match {arch_source}: the weights have tensor {extra[0]}, "

@@ -24,7 +24,6 @@ and plots.
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import time
@@ -38,8 +37,16 @@ import torch
 from torch.nn import functional as F
 
 from hwnas.errors import HwnasError
-from hwnas.fileio import write_bytes_atomic, write_text_atomic
+from hwnas.fileio import write_text_atomic
 from hwnas.nas.arch import Architecture
+from hwnas.nas.checkpoints import (
+    checkpoint_path,
+    has_search_checkpoint,
+    read_search_checkpoint,
+    rng_states,
+    set_rng_states,
+    write_search_checkpoint,
+)
 from hwnas.nas.costs import SearchCost, make_cost
 from hwnas.nas.data import DataSplits, Images, batches, load_images, make_splits
 from hwnas.nas.derive import Derivation, check_budget, derive
@@ -47,7 +54,6 @@ from hwnas.nas.space import SearchSpace, get_space
 from hwnas.nas.supernet import SuperNet
 from hwnas.nas.training import cosine, evaluate, param_groups, progress_bar, torch_device
 
-CHECKPOINT = "checkpoint.pt"
 FBNET_A, FBNET_B, FBNET_SCALE = 0.2, 0.6, 30.0
 BN_BATCHES = 8  # batches to re-estimate BatchNorm statistics of the argmax architecture
 
@@ -118,10 +124,9 @@ class Search:
         self.cost: SearchCost = make_cost(cfg.cost, self.space, cfg.lut)
         self.cheapest, self.costliest = check_budget(self.space, self.cost, cfg.budget)
         self.device = torch_device(cfg.torch_device)
-        ckpt = self.out / CHECKPOINT
-        if ckpt.exists() and not resume:
+        if has_search_checkpoint(self.out) and not resume:
             raise HwnasError(f"{self.out} already holds a search; pass --resume to continue it, or use another --out")
-        if resume and not ckpt.exists():
+        if resume and not has_search_checkpoint(self.out):
             raise HwnasError(f"{self.out}: no checkpoint to resume from; run without --resume to start")
         self.splits = self._data()
         torch.manual_seed(cfg.seed)
@@ -139,7 +144,7 @@ class Search:
         self.probs: list[dict[str, Any]] = []
         self.timing = {"weight_step_s": 0.0, "arch_step_s": 0.0, "cost_s": 0.0, "weight_steps": 0, "arch_steps": 0}
         if resume:
-            self._load(ckpt)
+            self._load()
         else:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
@@ -154,8 +159,6 @@ class Search:
     # --- checkpoint --------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         return {
-            "format": "hwnas.search-checkpoint",
-            "version": 1,
             "config": asdict(self.cfg),
             "epoch": self.epoch,
             "net": self.net.state_dict(),
@@ -166,23 +169,15 @@ class Search:
             "metrics": self.metrics,
             "probs": self.probs,
             "timing": self.timing,
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+            "rng": rng_states(),
         }
 
     def _save(self) -> None:
-        buf = io.BytesIO()
-        torch.save(self._state(), buf)
-        write_bytes_atomic(self.out / CHECKPOINT, buf.getvalue())
+        write_search_checkpoint(checkpoint_path(self.out), self._state())
 
-    def _load(self, path: Path) -> None:
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as exc:  # a truncated or foreign file
-            raise HwnasError(
-                f"{path}: not a readable search checkpoint ({type(exc).__name__}); start a new --out"
-            ) from None
-        if not isinstance(state, dict) or state.get("format") != "hwnas.search-checkpoint":
-            raise HwnasError(f"{path}: not an hwnas search checkpoint")
+    def _load(self) -> None:
+        path = checkpoint_path(self.out)
+        state = read_search_checkpoint(self.out)
         saved = state["config"]
         changed = [
             f.name
@@ -192,15 +187,17 @@ class Search:
         if changed:
             diffs = ", ".join(f"{k}: {saved.get(k)!r} vs {getattr(self.cfg, k)!r}" for k in changed)
             raise HwnasError(f"{path} was made with other settings ({diffs}); resume with the same ones")
-        self.net.load_state_dict(state["net"])
-        self.w_opt.load_state_dict(state["w_opt"])
-        self.w_sched.load_state_dict(state["w_sched"])
-        self.a_opt.load_state_dict(state["a_opt"])
+        try:
+            self.net.load_state_dict(state["net"])
+            self.w_opt.load_state_dict(state["w_opt"])
+            self.w_sched.load_state_dict(state["w_sched"])
+            self.a_opt.load_state_dict(state["a_opt"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise HwnasError(f"{path}: corrupt content ({first[:160]}); start a new --out") from None
         self.lam, self.epoch = float(state["lambda"]), int(state["epoch"])
         self.metrics, self.probs, self.timing = state["metrics"], state["probs"], state["timing"]
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
+        set_rng_states(state["rng"], str(path))
 
     # --- loop --------------------------------------------------------------------------------
     def run(self) -> SearchResult:

@@ -8,9 +8,12 @@ weights for that architecture (``tests/test_supernet.py`` checks it).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from hwnas.errors import HwnasError
 from hwnas.nas.arch import Architecture
 from hwnas.nas.blocks import InvertedResidual, IRPool, Skip
 from hwnas.nas.builder import ChildNet, build_model
@@ -76,3 +79,25 @@ def _slice_layer(block: nn.Module, layer: SuperLayer) -> None:
         _copy_conv(head, layer.head)
     else:  # ConvBNAct
         _conv_bn(block, layer.conv, layer.bn)
+
+
+def sliced_child_of_run(run: str | Path, arch: Architecture) -> ChildNet:
+    """``arch`` with its weights sliced from the supernet saved in the search folder ``run``."""
+    from hwnas.nas.checkpoints import checkpoint_path, read_search_checkpoint
+    from hwnas.nas.space import get_space
+
+    state = read_search_checkpoint(run)
+    path, cfg = checkpoint_path(run), state["config"]
+    space, paths = cfg.get("space"), cfg.get("paths", "masked")
+    if not isinstance(space, str) or paths not in ("masked", "explicit"):
+        raise HwnasError(f"{path}: corrupt content (config.space or config.paths)")
+    net = SuperNet(get_space(space), paths=paths)
+    try:
+        net.load_state_dict(state["net"])
+    except RuntimeError as exc:
+        first = (str(exc).splitlines() or ["mismatch"])[0]
+        raise HwnasError(f"{path}: the supernet weights do not fit space {space!r} ({first[:160]})") from None
+    try:
+        return slice_child(net, arch)
+    except ValueError as exc:
+        raise HwnasError(f"init from the supernet: {exc}") from None

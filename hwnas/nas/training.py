@@ -21,7 +21,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from hwnas.errors import HwnasError
-from hwnas.fileio import write_bytes_atomic
 from hwnas.nas.arch import Architecture
 from hwnas.nas.builder import ChildNet, build_model
 from hwnas.nas.data import DataSplits, Images, batches
@@ -154,23 +153,9 @@ class _Resized(nn.Module):
 def save_child(
     path: str | Path, result: TrainResult, arch: Architecture, splits: DataSplits, meta: dict[str, Any]
 ) -> None:
-    """``child.pt``: the architecture (JSON), the weights, the input normalization and the scores."""
-    import io
+    """A child file (:mod:`hwnas.nas.checkpoints`): architecture, weights, input normalization, scores."""
+    from hwnas.nas.checkpoints import write_child
 
-    buf = io.BytesIO()
-    torch.save(
-        {
-            "format": "hwnas.child",
-            "version": 1,
-            "arch": arch.to_dict(),
-            "state_dict": result.model.state_dict(),
-            "mean": splits.mean.tolist(),
-            "std": splits.std.tolist(),
-            "val_acc": result.val_acc,
-            "test_acc": result.test_acc,
-            "history": result.history,
-            **meta,
-        },
-        buf,
-    )
-    write_bytes_atomic(Path(path), buf.getvalue())
+    info = {"mean": splits.mean.tolist(), "std": splits.std.tolist(), "val_acc": result.val_acc,
+            "test_acc": result.test_acc, "history": result.history, **meta}  # fmt: skip
+    write_child(path, arch, result.model.state_dict(), info)
