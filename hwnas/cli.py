@@ -11,7 +11,7 @@ import statistics
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -175,6 +175,24 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """A finite number > 0 (budgets, rates, times): ``inf`` and ``nan`` are refused, not read as 'no limit'."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
     return value
 
 
@@ -509,9 +527,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from hwnas.devices import open_device
+    from hwnas.devices.isolated import measure_isolated, model_format
 
     device = open_device(args.device)
     path = Path(args.model)
+    if path.is_dir():
+        raise HwnasError(f"{path}: is a folder; give a .onnx or .tflite file")
     fmt = {".onnx": "onnx", ".tflite": "tflite"}.get(path.suffix.lower())
     if fmt is None:
         raise HwnasError(f"{path}: expected a .onnx or .tflite file")
@@ -521,13 +542,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
         data = path.read_bytes()
     except OSError as exc:
         raise HwnasError(f"{path}: cannot read the model ({exc.strerror})") from None
-    runner = device.load(data)
-    timing = _timing(args)
-    stats = [device.measure(runner, timing) for _ in range(args.rounds)]
-    runner.close()
+    if model_format(data) != fmt:
+        raise HwnasError(f"{path}: not a {fmt} model file (its first bytes are not a {fmt} header); truncated?")
+    stats, input_shapes = measure_isolated(device.spec, data, _timing(args), args.rounds, str(path))
     result = {
         "model": str(path), "device": device.spec, "fingerprint": device.fingerprint(),
-        "input_shapes": [list(s) for s in runner.input_shapes],
+        "input_shapes": input_shapes,
         "median_ms": statistics.median(s.median_ms for s in stats), "rounds": [s.to_dict() for s in stats],
     }  # fmt: skip
     if args.json:
@@ -554,20 +574,31 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def _add_timing_args(p: argparse.ArgumentParser, min_time_ms: float) -> None:
     g = p.add_argument_group("timing (per model, per round)")
     g.add_argument("--warmup-runs", type=int, default=5, help="at least this many warm-up runs (default 5)")
-    g.add_argument("--warmup-ms", type=float, default=30.0, help="and at least this long warming up (default 30)")
+    g.add_argument(
+        "--warmup-ms", type=_positive_float, default=30.0, help="and at least this long warming up (default 30)"
+    )
     g.add_argument("--min-runs", type=int, default=20, help="at least this many timed runs (default 20)")
     g.add_argument(
         "--min-time-ms",
-        type=float,
+        type=_positive_float,
         default=min_time_ms,
         help=f"and at least this long timing (default {min_time_ms:g})",
     )
-    g.add_argument("--max-time-s", type=float, default=10.0, help="stop a slow model after this long (default 10)")
+    g.add_argument(
+        "--max-time-s", type=_positive_float, default=10.0, help="stop a slow model after this long (default 10)"
+    )
 
 
 # --- parser -----------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error form: one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"hwnas: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="hwnas", description="Hardware-aware NAS: profile a device, search under a latency budget, export."
     )
     p.add_argument("--version", action="version", version=f"hwnas {__version__}")
@@ -650,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--samples", type=_positive_int, default=100,
                     help="random architectures, stratified over predicted latency (default 100)")  # fmt: skip
     lv.add_argument("--fit", action="store_true", help="fit a calibration on part of the samples and store it")
-    lv.add_argument("--fit-share", type=float, default=0.5, help="share of the samples used to fit (default 0.5)")
+    lv.add_argument("--fit-share", type=_share, default=0.5, help="share of the samples used to fit (default 0.5)")
     lv.add_argument("--model", choices=("auto", "linear", "per-op"), default="auto",
                     help="calibration model (auto: lower leave-one-out error)")  # fmt: skip
     lv.add_argument("--rounds", type=_positive_int, default=3, help="timing rounds per network (median of them)")
@@ -668,20 +699,20 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--lut", help="the LUT for --cost latency (calibrated if it holds a calibration)")
     se.add_argument("--cost", help="latency (default with --budget-ms), flops or params")
     bg = se.add_argument_group("budget (exactly one)")
-    bg.add_argument("--budget-ms", type=float, help="predicted latency budget in ms (LUT)")
-    bg.add_argument("--budget-mflops", type=float, help="FLOPs budget in millions of multiply-adds")
-    bg.add_argument("--budget-mparams", type=float, help="parameter budget in millions")
+    bg.add_argument("--budget-ms", type=_positive_float, help="predicted latency budget in ms (LUT)")
+    bg.add_argument("--budget-mflops", type=_positive_float, help="FLOPs budget in millions of multiply-adds")
+    bg.add_argument("--budget-mparams", type=_positive_float, help="parameter budget in millions")
     se.add_argument("--data", default="synthetic",
                     help="synthetic[:n=,size=,seed=], an .npz (x, y or a CIFAR-10 JPEG archive), or an image folder")  # fmt: skip
     se.add_argument("--limit", type=_positive_int, help="use this many training images (class-balanced)")
     se.add_argument("--epochs", type=_positive_int, default=10)
     se.add_argument("--warmup-epochs", type=int, default=2, help="epochs training weights only (default 2)")
     se.add_argument("--batch-size", type=_positive_int, default=64)
-    se.add_argument("--lr", type=float, default=0.05, help="weights: SGD learning rate, cosine decay")
-    se.add_argument("--arch-lr", type=float, default=0.01, help="architecture logits: Adam learning rate")
+    se.add_argument("--lr", type=_positive_float, default=0.05, help="weights: SGD learning rate, cosine decay")
+    se.add_argument("--arch-lr", type=_positive_float, default=0.01, help="architecture logits: Adam learning rate")
     se.add_argument("--loss", default="hinge", help="hinge: CE + lambda max(0, E/B - 1); fbnet: CE a log(E)^b")
-    se.add_argument("--tau-start", type=float, default=5.0, help="Gumbel temperature at the first epoch")
-    se.add_argument("--tau-end", type=float, default=0.5, help="and at the last (geometric annealing)")
+    se.add_argument("--tau-start", type=_positive_float, default=5.0, help="Gumbel temperature at the first epoch")
+    se.add_argument("--tau-end", type=_positive_float, default=0.5, help="and at the last (geometric annealing)")
     se.add_argument("--paths", default="masked", choices=("masked", "explicit"),
                     help="masked: DMasking; explicit: one block per choice (FBNet-style baseline, memory hungry)")  # fmt: skip
     se.add_argument("--seed", type=int, default=0)
@@ -699,7 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--limit", type=_positive_int, help="use this many training images (class-balanced)")
     tr.add_argument("--epochs", type=_positive_int, default=10)
     tr.add_argument("--batch-size", type=_positive_int, default=64)
-    tr.add_argument("--lr", type=float, default=0.05)
+    tr.add_argument("--lr", type=_positive_float, default=0.05)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--torch-device", default="cpu", help="cpu, cuda, cuda:N or auto")
     tr.add_argument(
@@ -730,7 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--check-images", type=_positive_int, default=500)
     ex.add_argument("--device", metavar="SPEC", help="measure the files of its format there")
     ex.add_argument("--lut", help="LUT of --device, for the predicted latency")
-    ex.add_argument("--budget-ms", type=float, help="fail (exit 1) when a measured file is over this")
+    ex.add_argument("--budget-ms", type=_positive_float, help="fail (exit 1) when a measured file is over this")
     ex.add_argument("--allow-over-budget", action="store_true", help="report an over-budget file, exit 0")
     ex.add_argument("--force", action="store_true", help="use a LUT measured on another device")
     ex.add_argument("--name", help="file name stem (default: the architecture's name, or 'model')")

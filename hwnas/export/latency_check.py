@@ -8,10 +8,12 @@ unless forced. Files measured over the budget are returned by name, so the calle
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 
 from hwnas.devices.base import Device, TimingConfig
+from hwnas.errors import HwnasError
 from hwnas.export.pipeline import Exported, update_card_latency
 from hwnas.nas.arch import Architecture
 
@@ -35,6 +37,8 @@ def check_latency(
     force: bool = False,
 ) -> list[str]:
     """Fill in measured (and predicted) latency for the files ``device`` runs; return the over-budget ones."""
+    if budget_ms is not None and not (math.isfinite(budget_ms) and budget_ms > 0):
+        raise HwnasError(f"the latency budget must be a finite number of ms > 0, got {budget_ms}")
     predicted = None
     if lut is not None:
         from hwnas.latency.predictor import LatencyPredictor

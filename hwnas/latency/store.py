@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -60,6 +61,12 @@ CREATE TABLE IF NOT EXISTS models (
     PRIMARY KEY (device, arch, round)
 );
 """
+_MEASURED = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "n", "warmup_n", "busy_s", "measured_at")
+_TABLE_COLUMNS = {"meta": ("name", "value"), "measurements": ("key", "round", *_MEASURED),
+                  "models": ("device", "arch", "round", *_MEASURED)}  # fmt: skip
+_SCHEMA_OBJECTS = {("table", t) for t in _TABLE_COLUMNS} | {
+    ("index", f"sqlite_autoindex_{t}_1") for t in _TABLE_COLUMNS
+}
 STAT_COLUMNS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "n", "warmup_n", "busy_s")
 
 
@@ -145,6 +152,8 @@ class LutStore:
     def _connect(p: Path) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(p, timeout=30.0)
+            # A LUT is data: SQL functions with side effects may not run from its schema (views, triggers).
+            conn.execute("PRAGMA trusted_schema=OFF")
             conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:
             raise LutError(f"{p}: not a LUT file, or a corrupt one ({exc})") from None
@@ -152,21 +161,47 @@ class LutStore:
 
     def _check(self) -> None:
         try:
+            self._check_schema()
             rows = dict(self.conn.execute("SELECT name, value FROM meta").fetchall())
             self.conn.execute("SELECT key FROM measurements LIMIT 1").fetchall()
         except sqlite3.DatabaseError as exc:
             self.close()
             raise LutError(f"{self.path}: not a LUT file, or a corrupt one ({exc})") from None
+        except LutError:
+            self.close()
+            raise
         if rows.get("format") != LUT_FORMAT:
             self.close()
             raise LutError(f"{self.path}: an SQLite file, but not an hwnas LUT")
-        version = int(rows.get("schema_version", "0"))
+        try:
+            version = int(rows.get("schema_version", "0"))
+        except (TypeError, ValueError):
+            version = -1
+        if version < 1:
+            self.close()
+            raise LutError(f"{self.path}: damaged LUT (schema_version {str(rows.get('schema_version'))[:20]!r})")
         if version > SCHEMA_VERSION:
             self.close()
             raise LutError(
                 f"{self.path}: LUT schema {version} is newer than this hwnas reads ({SCHEMA_VERSION}); upgrade hwnas"
             )
         self.meta = rows
+        try:
+            self.fingerprint  # noqa: B018 (parsed once here, so a damaged one fails on opening)
+        except LutError:
+            self.close()
+            raise
+
+    def _check_schema(self) -> None:
+        """Only the tables (and their primary-key indexes) hwnas creates, with their columns."""
+        objects = self.conn.execute("SELECT type, name FROM sqlite_master").fetchall()
+        for kind, name in objects:
+            if (kind, name) not in _SCHEMA_OBJECTS:
+                raise LutError(f"{self.path}: not a LUT file, or a corrupt one (it holds {kind} {str(name)[:40]!r})")
+        for table, columns in _TABLE_COLUMNS.items():
+            have = [str(row[1]) for row in self.conn.execute(f"PRAGMA table_info({table})")]
+            if have and have != list(columns):
+                raise LutError(f"{self.path}: damaged LUT (table {table} has columns {', '.join(have)[:120]})")
 
     def close(self) -> None:
         self.conn.close()
@@ -180,7 +215,13 @@ class LutStore:
     # --- metadata -----------------------------------------------------------------------
     @property
     def fingerprint(self) -> dict[str, Any]:
-        return dict(json.loads(self._meta("fingerprint")))
+        try:
+            value = json.loads(self._meta("fingerprint"))
+        except (json.JSONDecodeError, RecursionError):
+            value = None
+        if not isinstance(value, dict):
+            raise LutError(f"{self.path}: damaged LUT (its device fingerprint is not a JSON object)")
+        return value
 
     @property
     def device(self) -> str:
@@ -251,8 +292,13 @@ class LutStore:
         """``(arch, round, median_ms)`` of every end-to-end measurement on ``device``."""
         if not self._has_models():
             return []
-        return list(
+        rows = list(
             self.conn.execute(
                 "SELECT arch, round, median_ms FROM models WHERE device = ? ORDER BY arch, round", (device,)
             )
         )
+        for arch, round_, ms in rows:
+            if not (isinstance(arch, str) and isinstance(round_, int) and isinstance(ms, (int, float))
+                    and not isinstance(ms, bool) and math.isfinite(ms) and ms >= 0):  # fmt: skip
+                raise LutError(f"{self.path}: damaged LUT (a whole-network measurement of {str(arch)[:60]!r})")
+        return rows

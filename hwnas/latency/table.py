@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +22,23 @@ class MissingKernelsError(HwnasError):
         self.missing = missing
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         super().__init__(f"{path} lacks {len(missing)} kernel(s): {shown}; profile them into it with 'hwnas profile'")
+
+
+def _check_row(path: Path, row: tuple[Any, ...], cols: list[str]) -> None:
+    """A stored measurement must be a kernel key, a round and finite non-negative numbers."""
+    key, round_ = row[0], row[1]
+    where = f"{path}: damaged LUT (measurement {str(key)[:60]!r}"
+    if not isinstance(key, str):
+        raise LutError(f"{where}: the key is not text)")
+    try:
+        Kernel.from_key(key)
+    except ValueError:
+        raise LutError(f"{where}: not a kernel key)") from None
+    if not isinstance(round_, int) or round_ < 0:
+        raise LutError(f"{where}: round {str(round_)[:20]!r})")
+    for name, value in zip(cols[2:], row[2:], strict=True):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise LutError(f"{where}, round {round_}: {name} = {str(value)[:20]!r})")
 
 
 class LatencyTable:
@@ -43,6 +61,8 @@ class LatencyTable:
             meta = dict(store.meta)
             fingerprint = store.fingerprint
         cols = ["key", "round", *STAT_COLUMNS, "measured_at"]
+        for row in rows:
+            _check_row(Path(path), row, cols)
         return cls(Path(path), meta, fingerprint, pd.DataFrame(rows, columns=cols))
 
     @staticmethod

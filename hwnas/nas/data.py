@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import math
-import zipfile
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,21 +118,40 @@ def synthetic(n: int = 2000, size: int = 32, classes: int = 10, seed: int = 0, s
 
 
 def _npz(path: Path, split: str) -> Images:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-            if {"data", "offsets", "label"} <= keys:
-                return _jpeg_archive(path, z, split)
-            if {"x", "y"} <= keys:
-                return _arrays(path, z["x"], z["y"])
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable .npz ({exc})") from None
+    from hwnas.nas.npz_reader import npz_names, read_npz
+
+    keys = set(npz_names(path))
+    if {"data", "offsets", "label"} <= keys:
+        z = read_npz(path, ["data", "offsets", "label", "split"])
+        return _jpeg_archive(path, z, split)
+    if {"x", "y"} <= keys:
+        z = read_npz(path, ["x", "y"])
+        return _arrays(path, z["x"], z["y"])
     raise DataError(
         f"{path}: an .npz needs arrays x and y, or data/offsets/label (JPEG archive); it has {sorted(keys)}"
     )
 
 
+MAX_CLASSES = 100_000
+
+
+def _labels(path: Path, y: np.ndarray, n: int, name: str = "y") -> np.ndarray:
+    """Integer class indices in ``[0, MAX_CLASSES)``, one per image."""
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"{path}: {name} must hold one label per image ({n}), got shape {y.shape}")
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.isfinite(y).all() or (y != np.round(y)).any():
+            raise DataError(f"{path}: {name} must hold integer class indices, got non-integer numbers")
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: {name} must hold integer class indices, got {y.dtype}")
+    if n and (y.min() < 0 or y.max() >= MAX_CLASSES):
+        raise DataError(f"{path}: {name} must hold class indices in [0, {MAX_CLASSES}), got {y.min()}..{y.max()}")
+    return y.astype(np.int64)
+
+
 def _arrays(path: Path, x: np.ndarray, y: np.ndarray) -> Images:
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"{path}: x must hold numbers (uint8 pixels, or floats in [0, 1]), got {x.dtype}")
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
@@ -141,46 +160,75 @@ def _arrays(path: Path, x: np.ndarray, y: np.ndarray) -> Images:
         raise DataError(
             f"{path}: x must be [N, H, W], [N, H, W, C] or [N, C, H, W] with 1 or 3 channels; got {x.shape}"
         )
-    if len(x) == 0:
+    if len(x) == 0 or x.shape[2] == 0 or x.shape[3] == 0:
         raise DataError(f"{path}: the dataset is empty")
     if len(y) != len(x):
         raise DataError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
+    labels_np = _labels(path, np.asarray(y), len(x))
     if x.dtype != np.uint8:
-        if np.issubdtype(x.dtype, np.floating) and float(x.max()) <= 1.0:
-            x = x * 255.0
+        if np.issubdtype(x.dtype, np.floating):
+            if not np.isfinite(x).all():
+                raise DataError(f"{path}: x holds NaN or infinite values")
+            if float(x.max()) <= 1.0:
+                x = x * 255.0
         x = np.clip(x, 0, 255).astype(np.uint8)
-    labels = torch.from_numpy(np.asarray(y).astype(np.int64))
-    if int(labels.min()) < 0:
-        raise DataError(f"{path}: labels must be >= 0")
+    labels = torch.from_numpy(labels_np)
     return Images(torch.from_numpy(np.ascontiguousarray(x)), labels,
                   [str(i) for i in range(int(labels.max()) + 1)], path.stem)  # fmt: skip
 
 
-def _jpeg_archive(path: Path, z: np.lib.npyio.NpzFile, split: str) -> Images:
+def _decode_image(data: bytes | Path, source: str) -> np.ndarray:
+    """An RGB image as ``uint8 [H, W, 3]``; anything PIL cannot decode is a one-line :class:`DataError`."""
     from PIL import Image
 
-    data, offsets, label = z["data"], z["offsets"], z["label"]
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError, struct.error,
+            ZeroDivisionError, Image.DecompressionBombError) as exc:  # fmt: skip
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{source}: cannot read the image ({first[:160]})") from None
+
+
+def _jpeg_archive(path: Path, z: dict[str, np.ndarray], split: str) -> Images:
+    data, offsets = z["data"], z["offsets"]
+    label = _labels(path, np.asarray(z["label"]), len(z["label"]) if z["label"].ndim == 1 else -1, "label")
+    if data.dtype != np.uint8 or data.ndim != 1:
+        raise DataError(f"{path}: data must be the uint8 bytes of the images, got {data.dtype} {data.shape}")
+    if not np.issubdtype(offsets.dtype, np.integer) or offsets.shape != (len(label) + 1,):
+        raise DataError(
+            f"{path}: offsets must be {len(label) + 1} integers (one more than labels), got {offsets.shape}"
+        )
+    if len(offsets) and (offsets[0] < 0 or offsets[-1] > len(data) or (np.diff(offsets) < 0).any()):
+        raise DataError(f"{path}: offsets must rise from >= 0 to <= {len(data)} (the size of data)")
     keep = np.arange(len(label))
-    if "split" in z.files:
-        keep = np.flatnonzero(z["split"] == (split == "train"))
+    if "split" in z:
+        flags = z["split"]
+        if flags.shape != label.shape or flags.dtype != np.bool_:
+            raise DataError(f"{path}: split must be one bool per image, got {flags.dtype} {flags.shape}")
+        keep = np.flatnonzero(flags == (split == "train"))
     if len(keep) == 0:
         raise DataError(f"{path}: no {split} images in the archive")
     images = []
+    size: tuple[int, ...] | None = None
     for i in keep:
         a, b = int(offsets[i]), int(offsets[i + 1])
-        with Image.open(io.BytesIO(data[a:b].tobytes())) as im:
-            images.append(np.asarray(im.convert("RGB")))
+        arr = _decode_image(data[a:b].tobytes(), f"{path}: image {i}")
+        if size is None:
+            size = arr.shape
+        elif arr.shape != size:
+            raise DataError(f"{path}: image {i} is {arr.shape[1]}x{arr.shape[0]} px, but the first is "
+                            f"{size[1]}x{size[0]}; all images must have one size")  # fmt: skip
+        images.append(arr)
     x = np.stack(images).transpose(0, 3, 1, 2)
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     n_classes = int(label.max()) + 1
     names = classes if n_classes == 10 else [str(i) for i in range(n_classes)]
-    return Images(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(label[keep].astype(np.int64)), names,
+    return Images(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(label[keep]), names,
                   f"{path.stem}-{split}")  # fmt: skip
 
 
 def _image_folder(root: Path) -> Images:
-    from PIL import Image
-
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not classes:
         raise DataError(f"{root}: an image folder needs one sub-folder per class; found none")
@@ -190,11 +238,7 @@ def _image_folder(root: Path) -> Images:
         for f in sorted((root / name).iterdir()):
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            try:
-                with Image.open(f) as im:
-                    arr = np.asarray(im.convert("RGB"))
-            except OSError as exc:
-                raise DataError(f"{f}: cannot read the image ({exc})") from None
+            arr = _decode_image(f, str(f))
             if size is None:
                 size = arr.shape[:2]
             elif arr.shape[:2] != size:
@@ -320,8 +364,9 @@ def load_test_images(spec: str, num_classes: int) -> Images | None:
         return synthetic(**opts, split="test")
     path = Path(spec)
     if path.suffix.lower() == ".npz" and path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            if "split" not in z.files or not {"data", "offsets", "label"} <= set(z.files):
-                return None
+        from hwnas.nas.npz_reader import npz_names
+
+        if not {"split", "data", "offsets", "label"} <= set(npz_names(path)):
+            return None
         return load_images(spec, "test")
     return None

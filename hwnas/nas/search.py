@@ -25,6 +25,7 @@ and plots.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -85,6 +86,12 @@ class SearchConfig:
     torch_device: str = "cpu"
 
     def check(self) -> None:
+        if not (math.isfinite(self.budget) and self.budget > 0):
+            raise HwnasError(f"the budget must be a finite number > 0, got {self.budget}")
+        for name in ("lr", "arch_lr", "tau_start", "tau_end"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise HwnasError(f"{name} must be a finite number > 0, got {value}")
         if self.loss not in ("hinge", "fbnet"):
             raise HwnasError(f"unknown loss {self.loss!r}; choose hinge or fbnet")
         if self.epochs < 1 or not 0 <= self.warmup_epochs < self.epochs:
