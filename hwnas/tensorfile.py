@@ -178,12 +178,13 @@ def loads(data: bytes, source: str, expect: str, max_version: int, allow_bare: b
     Raises :class:`PickleFileError` for a pickle, and :class:`TensorFileError` for anything else
     that is not such a file; both name ``source``.
     """
-    if is_pickle(data):
-        raise PickleFileError(f"{source}: a PyTorch pickle file (torch.save); hwnas never unpickles, since "
-                              "loading a pickle can run code")  # fmt: skip
     try:
         header = _header(data)
     except ValueError as exc:
+        # Only now: a safetensors header length can itself start with a pickle's 0x80 byte.
+        if is_pickle(data):
+            raise PickleFileError(f"{source}: a PyTorch pickle file (torch.save); hwnas never unpickles, since "
+                                  "loading a pickle can run code") from None  # fmt: skip
         raise TensorFileError(f"{source}: not a readable hwnas file: {exc}") from None
     meta = header.get("__metadata__")
     if not isinstance(meta, dict) or not isinstance(meta.get("format"), str):

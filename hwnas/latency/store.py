@@ -155,7 +155,7 @@ class LutStore:
             # A LUT is data: SQL functions with side effects may not run from its schema (views, triggers).
             conn.execute("PRAGMA trusted_schema=OFF")
             conn.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             raise LutError(f"{p}: not a LUT file, or a corrupt one ({exc})") from None
         return conn
 
@@ -164,7 +164,7 @@ class LutStore:
             self._check_schema()
             rows = dict(self.conn.execute("SELECT name, value FROM meta").fetchall())
             self.conn.execute("SELECT key FROM measurements LIMIT 1").fetchall()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.Error, UnicodeDecodeError, ValueError) as exc:
             self.close()
             raise LutError(f"{self.path}: not a LUT file, or a corrupt one ({exc})") from None
         except LutError:
@@ -228,7 +228,10 @@ class LutStore:
         return self._meta("device")
 
     def _meta(self, name: str) -> str:
-        row = self.conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise LutError(f"{self.path}: not a LUT file, or a corrupt one ({str(exc)[:120]})") from None
         if row is None:
             raise LutError(f"{self.path}: the LUT has no {name!r} entry (damaged file)")
         return str(row[0])

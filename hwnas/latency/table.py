@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -57,7 +58,10 @@ class LatencyTable:
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
         with LutStore.open(path) as store:
-            rows = list(store.rows())
+            try:
+                rows = list(store.rows())
+            except (sqlite3.Error, UnicodeDecodeError) as exc:
+                raise LutError(f"{path}: not a LUT file, or a corrupt one ({str(exc)[:120]})") from None
             meta = dict(store.meta)
             fingerprint = store.fingerprint
         cols = ["key", "round", *STAT_COLUMNS, "measured_at"]

@@ -26,7 +26,7 @@ from typing import Any
 from hwnas.errors import SpecError
 from hwnas.fileio import write_text_atomic
 from hwnas.nas.ops import OpType, format_number, mid_channels, parse_op
-from hwnas.nas.specfile import Fields, dump_json, read_mapping
+from hwnas.nas.specfile import LIMITS, Fields, dump_json, read_mapping
 
 ARCH_FORMAT = "hwnas.arch"
 ARCH_VERSION = 1
@@ -199,7 +199,10 @@ class Architecture:
         f.check_keys(["format", "version", "name", "resolution", "num_classes", "in_channels", "arch_string", "blocks"])
         f.check_header(ARCH_FORMAT, ARCH_VERSION, "an architecture file")
         blocks = []
-        for i, raw in enumerate(f.items("blocks")):
+        raw_blocks = f.items("blocks")
+        if len(raw_blocks) > LIMITS["blocks"]:
+            raise f.error("blocks", f"{len(raw_blocks)} blocks; at most {LIMITS['blocks']}")
+        for i, raw in enumerate(raw_blocks):
             bf = f.sub(f"blocks[{i}]", raw)
             bf.check_keys(["op", "c", "s", "e"])
             op = bf.raw("op")
@@ -207,10 +210,10 @@ class Architecture:
                 t = parse_op(op)
             except ValueError as exc:
                 raise bf.error("op", str(exc)) from None
-            c = bf.integer("c")
+            c = bf.integer("c", maximum=LIMITS["channels"])
             s = bf.integer("s", 1, allowed=STRIDES)
             if t.uses_expansion:
-                e = bf.number("e", hint="the expansion ratio, e.g. 4")
+                e = bf.number("e", hint="the expansion ratio, e.g. 4", maximum=LIMITS["expansion"])
             else:
                 if bf.has("e") and bf.number("e") != 1:
                     raise bf.error("e", f"{t.kind} blocks take no expansion; remove the field")
@@ -219,9 +222,9 @@ class Architecture:
         try:
             arch = cls(
                 tuple(blocks),
-                f.integer("resolution"),
-                f.integer("num_classes", 1000),
-                f.integer("in_channels", 3),
+                f.integer("resolution", maximum=LIMITS["resolution"]),
+                f.integer("num_classes", 1000, maximum=LIMITS["num_classes"]),
+                f.integer("in_channels", 3, maximum=LIMITS["in_channels"]),
                 f.text("name", ""),
             )
         except SpecError as exc:  # re-attribute constructor checks to the file

@@ -162,7 +162,7 @@ def _arrays(path: Path, x: np.ndarray, y: np.ndarray) -> Images:
         )
     if len(x) == 0 or x.shape[2] == 0 or x.shape[3] == 0:
         raise DataError(f"{path}: the dataset is empty")
-    if len(y) != len(x):
+    if y.ndim == 1 and len(y) != len(x):
         raise DataError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
     labels_np = _labels(path, np.asarray(y), len(x))
     if x.dtype != np.uint8:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +40,14 @@ def _memory_cap() -> int:
         return 8 * 2**30
 
 
+# What zipfile, zlib and numpy's header parser raise on damaged input.
+_BROKEN = (ValueError, OSError, EOFError, SyntaxError, TypeError, KeyError, zipfile.BadZipFile, NotImplementedError,
+           RuntimeError, zlib.error, struct.error, OverflowError, MemoryError)  # fmt: skip
+
+
 def _header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> tuple[tuple[int, ...], np.dtype]:
-    with zf.open(info) as fh:
-        try:
+    try:
+        with zf.open(info) as fh:
             version = np.lib.format.read_magic(fh)
             if version == (1, 0):
                 shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
@@ -48,8 +55,9 @@ def _header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> tuple[tu
                 shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
             else:
                 raise ValueError(f"npy format version {version} is not read here")
-        except (ValueError, OSError, EOFError, SyntaxError, TypeError, zipfile.BadZipFile) as exc:
-            raise NpzError(f"{source}: member {info.filename!r} is not a readable array ({exc})") from None
+    except _BROKEN as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise NpzError(f"{source}: member {info.filename!r} is not a readable array ({first[:160]})") from None
     return tuple(int(d) for d in shape), dtype
 
 
@@ -59,8 +67,8 @@ def read_npz(path: str | Path, names: list[str] | None = None) -> dict[str, np.n
     source = str(p)
     try:
         zf = zipfile.ZipFile(p)
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
-        raise NpzError(f"{source}: not a readable .npz ({exc})") from None
+    except _BROKEN as exc:
+        raise NpzError(f"{source}: not a readable .npz ({str(exc)[:160]})") from None
     with zf:
         members = {i.filename[:-4]: i for i in zf.infolist() if i.filename.endswith(".npy")}
         wanted = list(members) if names is None else [n for n in names if n in members]
@@ -88,8 +96,9 @@ def read_npz(path: str | Path, names: list[str] | None = None) -> dict[str, np.n
             with np.load(p, allow_pickle=False) as z:
                 for name in wanted:
                     out[name] = z[name]
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
-            raise NpzError(f"{source}: not a readable .npz ({str(exc).splitlines()[0][:160]})") from None
+        except _BROKEN as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise NpzError(f"{source}: not a readable .npz ({first[:160]})") from None
         return out
 
 
@@ -98,5 +107,5 @@ def npz_names(path: str | Path) -> list[str]:
     try:
         with zipfile.ZipFile(path) as zf:
             return [i.filename[:-4] for i in zf.infolist() if i.filename.endswith(".npy")]
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
-        raise NpzError(f"{path}: not a readable .npz ({exc})") from None
+    except _BROKEN as exc:
+        raise NpzError(f"{path}: not a readable .npz ({str(exc)[:160]})") from None

@@ -40,7 +40,7 @@ from hwnas.nas.arch import STRIDES, Architecture, Block, conv_out
 from hwnas.nas.kernels import block_kernels, classifier_kernels, kernel_sum
 from hwnas.nas.ops import parse_op
 from hwnas.nas.registry import Registry
-from hwnas.nas.specfile import Fields, read_mapping
+from hwnas.nas.specfile import LIMITS, Fields, read_mapping
 
 SPACE_FORMAT = "hwnas.space"
 SPACE_VERSION = 1
@@ -234,14 +234,16 @@ class SearchSpace:
         f.check_header(SPACE_FORMAT, SPACE_VERSION, "a search space file")
         stages = []
         raw_stages = f.items("stages")
+        if len(raw_stages) > LIMITS["blocks"]:
+            raise f.error("stages", f"{len(raw_stages)} stages; at most {LIMITS['blocks']}")
         for i, raw in enumerate(raw_stages):
             stages.append(_parse_stage(f.sub(f"stages[{i}]", raw), last=i == len(raw_stages) - 1))
         return cls(
             name=f.text("name", Path(source).stem),
-            resolutions=f.integers("resolutions"),
+            resolutions=f.integers("resolutions", maximum=LIMITS["resolution"]),
             stages=tuple(stages),
-            num_classes=f.integer("num_classes"),
-            in_channels=f.integer("in_channels", 3),
+            num_classes=f.integer("num_classes", maximum=LIMITS["num_classes"]),
+            in_channels=f.integer("in_channels", 3, maximum=LIMITS["in_channels"]),
             source=source,
         )
 
@@ -266,7 +268,7 @@ def _parse_stage(f: Fields, last: bool) -> Stage:
             types.append(parse_op(op))
         except ValueError as exc:
             raise f.error(f"ops[{i}]", str(exc)) from None
-    depth = f.integer("depth")
+    depth = f.integer("depth", maximum=LIMITS["depth"])
     stride = f.integer("stride", allowed=STRIDES)
     if any(t.kind == "ir_pool" for t in types):
         if not last or depth != 1 or stride != 1:
@@ -274,7 +276,8 @@ def _parse_stage(f: Fields, last: bool) -> Stage:
         if any(t.kind != "ir_pool" for t in types):
             raise f.error("ops", "a stage with ir_pool may not mix it with other ops")
     if any(t.uses_expansion for t in types):
-        expansions = f.numbers("expansions", hint="ir / ir_pool ops need expansion choices, e.g. [3, 6]")
+        expansions = f.numbers("expansions", hint="ir / ir_pool ops need expansion choices, e.g. [3, 6]",
+                               maximum=LIMITS["expansion"])  # fmt: skip
     else:
         if f.has("expansions"):
             raise f.error("expansions", "only ir / ir_pool ops take expansions; remove the field")
@@ -287,7 +290,13 @@ def _parse_stage(f: Fields, last: bool) -> Stage:
     if all(t.kind == "skip" for t in types) and min_depth > 0:
         raise f.error("ops", f"only 'skip' given, but min_depth={min_depth} layers may not skip; add an op")
     return Stage(
-        depth, stride, f.integers("channels"), tuple(t.name for t in types), expansions, min_depth, f.text("name", "")
+        depth,
+        stride,
+        f.integers("channels", maximum=LIMITS["channels"]),
+        tuple(t.name for t in types),
+        expansions,
+        min_depth,
+        f.text("name", ""),
     )
 
 

@@ -37,9 +37,24 @@ def read_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         raise SpecError(source, "", f"not valid JSON or YAML{where}") from None
+    except RecursionError:
+        raise SpecError(source, "", "nested too deeply to be an hwnas description") from None
     if not isinstance(data, dict):
         raise SpecError(source, "", f"expected a mapping of fields at the top level, got {_kind(data)}")
     return data
+
+
+# Bounds on every number a description file holds: past these, building or counting a network
+# would exhaust memory rather than fail. Specific fields have tighter ones (see LIMITS).
+MAX_INT = 1 << 20
+MAX_NUMBER = 1e6
+LIMITS: dict[str, int] = {"channels": 8192, "resolution": 2048, "num_classes": 100_000, "in_channels": 16,
+                          "expansion": 16, "depth": 64, "blocks": 512}  # fmt: skip
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _kind(value: object) -> str:
@@ -90,57 +105,73 @@ class Fields:
             return default
         return self.data[key]
 
-    def integer(self, key: str, default: Any = ..., minimum: int = 1, allowed: Sequence[int] = ()) -> int:
+    def integer(
+        self, key: str, default: Any = ..., minimum: int = 1, allowed: Sequence[int] = (), maximum: int = MAX_INT
+    ) -> int:
         value = self.raw(key, default)
-        return self.check_int(key, value, minimum, allowed)
+        return self.check_int(key, value, minimum, allowed, maximum)
 
-    def check_int(self, key: str, value: object, minimum: int = 1, allowed: Sequence[int] = ()) -> int:
+    def check_int(
+        self, key: str, value: object, minimum: int = 1, allowed: Sequence[int] = (), maximum: int = MAX_INT
+    ) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"expected an integer, got {_kind(value)} {value!r}")
+            raise self.error(key, f"expected an integer, got {_kind(value)} {_short(value)}")
         if allowed and value not in allowed:
-            raise self.error(key, f"{value} is not allowed; allowed: {', '.join(map(str, allowed))}")
+            raise self.error(key, f"{_short(value)} is not allowed; allowed: {', '.join(map(str, allowed))}")
         if value < minimum:
-            raise self.error(key, f"{value} is too small; must be >= {minimum}")
+            raise self.error(key, f"{_short(value)} is too small; must be >= {minimum}")
+        if value > maximum:
+            raise self.error(key, f"{_short(value)} is too large; must be <= {maximum}")
         return value
 
-    def number(self, key: str, default: Any = ..., minimum_exclusive: float = 0.0, hint: str = "") -> float:
+    def number(
+        self, key: str, default: Any = ..., minimum_exclusive: float = 0.0, hint: str = "", maximum: float = MAX_NUMBER
+    ) -> float:
         value = self.raw(key, default, hint)
-        return self.check_number(key, value, minimum_exclusive)
+        return self.check_number(key, value, minimum_exclusive, maximum)
 
-    def check_number(self, key: str, value: object, minimum_exclusive: float = 0.0) -> float:
+    def check_number(
+        self, key: str, value: object, minimum_exclusive: float = 0.0, maximum: float = MAX_NUMBER
+    ) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.error(key, f"expected a number, got {_kind(value)} {value!r}")
+            raise self.error(key, f"expected a number, got {_kind(value)} {_short(value)}")
+        if isinstance(value, int) and abs(value) > 2**53:
+            raise self.error(key, f"{_short(value)} is too large; must be <= {maximum:g}")
         if not value > minimum_exclusive:
-            raise self.error(key, f"{value} must be > {minimum_exclusive:g}")
+            raise self.error(key, f"{_short(value)} must be > {minimum_exclusive:g}")
+        if not value <= maximum:  # also NaN and infinity
+            raise self.error(key, f"{_short(value)} is too large; must be <= {maximum:g}")
         return float(value)
 
     def text(self, key: str, default: Any = ...) -> str:
         value = self.raw(key, default)
         if not isinstance(value, str):
-            raise self.error(key, f"expected a string, got {_kind(value)} {value!r}")
+            raise self.error(key, f"expected a string, got {_kind(value)} {_short(value)}")
         return value
 
     def items(self, key: str, default: Any = ..., hint: str = "") -> list[Any]:
         value = self.raw(key, default, hint)
         if not isinstance(value, list) or not value:
-            raise self.error(key, f"expected a non-empty list, got {_kind(value)} {value!r}")
+            raise self.error(key, f"expected a non-empty list, got {_kind(value)} {_short(value)}")
         return value
 
-    def integers(self, key: str, default: Any = ..., minimum: int = 1, allowed: Sequence[int] = ()) -> tuple[int, ...]:
+    def integers(
+        self, key: str, default: Any = ..., minimum: int = 1, allowed: Sequence[int] = (), maximum: int = MAX_INT
+    ) -> tuple[int, ...]:
         values = self.items(key, default)
-        out = tuple(self.check_int(f"{key}[{i}]", v, minimum, allowed) for i, v in enumerate(values))
+        out = tuple(self.check_int(f"{key}[{i}]", v, minimum, allowed, maximum) for i, v in enumerate(values))
         return _unique(self, key, out)
 
-    def numbers(self, key: str, default: Any = ..., hint: str = "") -> tuple[float, ...]:
+    def numbers(self, key: str, default: Any = ..., hint: str = "", maximum: float = MAX_NUMBER) -> tuple[float, ...]:
         values = self.items(key, default, hint)
-        out = tuple(self.check_number(f"{key}[{i}]", v) for i, v in enumerate(values))
+        out = tuple(self.check_number(f"{key}[{i}]", v, maximum=maximum) for i, v in enumerate(values))
         return _unique(self, key, out)
 
     def texts(self, key: str, default: Any = ...) -> tuple[str, ...]:
         values = self.items(key, default)
         for i, v in enumerate(values):
             if not isinstance(v, str):
-                raise self.error(f"{key}[{i}]", f"expected a string, got {_kind(v)} {v!r}")
+                raise self.error(f"{key}[{i}]", f"expected a string, got {_kind(v)} {_short(v)}")
         return _unique(self, key, tuple(values))
 
     def sub(self, key: str, value: object) -> Fields:
