@@ -224,3 +224,22 @@ def test_train_from_scratch_and_from_the_supernet(tmp_path: Path) -> None:
 def test_unknown_cost_in_the_library() -> None:
     with pytest.raises(HwnasError, match="unknown cost"):
         make_cost("energy", get_space("tiny"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (--torch-device cuda)")
+def test_search_on_cuda_resumes_from_its_checkpoint_where_an_uninterrupted_run_ends(tmp_path: Path) -> None:
+    """The checkpoint holds CPU tensors; resuming on the GPU must put weights and optimizer state back there."""
+    cfg = _config(tmp_path, epochs=3, torch_device="cuda")
+    full = Search(cfg, tmp_path / "full", progress=False).run()
+    short = Search(_config(tmp_path, epochs=3, torch_device="cuda"), tmp_path / "part", progress=False)
+    for _ in range(2):  # two epochs of run(), then stop, as a killed run would
+        short.metrics.append(short._epoch(lambda: None))
+        short.epoch += 1
+        short._save()
+    resumed = Search(_config(tmp_path, epochs=3, torch_device="cuda"), tmp_path / "part", resume=True, progress=False)
+    assert next(resumed.net.parameters()).is_cuda and resumed.epoch == 2
+    again = resumed.run()
+    assert again.derivation.arch == full.derivation.arch
+    a = [m["expected_cost"] for m in again.metrics]
+    b = [m["expected_cost"] for m in full.metrics]
+    assert a == pytest.approx(b, rel=1e-4)  # cuDNN may reorder sums; the run is otherwise the same
