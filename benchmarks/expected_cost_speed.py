@@ -13,7 +13,7 @@ import time
 import torch
 
 from hwnas.nas import get_space
-from hwnas.nas.cost_tables import expected_cost
+from hwnas.nas.search.cost import expected_cost
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from hwnas.export.child_file import Child
 from hwnas.export.latency_check import measure_file
 from hwnas.export.pipeline import export_child
 from hwnas.nas import get_arch
-from hwnas.nas.builder import build_model
+from hwnas.nas.models.builder import build_model
 
 
 def main() -> None:

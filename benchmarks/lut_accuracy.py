@@ -28,7 +28,7 @@ import pandas as pd
 from hwnas.devices import TimingConfig, open_device
 from hwnas.latency.network_timing import network_artifacts, network_input_shape, network_module
 from hwnas.nas import get_space
-from hwnas.nas.arch import Architecture
+from hwnas.nas.spaces.arch import Architecture
 
 
 def main() -> None:

@@ -20,9 +20,9 @@ from datetime import date
 import onnx
 
 from hwnas.devices import TimingConfig, open_device
-from hwnas.export.formats import onnx_bytes
+from hwnas.export.convert.onnx_export import onnx_bytes
 from hwnas.nas import get_arch, get_space
-from hwnas.nas.builder import build_model
+from hwnas.nas.models.builder import build_model
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from collections import Counter
 from datetime import date
 
 from hwnas.nas import get_space, list_spaces
-from hwnas.nas.kernels import arch_flops
+from hwnas.nas.spaces.kernels import arch_flops
 
 
 def main() -> None:

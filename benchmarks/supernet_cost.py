@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 
 def _space(k: int, width: int, size: int):
-    from hwnas.nas.space import SearchSpace
+    from hwnas.nas.spaces.space import SearchSpace
 
     channels = sorted({max(1, round(width * (i + 1) / k)) for i in range(k)})
     return SearchSpace.from_dict(
@@ -52,7 +52,7 @@ def _space(k: int, width: int, size: int):
 
 
 def _one_step(mode: str, k: int, width: int, size: int, batch: int, device: str) -> dict[str, float]:
-    from hwnas.nas.supernet import SuperNet
+    from hwnas.nas.search.supernet import SuperNet
 
     torch.manual_seed(0)
     dev = torch.device(device)
@@ -128,9 +128,9 @@ def _median_time(fn, repeats: int) -> float:
 
 def compute(args: argparse.Namespace) -> None:
     from hwnas.nas import get_space
-    from hwnas.nas.builder import build_model
-    from hwnas.nas.costs import make_cost
-    from hwnas.nas.supernet import SuperNet
+    from hwnas.nas.models.builder import build_model
+    from hwnas.nas.search.cost import make_cost
+    from hwnas.nas.search.supernet import SuperNet
 
     torch.manual_seed(0)
     space = get_space(args.space)

@@ -21,8 +21,8 @@ from hwnas.errors import HwnasError
 
 if TYPE_CHECKING:
     from hwnas.devices import TimingConfig
-    from hwnas.nas.arch import Architecture
-    from hwnas.nas.builder import ChildNet
+    from hwnas.nas.models.builder import ChildNet
+    from hwnas.nas.spaces.arch import Architecture
 
 console = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
 
@@ -38,7 +38,7 @@ def _size_text(n: int) -> str:
 # --- arch -------------------------------------------------------------------------------
 def cmd_arch_list(args: argparse.Namespace) -> None:
     from hwnas.nas import get_arch, list_archs
-    from hwnas.nas.kernels import arch_flops, arch_params
+    from hwnas.nas.spaces.kernels import arch_flops, arch_params
 
     t = Table("name", "resolution", "blocks", "MFLOPs", "params (M)")
     for name in list_archs():
@@ -49,7 +49,7 @@ def cmd_arch_list(args: argparse.Namespace) -> None:
 
 def cmd_arch_show(args: argparse.Namespace) -> None:
     from hwnas.nas import get_arch
-    from hwnas.nas.counting import count_arch
+    from hwnas.nas.models.counting import count_arch
 
     arch = get_arch(args.arch)
     if args.resolution:
@@ -112,7 +112,7 @@ def cmd_space_list(args: argparse.Namespace) -> None:
 
 def cmd_space_show(args: argparse.Namespace) -> None:
     from hwnas.nas import get_space
-    from hwnas.nas.kernels import arch_flops
+    from hwnas.nas.spaces.kernels import arch_flops
 
     space = get_space(args.space)
     if args.yaml:
@@ -381,7 +381,7 @@ def _budget(args: argparse.Namespace) -> tuple[str, float]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from hwnas.nas.search import Search, SearchConfig
+    from hwnas.nas.search.loop import Search, SearchConfig
 
     cost, budget = _budget(args)
     cfg = SearchConfig(
@@ -421,10 +421,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from hwnas.nas.arch import Architecture
-    from hwnas.nas.data import load_test_images, make_splits
-    from hwnas.nas.search import load_images_for
-    from hwnas.nas.training import save_child, torch_device, train_child
+    from hwnas.nas.search.data import load_test_images, make_splits
+    from hwnas.nas.search.loop import load_images_for
+    from hwnas.nas.search.training import save_child, torch_device, train_child
+    from hwnas.nas.spaces.arch import Architecture
 
     arch = Architecture.load(args.arch)
     train = load_images_for(args.data, arch.num_classes)
@@ -444,7 +444,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _sliced_child(run: str, arch: Architecture) -> ChildNet:
-    from hwnas.nas.slicing import sliced_child_of_run
+    from hwnas.nas.search.slicing import sliced_child_of_run
 
     return sliced_child_of_run(run, arch)
 

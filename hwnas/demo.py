@@ -57,11 +57,11 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
     from hwnas.latency.store import LutStore
     from hwnas.latency.validate import validate
     from hwnas.nas import get_space
-    from hwnas.nas.checkpoints import has_search_checkpoint
-    from hwnas.nas.costs import make_cost
-    from hwnas.nas.data import load_test_images, make_splits
-    from hwnas.nas.search import Search, SearchConfig, load_images_for
-    from hwnas.nas.training import save_child, train_child
+    from hwnas.nas.search.checkpoints import has_search_checkpoint
+    from hwnas.nas.search.cost import make_cost
+    from hwnas.nas.search.data import load_test_images, make_splits
+    from hwnas.nas.search.loop import Search, SearchConfig, load_images_for
+    from hwnas.nas.search.training import save_child, train_child
 
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
@@ -99,7 +99,7 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
         result = Search(scfg, run, resume=has_search_checkpoint(run), progress=cfg.progress).run()
         arch, predicted = result.derivation.arch, result.derivation.cost
     else:
-        from hwnas.nas.arch import Architecture
+        from hwnas.nas.spaces.arch import Architecture
 
         arch = Architecture.load(run / "arch.json")
         predicted = cost.of(arch)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hwnas.nas.data import DataError, batches, load_images, load_test_images, make_splits, synthetic
+from hwnas.nas.search.data import DataError, batches, load_images, load_test_images, make_splits, synthetic
 
 from conftest import SHARED_DATA
 
@@ -111,7 +111,7 @@ def test_splits_are_disjoint_balanced_and_normalized() -> None:
 
 
 def test_grayscale_images_are_repeated_to_three_channels() -> None:
-    from hwnas.nas.data import Images
+    from hwnas.nas.search.data import Images
 
     gray = Images(torch.randint(0, 255, (20, 1, 8, 8), dtype=torch.uint8), torch.arange(20) % 2, ["a", "b"], "g")
     splits = make_splits(gray, None, 3, 2)

@@ -10,7 +10,7 @@ import torch
 from hwnas.devices import DEVICE_KINDS, DeviceError, Stats, TimingConfig, open_device, parse_device, time_calls
 from hwnas.devices.base import pinned
 from hwnas.latency.kernel_models import kernel_input_shape, kernel_module, to_onnx
-from hwnas.latency.kernels import Kernel
+from hwnas.nas.spaces.kernels import Kernel
 
 FAST = TimingConfig(warmup_runs=2, warmup_s=0.001, min_runs=5, min_time_s=0.002)
 CONV = Kernel("conv", 8, 16, 3, 2, 12, 12, "hswish")

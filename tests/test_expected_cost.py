@@ -7,9 +7,9 @@ import zlib
 import pytest
 import torch
 
-from hwnas.latency.kernels import Kernel
 from hwnas.nas import get_space
-from hwnas.nas.cost_tables import discrete_cost, expected_cost, one_hot_choices
+from hwnas.nas.search.cost import discrete_cost, expected_cost, one_hot_choices
+from hwnas.nas.spaces.kernels import Kernel
 
 
 def fake_latency(k: Kernel) -> float:

@@ -14,9 +14,9 @@ import torch
 from hwnas.export.child_file import Child, load_child
 from hwnas.export.pipeline import export_child
 from hwnas.nas import get_arch, get_space
-from hwnas.nas.builder import build_model
-from hwnas.nas.checkpoints import read_child
-from hwnas.nas.kernels import arch_flops, arch_params
+from hwnas.nas.models.builder import build_model
+from hwnas.nas.search.checkpoints import read_child
+from hwnas.nas.spaces.kernels import arch_flops, arch_params
 
 from conftest import SHARED_DATA, run_cli
 

@@ -227,7 +227,7 @@ def test_lut_show_and_export(tmp_path: Path) -> None:
 
 def test_bench_a_model_file(tmp_path: Path) -> None:
     from hwnas.latency.kernel_models import onnx_artifacts
-    from hwnas.latency.kernels import Kernel
+    from hwnas.nas.spaces.kernels import Kernel
 
     model = tmp_path / "m.onnx"
     model.write_bytes(onnx_artifacts([Kernel("conv", 8, 16, 3, 1, 16, 16, "relu")])[0])

@@ -17,12 +17,12 @@ import torch
 
 from hwnas.errors import HwnasError
 from hwnas.nas import get_space
-from hwnas.nas.arch import Architecture
-from hwnas.nas.checkpoints import read_child
-from hwnas.nas.costs import make_cost
-from hwnas.nas.derive import GROW_TO, InfeasibleBudget, check_budget, derive
-from hwnas.nas.kernels import arch_flops
-from hwnas.nas.search import Search, SearchConfig
+from hwnas.nas.search.checkpoints import read_child
+from hwnas.nas.search.cost import make_cost
+from hwnas.nas.search.derive import GROW_TO, InfeasibleBudget, check_budget, derive
+from hwnas.nas.search.loop import Search, SearchConfig
+from hwnas.nas.spaces.arch import Architecture
+from hwnas.nas.spaces.kernels import arch_flops
 
 from conftest import FAST_TIMING, ROOT, run_cli
 

@@ -9,10 +9,10 @@ import yaml
 
 from hwnas.errors import HwnasError, SpecError
 from hwnas.nas import Architecture, get_space, list_spaces, register_space
-from hwnas.nas.kernels import arch_flops, arch_kernels
-from hwnas.nas.ops import parse_op
-from hwnas.nas.presets import TINY
-from hwnas.nas.space import SearchSpace
+from hwnas.nas.spaces.kernels import arch_flops, arch_kernels
+from hwnas.nas.spaces.ops import parse_op
+from hwnas.nas.spaces.presets import TINY
+from hwnas.nas.spaces.space import SearchSpace
 
 
 def _brute_force(space: SearchSpace) -> list[Architecture]:

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from hwnas.nas import get_space
-from hwnas.nas.builder import build_model
-from hwnas.nas.ops import parse_op
-from hwnas.nas.slicing import slice_child
-from hwnas.nas.space import Option
-from hwnas.nas.supernet import SuperNet
+from hwnas.nas.models.builder import build_model
+from hwnas.nas.search.slicing import slice_child
+from hwnas.nas.search.supernet import SuperNet
+from hwnas.nas.spaces.ops import parse_op
+from hwnas.nas.spaces.space import Option
 
 
 def _randomize_bn(net: nn.Module, seed: int) -> None:

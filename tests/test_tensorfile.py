@@ -16,8 +16,8 @@ import torch
 from hwnas import tensorfile
 from hwnas.errors import HwnasError
 from hwnas.nas import get_space
-from hwnas.nas.builder import build_model
-from hwnas.nas.checkpoints import (
+from hwnas.nas.models.builder import build_model
+from hwnas.nas.search.checkpoints import (
     CHILD_FORMAT,
     ChildFile,
     read_child,

@@ -14,8 +14,8 @@ from hwnas.devices import open_device
 from hwnas.latency.predictor import LatencyPredictor
 from hwnas.latency.store import device_id
 from hwnas.nas import get_space
-from hwnas.nas.arch import Architecture
-from hwnas.nas.kernels import arch_flops
+from hwnas.nas.spaces.arch import Architecture
+from hwnas.nas.spaces.kernels import arch_flops
 
 from conftest import FAST_TIMING, run_cli
 

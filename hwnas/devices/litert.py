@@ -29,6 +29,15 @@ def _interpreter_module() -> tuple[Any, str]:
     raise DeviceError("no TFLite interpreter is installed: pip install ai-edge-litert")
 
 
+def open_interpreter(data: bytes, threads: int | None = None) -> Any:
+    """A LiteRT ``Interpreter`` over the model bytes ``data`` (the one place one is opened)."""
+    module, _ = _interpreter_module()
+    kwargs: dict[str, Any] = {"model_content": bytes(data)}
+    if threads is not None:
+        kwargs["num_threads"] = threads
+    return module.Interpreter(**kwargs)
+
+
 class TfliteRunner(Runner):
     def __init__(self, interpreter: Any, batch: int) -> None:
         self.interpreter = interpreter

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from hwnas.devices.base import Device, TimingConfig
 from hwnas.errors import HwnasError
 from hwnas.export.pipeline import Exported, update_card_latency
-from hwnas.nas.arch import Architecture
+from hwnas.nas.spaces.arch import Architecture
 
 ROUNDS = 3
 

@@ -24,9 +24,10 @@ import torch
 from hwnas import __version__
 from hwnas.errors import HwnasError
 from hwnas.export.child_file import Child
-from hwnas.export.formats import INPUT, OUTPUT, PRECISIONS, fp16_weights, onnx_bytes, onnx_int8, tflite_bytes
+from hwnas.export.convert.onnx_export import INPUT, OUTPUT, onnx_bytes, onnx_int8
+from hwnas.export.convert.tflite_export import PRECISIONS, fp16_weights, tflite_bytes
 from hwnas.fileio import write_bytes_atomic, write_text_atomic
-from hwnas.nas.kernels import arch_flops, arch_params
+from hwnas.nas.spaces.kernels import arch_flops, arch_params
 from hwnas.quiet import quiet
 
 FORMATS = ("onnx", "tflite")
@@ -85,10 +86,10 @@ def _static(sess: Any) -> bool:
 
 
 def run_tflite(data: bytes, x: np.ndarray, nhwc: bool) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
+    from hwnas.devices.litert import open_interpreter
 
     with quiet():
-        it = Interpreter(model_content=data, num_threads=1)
+        it = open_interpreter(data, threads=1)
         it.allocate_tensors()
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     rows = []
@@ -119,10 +120,10 @@ def _from_output(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
 
 def tflite_io(data: bytes) -> dict[str, Any]:
     """Input and output dtype and quantization (scale, zero point) of a TFLite model, for its card."""
-    from ai_edge_litert.interpreter import Interpreter
+    from hwnas.devices.litert import open_interpreter
 
     with quiet():
-        it = Interpreter(model_content=data)
+        it = open_interpreter(data)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     return {
         "input_dtype": np.dtype(inp["dtype"]).name, "input_quantization": list(inp["quantization"]),
@@ -255,7 +256,7 @@ def export_images(
     images, labelled test images), normalized as the child was trained, at its resolution."""
     from torch.nn import functional as F
 
-    from hwnas.nas.data import load_images, load_test_images
+    from hwnas.nas.search.data import load_images, load_test_images
 
     arch = child.arch
     train = load_images(data)

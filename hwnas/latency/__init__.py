@@ -1,2 +1,6 @@
-"""The latency lookup table: kernels and their keys (``kernels.py``); the profiler, the store, the
-predictor and the differentiable cost arrive with the profile and accuracy issues."""
+"""The latency lookup table (LUT): one-kernel models (``kernel_models``, ``artifact_cache``), the
+profiler that times them on a device (``profiler``), the SQLite store (``store``), the per-kernel
+table (``table``), prediction with a fitted calibration (``predictor``), and accuracy against whole
+networks timed end to end (``network_timing``, ``validate``). The kernels themselves (LUT keys) are
+data: :mod:`hwnas.nas.spaces.kernels`; the differentiable expected cost is the search's:
+:mod:`hwnas.nas.search.cost`."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hwnas.fileio import write_bytes_atomic
 from hwnas.latency.kernel_models import KERNEL_MODELS_VERSION
-from hwnas.latency.kernels import Kernel
+from hwnas.nas.spaces.kernels import Kernel
 
 
 def cache_root() -> Path:

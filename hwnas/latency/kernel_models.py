@@ -1,26 +1,24 @@
 """One-kernel models: each LUT entry is timed as a tiny network that runs exactly that kernel.
 
-The modules come from :mod:`hwnas.layers`, the same layers the child networks are built from, so
+The modules come from :mod:`hwnas.nas.models.layers`, the same layers the child networks are built from, so
 a runtime fuses and executes them the same way (conv + BN + activation as one conv, etc.).
 Artifacts per device format: the module itself (``torch``), ONNX bytes (``onnx``, through the
 TorchScript-based ``torch.onnx.export``: ~5 ms a kernel) or TFLite bytes (``tflite``, through
-litert-torch in batches, see :mod:`hwnas.latency.tflite_batch`). TFLite kernel models take NHWC
+litert-torch in batches, see :mod:`hwnas.export.convert.tflite_batch`). TFLite kernel models take NHWC
 input and hold exactly the ops the kernel has inside a converted network (no layout transposes
 at their boundaries; anchors cut away, see that module).
 """
 
 from __future__ import annotations
 
-import io
-import warnings
 import zlib
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from hwnas.latency.kernels import Kernel
-from hwnas.layers import ConvBNAct, SqueezeExcite
+from hwnas.nas.models.layers import ConvBNAct, SqueezeExcite
+from hwnas.nas.spaces.kernels import Kernel
 
 ONNX_OPSET = 17
 # Bump when a kernel's module or its conversion changes, so cached artifacts are rebuilt.
@@ -78,16 +76,10 @@ def kernel_input_shape(kernel: Kernel, batch: int = 1) -> tuple[int, ...]:
 
 
 def to_onnx(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
-    """Export a module to ONNX bytes (opset 17, input ``x``, output ``y``)."""
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module, (torch.randn(input_shape),), buf,  # type: ignore[arg-type]  # BytesIO works at run time
-            dynamo=False, opset_version=ONNX_OPSET,
-            input_names=["x"], output_names=["y"], do_constant_folding=True,
-        )  # fmt: skip
-    return buf.getvalue()
+    """ONNX bytes of one kernel's module (input ``x``, output ``y``), by the one ONNX exporter."""
+    from hwnas.export.convert.onnx_export import onnx_bytes
+
+    return onnx_bytes(module, input_shape, input_name="x", output_name="y")
 
 
 def onnx_artifacts(kernels: Sequence[Kernel], batch: int = 1) -> list[bytes]:
@@ -95,7 +87,7 @@ def onnx_artifacts(kernels: Sequence[Kernel], batch: int = 1) -> list[bytes]:
 
 
 def tflite_artifacts(kernels: Sequence[Kernel], batch: int = 1) -> list[bytes]:
-    from hwnas.latency.tflite_batch import convert_batch
+    from hwnas.export.convert.tflite_batch import convert_batch
 
     return convert_batch([(kernel_module(k), kernel_input_shape(k, batch)) for k in kernels])
 

@@ -23,10 +23,11 @@ from torch import nn
 from hwnas.devices.base import Device, Runner, TimingConfig
 from hwnas.latency.artifact_cache import ArtifactCache
 from hwnas.latency.kernel_models import to_onnx
-from hwnas.latency.profiler import measure_and_close, progress_bar, shuffled_rounds
+from hwnas.latency.profiler import measure_and_close, shuffled_rounds
 from hwnas.latency.store import LutStore, device_id
-from hwnas.nas.arch import Architecture
-from hwnas.nas.builder import build_model
+from hwnas.nas.models.builder import build_model
+from hwnas.nas.spaces.arch import Architecture
+from hwnas.progress import progress_bar
 
 _TFLITE_CHUNK = 8  # networks per litert-torch conversion
 
@@ -52,7 +53,7 @@ def network_artifacts(archs: Sequence[Architecture], fmt: str, batch: int = 1) -
     if fmt == "onnx":
         return [to_onnx(network_module(a), network_input_shape(a, batch)) for a in archs]
     if fmt == "tflite":
-        from hwnas.latency.tflite_batch import convert_batch
+        from hwnas.export.convert.tflite_batch import convert_batch
 
         return convert_batch([(network_module(a), network_input_shape(a, batch)) for a in archs])
     raise ValueError(f"no converter for format {fmt!r}")

@@ -29,13 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.latency.kernels import Kernel
 from hwnas.latency.store import LutError, LutStore, identity
 from hwnas.latency.table import LatencyTable
-from hwnas.nas.arch import Architecture
-from hwnas.nas.kernels import arch_kernels
+from hwnas.nas.spaces.arch import Architecture
+from hwnas.nas.spaces.kernels import KERNEL_OPS, Kernel, arch_kernels
 
-KERNEL_OPS = ("conv", "dwconv", "se", "add", "gap", "linear")
 # model -> (one scale for all ops?, one per-kernel constant for all ops?)
 MODEL_SHAPES = {"linear": (True, True), "per-op": (True, False), "per-op-scale": (False, True), "full": (False, False)}
 MODELS = tuple(MODEL_SHAPES)

@@ -15,13 +15,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from hwnas.devices.base import Device, Runner, Stats, TimingConfig
 from hwnas.latency.artifact_cache import ArtifactCache
 from hwnas.latency.kernel_models import ARTIFACT_BUILDERS, kernel_input_shape, kernel_module
-from hwnas.latency.kernels import Kernel
 from hwnas.latency.store import LutStore
+from hwnas.nas.spaces.kernels import Kernel
+from hwnas.progress import progress_bar
 
 T = TypeVar("T")
 
@@ -42,13 +41,6 @@ class ProfileReport:
     def overhead_ratio(self) -> float:
         """Wall time / time spent measuring (1.0 = no overhead)."""
         return self.wall_s / self.busy_s if self.busy_s > 0 else float("nan")
-
-
-def progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled, transient=False,
-    )  # fmt: skip
 
 
 def shuffled_rounds(todo_rounds: Sequence[Sequence[T]], seed: int) -> Iterator[tuple[int, T]]:

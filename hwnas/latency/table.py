@@ -12,8 +12,8 @@ from typing import Any
 import pandas as pd
 
 from hwnas.errors import HwnasError
-from hwnas.latency.kernels import Kernel
 from hwnas.latency.store import STAT_COLUMNS, LutError, LutStore, fingerprint_mismatch
+from hwnas.nas.spaces.kernels import Kernel
 
 
 class MissingKernelsError(HwnasError):

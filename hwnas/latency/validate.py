@@ -36,9 +36,9 @@ from hwnas.latency.predictor import (
 )
 from hwnas.latency.store import LutStore, identity
 from hwnas.latency.table import LatencyTable
-from hwnas.nas.arch import Architecture
-from hwnas.nas.kernels import arch_flops, arch_kernels
-from hwnas.nas.space import SearchSpace
+from hwnas.nas.spaces.arch import Architecture
+from hwnas.nas.spaces.kernels import arch_flops, arch_kernels
+from hwnas.nas.spaces.space import SearchSpace
 
 WITHIN = (0.05, 0.10, 0.15)
 

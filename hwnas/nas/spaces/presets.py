@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hwnas.nas.space import SearchSpace, register_space
+from hwnas.nas.spaces.space import SearchSpace, register_space
 
 # Per-layer block choices of FBNetV2: kernel 3/5 x SE (hard-sigmoid) x hard-swish, plus skip.
 IR_OPS = [

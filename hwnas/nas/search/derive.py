@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import torch
 
 from hwnas.errors import HwnasError
-from hwnas.nas.arch import Architecture
-from hwnas.nas.costs import SearchCost
-from hwnas.nas.space import Option, SearchSpace
+from hwnas.nas.search.cost import SearchCost
+from hwnas.nas.spaces.arch import Architecture
+from hwnas.nas.spaces.space import Option, SearchSpace
 
 GROW_TO = 0.9
 

@@ -16,8 +16,8 @@ from fvcore.nn.jit_analysis import JitModelAnalysis
 from fvcore.nn.jit_handles import addmm_flop_jit, conv_flop_jit, elementwise_flop_counter, linear_flop_jit
 from torch import nn
 
-from hwnas.nas.arch import Architecture
-from hwnas.nas.builder import build_model
+from hwnas.nas.models.builder import build_model
+from hwnas.nas.spaces.arch import Architecture
 
 
 @dataclass(frozen=True)

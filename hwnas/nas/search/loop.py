@@ -3,22 +3,17 @@
 Per epoch (FBNet/FBNetV2): the Gumbel temperature ``tau`` anneals geometrically from
 ``tau_start`` to ``tau_end``; every weight step (SGD, cosine schedule, on the weights split) is
 followed, after the warm-up epochs, by one architecture step (Adam on the ``alpha`` logits, on
-the disjoint alphas split) on
-
-* ``hinge`` (default): ``CE + lambda * max(0, E[cost] / B - 1)``, with ``lambda`` moved by dual
-  ascent after every architecture step, ``lambda <- max(0, lambda + lambda_lr * (E[cost] / B - 1))``
-  (it grows while over budget and relaxes when under);
-* ``fbnet``: FBNet's multiplicative ``CE * a * log(s * E[cost]) ** b`` (a = 0.2, b = 0.6), with
-  the cost rescaled by ``s = 30 / B`` so that the budget sits where FBNet's milliseconds did.
+the disjoint alphas split) on the cross-entropy plus the cost penalty (:mod:`hwnas.nas.search.penalty`:
+``hinge`` with dual ascent on its weight, or FBNet's multiplicative ``fbnet``).
 
 ``E[cost]`` is the exact expected cost under the current choice probabilities (softmax of the
-alphas), from :mod:`hwnas.latency.expected`. At the end of every epoch: BatchNorm statistics are
+alphas), from :mod:`hwnas.nas.search.cost`. At the end of every epoch: BatchNorm statistics are
 re-estimated for the argmax architecture and its validation accuracy is measured through the
 supernet; a row goes to ``metrics.csv``, the choice probabilities to ``probs.csv``, and a
 checkpoint (weights, optimizers, schedule, lambda, RNG states) is written atomically, so a
 killed search resumes from its last finished epoch with ``--resume`` and ends where an
 uninterrupted run would. After the last epoch the architecture is derived for the budget
-(:mod:`hwnas.nas.derive`) and the run folder gets ``arch.json``, ``arch.txt``, ``search.json``
+(:mod:`hwnas.nas.search.derive`) and the run folder gets ``arch.json``, ``arch.txt``, ``search.json``
 and plots.
 """
 
@@ -39,8 +34,7 @@ from torch.nn import functional as F
 
 from hwnas.errors import HwnasError
 from hwnas.fileio import write_text_atomic
-from hwnas.nas.arch import Architecture
-from hwnas.nas.checkpoints import (
+from hwnas.nas.search.checkpoints import (
     checkpoint_path,
     has_search_checkpoint,
     read_search_checkpoint,
@@ -48,14 +42,16 @@ from hwnas.nas.checkpoints import (
     set_rng_states,
     write_search_checkpoint,
 )
-from hwnas.nas.costs import SearchCost, make_cost
-from hwnas.nas.data import DataSplits, Images, batches, load_images, make_splits
-from hwnas.nas.derive import Derivation, check_budget, derive
-from hwnas.nas.space import SearchSpace, get_space
-from hwnas.nas.supernet import SuperNet
-from hwnas.nas.training import cosine, evaluate, param_groups, progress_bar, torch_device
+from hwnas.nas.search.cost import SearchCost, make_cost
+from hwnas.nas.search.data import DataSplits, Images, batches, load_images, make_splits
+from hwnas.nas.search.derive import Derivation, check_budget, derive
+from hwnas.nas.search.penalty import Penalty
+from hwnas.nas.search.supernet import SuperNet
+from hwnas.nas.search.training import cosine, evaluate, param_groups, torch_device
+from hwnas.nas.spaces.arch import Architecture
+from hwnas.nas.spaces.space import SearchSpace, get_space
+from hwnas.progress import progress_bar
 
-FBNET_A, FBNET_B, FBNET_SCALE = 0.2, 0.6, 30.0
 BN_BATCHES = 8  # batches to re-estimate BatchNorm statistics of the argmax architecture
 
 
@@ -145,7 +141,7 @@ class Search:
         self.w_sched = cosine(self.w_opt, cfg.epochs * self.steps_per_epoch)
         self.a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=cfg.arch_lr, betas=(0.9, 0.999),
                                       weight_decay=cfg.arch_weight_decay)  # fmt: skip
-        self.lam = cfg.lambda_init
+        self.penalty = Penalty(cfg.loss, cfg.budget, cfg.lambda_init, cfg.lambda_lr)
         self.epoch = 0
         self.metrics: list[dict[str, Any]] = []
         self.probs: list[dict[str, Any]] = []
@@ -172,7 +168,7 @@ class Search:
             "w_opt": self.w_opt.state_dict(),
             "w_sched": self.w_sched.state_dict(),
             "a_opt": self.a_opt.state_dict(),
-            "lambda": self.lam,
+            "lambda": self.penalty.lam,
             "metrics": self.metrics,
             "probs": self.probs,
             "timing": self.timing,
@@ -202,7 +198,7 @@ class Search:
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise HwnasError(f"{path}: corrupt content ({first[:160]}); start a new --out") from None
-        self.lam, self.epoch = float(state["lambda"]), int(state["epoch"])
+        self.penalty.lam, self.epoch = float(state["lambda"]), int(state["epoch"])
         self.metrics, self.probs, self.timing = state["metrics"], state["probs"], state["timing"]
         set_rng_states(state["rng"], str(path))
 
@@ -210,7 +206,7 @@ class Search:
     def run(self) -> SearchResult:
         start = time.perf_counter()
         cfg = self.cfg
-        with progress_bar(self.progress) as bar:
+        with progress_bar(self.progress, status=True) as bar:
             task = bar.add_task("searching", total=cfg.epochs * self.steps_per_epoch,
                                 completed=self.epoch * self.steps_per_epoch, status="")  # fmt: skip
             while self.epoch < cfg.epochs:
@@ -264,7 +260,6 @@ class Search:
         return self._epoch_row(tau, sums)
 
     def _arch_step(self, x: torch.Tensor, y: torch.Tensor, tau: float, weights: list[torch.nn.Parameter]) -> float:
-        cfg = self.cfg
         t = time.perf_counter()
         for p in weights:
             p.requires_grad_(False)
@@ -273,18 +268,14 @@ class Search:
             tc = time.perf_counter()
             e_cost = self.expected(*self.net.choice_probs())
             self.timing["cost_s"] += time.perf_counter() - tc
-            if cfg.loss == "hinge":
-                loss = ce + self.lam * F.relu(e_cost / cfg.budget - 1)
-            else:
-                loss = ce * FBNET_A * torch.log(e_cost * (FBNET_SCALE / cfg.budget)).clamp_min(1e-3) ** FBNET_B
+            loss = self.penalty(ce, e_cost)
             self.a_opt.zero_grad(set_to_none=True)
             loss.backward()
             self.a_opt.step()
         finally:
             for p in weights:
                 p.requires_grad_(True)
-        if cfg.loss == "hinge":
-            self.lam = max(0.0, self.lam + cfg.lambda_lr * (float(e_cost.detach()) / cfg.budget - 1))
+        self.penalty.update(float(e_cost.detach()))
         self.timing["arch_step_s"] += time.perf_counter() - t
         self.timing["arch_steps"] += 1
         return float(ce.detach())
@@ -316,7 +307,7 @@ class Search:
             self.probs.append({"epoch": epoch, "layer": -1, "factor": "resolution", "choice": str(name), "prob": v})
         n, na = max(1, sums["n"]), max(1, sums["na"])
         return {
-            "epoch": epoch, "tau": tau, "lambda": self.lam, "train_ce": sums["w_loss"] / n,
+            "epoch": epoch, "tau": tau, "lambda": self.penalty.lam, "train_ce": sums["w_loss"] / n,
             "train_acc": sums["w_acc"] / n, "arch_ce": sums["a_ce"] / na if sums["na"] else float("nan"),
             "expected_cost": e_cost, "budget": self.cfg.budget, "val_acc": val,
             "entropy_op": float(np.mean(ent["op"])), "entropy_channels": float(np.mean(ent["c"])),
@@ -351,7 +342,7 @@ class Search:
         write_text_atomic(self.out / "probs.csv", pd.DataFrame(self.probs).to_csv(index=False))
 
     def _write_result(self, d: Derivation) -> None:
-        from hwnas.nas.run_plots import write_plots
+        from hwnas.nas.search.run_plots import write_plots
 
         d.arch.save(self.out / "arch.json")
         write_text_atomic(self.out / "arch.txt", d.arch.to_str() + "\n")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hwnas.layers import init_weights
-from hwnas.nas.arch import Architecture
-from hwnas.nas.blocks import Classifier, make_block
+from hwnas.nas.models.blocks import Classifier, make_block
+from hwnas.nas.models.layers import init_weights
+from hwnas.nas.spaces.arch import Architecture
 
 
 class ChildNet(nn.Module):
@@ -26,7 +26,7 @@ class ChildNet(nn.Module):
 
 
 def build_model(arch: Architecture) -> ChildNet:
-    """Build the network ``arch`` describes, freshly initialized (:func:`hwnas.layers.init_weights`)."""
+    """Build the network ``arch`` describes, freshly initialized (:func:`hwnas.nas.models.layers.init_weights`)."""
     model = ChildNet(arch)
     init_weights(model)
     return model

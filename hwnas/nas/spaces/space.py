@@ -35,12 +35,11 @@ from typing import Any
 import yaml
 
 from hwnas.errors import HwnasError, SpecError
-from hwnas.latency.kernels import Kernel
-from hwnas.nas.arch import STRIDES, Architecture, Block, conv_out
-from hwnas.nas.kernels import block_kernels, classifier_kernels, kernel_sum
-from hwnas.nas.ops import parse_op
-from hwnas.nas.registry import Registry
-from hwnas.nas.specfile import LIMITS, Fields, read_mapping
+from hwnas.nas.spaces.arch import STRIDES, Architecture, Block, conv_out
+from hwnas.nas.spaces.kernels import Kernel, block_kernels, classifier_kernels, kernel_sum
+from hwnas.nas.spaces.ops import parse_op
+from hwnas.nas.spaces.registry import Registry
+from hwnas.nas.spaces.specfile import LIMITS, Fields, read_mapping
 
 SPACE_FORMAT = "hwnas.space"
 SPACE_VERSION = 1

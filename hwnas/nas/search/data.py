@@ -118,7 +118,7 @@ def synthetic(n: int = 2000, size: int = 32, classes: int = 10, seed: int = 0, s
 
 
 def _npz(path: Path, split: str) -> Images:
-    from hwnas.nas.npz_reader import npz_names, read_npz
+    from hwnas.nas.search.npz_reader import npz_names, read_npz
 
     keys = set(npz_names(path))
     if {"data", "offsets", "label"} <= keys:
@@ -364,7 +364,7 @@ def load_test_images(spec: str, num_classes: int) -> Images | None:
         return synthetic(**opts, split="test")
     path = Path(spec)
     if path.suffix.lower() == ".npz" and path.is_file():
-        from hwnas.nas.npz_reader import npz_names
+        from hwnas.nas.search.npz_reader import npz_names
 
         if not {"split", "data", "offsets", "label"} <= set(npz_names(path)):
             return None

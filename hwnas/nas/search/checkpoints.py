@@ -26,7 +26,7 @@ import torch
 
 from hwnas import tensorfile
 from hwnas.errors import HwnasError
-from hwnas.nas.arch import Architecture
+from hwnas.nas.spaces.arch import Architecture
 from hwnas.tensorfile import PickleFileError, TensorFileError
 
 CHILD_FORMAT, CHILD_VERSION = "hwnas.child", 2

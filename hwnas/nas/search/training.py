@@ -3,7 +3,7 @@
 The recipe is fixed and plain, so architectures are compared on the architecture alone: SGD
 (momentum 0.9, Nesterov), cosine learning-rate decay to zero, weight decay on weights (not on
 BatchNorm or biases), label smoothing 0.1, random crop and flip. A child starts from scratch
-(:func:`hwnas.nas.builder.build_model`'s initialization) or from the supernet's weights sliced to
+(:func:`hwnas.nas.models.builder.build_model`'s initialization) or from the supernet's weights sliced to
 its channels (``init="supernet"``).
 """
 
@@ -16,24 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 from torch.nn import functional as F
 
 from hwnas.errors import HwnasError
-from hwnas.nas.arch import Architecture
-from hwnas.nas.builder import ChildNet, build_model
-from hwnas.nas.data import DataSplits, Images, batches
+from hwnas.nas.models.builder import ChildNet, build_model
+from hwnas.nas.search.data import DataSplits, Images, batches
+from hwnas.nas.spaces.arch import Architecture
+from hwnas.progress import progress_bar
 
 LABEL_SMOOTHING = 0.1
-
-
-def progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-        disable=not enabled, transient=False,
-    )  # fmt: skip
 
 
 def torch_device(name: str) -> torch.device:
@@ -110,7 +102,7 @@ def train_child(
     res = arch.resolution
     history = []
     start = time.perf_counter()
-    with progress_bar(progress) as bar:
+    with progress_bar(progress, status=True) as bar:
         task = bar.add_task(f"training {arch.name or 'child'}", total=epochs * steps_per_epoch, status="")
         for epoch in range(epochs):
             model.train()
@@ -153,8 +145,8 @@ class _Resized(nn.Module):
 def save_child(
     path: str | Path, result: TrainResult, arch: Architecture, splits: DataSplits, meta: dict[str, Any]
 ) -> None:
-    """A child file (:mod:`hwnas.nas.checkpoints`): architecture, weights, input normalization, scores."""
-    from hwnas.nas.checkpoints import write_child
+    """A child file (:mod:`hwnas.nas.search.checkpoints`): architecture, weights, input normalization, scores."""
+    from hwnas.nas.search.checkpoints import write_child
 
     info = {"mean": splits.mean.tolist(), "std": splits.std.tolist(), "val_acc": result.val_acc,
             "test_acc": result.test_acc, "history": result.history, **meta}  # fmt: skip

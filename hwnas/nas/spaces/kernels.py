@@ -1,4 +1,5 @@
-"""Kernels: the units a runtime executes, and the keys of the latency lookup table.
+"""Kernels: the units a runtime executes, the keys of the latency lookup table, and which kernels
+a block or a whole architecture runs (:func:`block_kernels`, :func:`arch_kernels`).
 
 A kernel is one fused operation at one exact shape (batch 1). ONNX Runtime and LiteRT fold
 BatchNorm into the preceding conv and fuse the activation, so a conv-bn-act is one ``conv``.
@@ -26,15 +27,15 @@ nothing. Params are conv and linear weights only (no biases, no BatchNorm).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from hwnas.nas.spaces.arch import Architecture, BlockShape, conv_out
+from hwnas.nas.spaces.ops import OpType, mid_channels, se_channels
 
 KERNEL_OPS = ("conv", "dwconv", "se", "add", "gap", "linear")
 ACTS = ("relu", "hswish", "none")
 GATES = ("sigmoid", "hsigmoid")
-
-
-def _out(size: int, stride: int) -> int:
-    return -(-size // stride)
 
 
 @dataclass(frozen=True, order=True)
@@ -91,7 +92,7 @@ class Kernel:
     @property
     def out_hw(self) -> tuple[int, int]:
         if self.op in ("conv", "dwconv"):
-            return _out(self.h, self.s), _out(self.w, self.s)
+            return conv_out(self.h, self.s), conv_out(self.w, self.s)
         if self.op in ("gap", "linear"):
             return 1, 1
         return self.h, self.w
@@ -134,3 +135,72 @@ _KEY_PATTERNS = {
     "gap": re.compile(r"gap_c(?P<cin>\d+)_h(?P<h>\d+)_w(?P<w>\d+)"),
     "linear": re.compile(r"linear_i(?P<cin>\d+)_o(?P<cout>\d+)"),
 }
+
+
+# --- which kernels a network runs ----------------------------------------------------------------
+def block_kernels(op: OpType, cin: int, cout: int, s: int, e: float, h: int, w: int) -> list[Kernel]:
+    """The kernels of one block with input ``cin x h x w``, in execution order."""
+    act = op.act
+    if op.kind == "conv":
+        return [Kernel("conv", cin, cout, op.k, s, h, w, act)]
+    if op.kind == "skip":
+        return [] if (cin == cout and s == 1) else [Kernel("conv", cin, cout, 1, s, h, w, "relu")]
+    mid = mid_channels(cin, e)
+    out: list[Kernel] = []
+    if mid != cin:
+        out.append(Kernel("conv", cin, mid, 1, 1, h, w, act))
+    if op.kind == "ir_pool":
+        out.append(Kernel("gap", mid, h=h, w=w))
+        out.append(Kernel("conv", mid, cout, 1, 1, 1, 1, act))
+        return out
+    out.append(Kernel("dwconv", mid, k=op.k, s=s, h=h, w=w, act=act))
+    ho, wo = conv_out(h, s), conv_out(w, s)
+    if op.gate:
+        out.append(Kernel("se", mid, se_channels(mid), h=ho, w=wo, act=act, gate=op.gate))
+    out.append(Kernel("conv", mid, cout, 1, 1, ho, wo, "none"))
+    if cin == cout and s == 1:
+        out.append(Kernel("add", cout, h=ho, w=wo))
+    return out
+
+
+def shape_kernels(shape: BlockShape) -> list[Kernel]:
+    b = shape.block
+    return block_kernels(b.optype, shape.cin, shape.cout, b.s, b.e, shape.h, shape.w)
+
+
+def classifier_kernels(cin: int, h: int, w: int, num_classes: int) -> list[Kernel]:
+    """Global average pool, then linear."""
+    return [Kernel("gap", cin, h=h, w=w), Kernel("linear", cin, num_classes)]
+
+
+def arch_kernels(arch: Architecture) -> list[Kernel]:
+    """All kernels the network runs, in order (with repeats)."""
+    shapes = arch.shapes()
+    out = [k for s in shapes for k in shape_kernels(s)]
+    last = shapes[-1]
+    return out + classifier_kernels(last.cout, last.ho, last.wo, arch.num_classes)
+
+
+def arch_flops(arch: Architecture) -> int:
+    """Multiply-adds in mobile-vision's convention, from the kernels (no torch needed)."""
+    return sum(k.flops for k in arch_kernels(arch))
+
+
+def arch_params(arch: Architecture) -> int:
+    """Conv and linear weights, from the kernels (no torch needed)."""
+    return sum(k.params for k in arch_kernels(arch))
+
+
+def kernel_sum(kernel_cost: Callable[[Kernel], float]) -> Callable[[Sequence[Kernel]], float]:
+    """``kernels -> sum of kernel_cost``, each kernel's cost computed once (a space repeats kernels)."""
+    memo: dict[Kernel, float] = {}
+
+    def total(kernels: Sequence[Kernel]) -> float:
+        out = 0.0
+        for k in kernels:
+            if k not in memo:
+                memo[k] = float(kernel_cost(k))
+            out += memo[k]
+        return out
+
+    return total

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.nas.arch import Architecture
-from hwnas.nas.blocks import InvertedResidual, IRPool, Skip
-from hwnas.nas.builder import ChildNet, build_model
-from hwnas.nas.supernet import SuperLayer, SuperNet
+from hwnas.nas.models.blocks import InvertedResidual, IRPool, Skip
+from hwnas.nas.models.builder import ChildNet, build_model
+from hwnas.nas.search.supernet import SuperLayer, SuperNet
+from hwnas.nas.spaces.arch import Architecture
 
 
 def _copy_conv(dst: nn.Conv2d, src: nn.Conv2d) -> None:
@@ -83,8 +83,8 @@ def _slice_layer(block: nn.Module, layer: SuperLayer) -> None:
 
 def sliced_child_of_run(run: str | Path, arch: Architecture) -> ChildNet:
     """``arch`` with its weights sliced from the supernet saved in the search folder ``run``."""
-    from hwnas.nas.checkpoints import checkpoint_path, read_search_checkpoint
-    from hwnas.nas.space import get_space
+    from hwnas.nas.search.checkpoints import checkpoint_path, read_search_checkpoint
+    from hwnas.nas.spaces.space import get_space
 
     state = read_search_checkpoint(run)
     path, cfg = checkpoint_path(run), state["config"]

@@ -1,6 +1,6 @@
-"""PyTorch modules for the block vocabulary of :mod:`hwnas.nas.ops`.
+"""PyTorch modules for the block vocabulary of :mod:`hwnas.nas.spaces.ops`.
 
-Built from :mod:`hwnas.layers`. The structure follows mobile-vision's FBNetV2 blocks (written from
+Built from :mod:`hwnas.nas.models.layers`. The structure follows mobile-vision's FBNetV2 blocks (written from
 their description, not copied):
 conv layers have no bias and are followed by BatchNorm; SE is avgpool -> 1x1 conv (bias) -> the
 block's activation -> 1x1 conv (bias) -> gate, multiplied into the depthwise output; the
@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hwnas.layers import ConvBNAct, SqueezeExcite, activation
-from hwnas.nas.ops import Act, OpType, mid_channels, se_channels
+from hwnas.nas.models.layers import ConvBNAct, SqueezeExcite, activation
+from hwnas.nas.spaces.ops import Act, OpType, mid_channels, se_channels
 
 
 class InvertedResidual(nn.Module):

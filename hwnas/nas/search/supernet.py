@@ -24,7 +24,7 @@ compute those of one resolution; DESIGN.md allows it instead of the paper's subs
 
 The architecture distribution of the cost is ``softmax(alpha)`` of each factor (no noise); its
 option probabilities (op x expansion x out channels, in the space's option order) feed
-:class:`hwnas.latency.expected.ExpectedCost`.
+:class:`hwnas.nas.search.cost.ExpectedCost`.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from hwnas.errors import HwnasError
-from hwnas.layers import init_weights
-from hwnas.nas.arch import Architecture
-from hwnas.nas.ops import mid_channels, parse_op, se_channels
-from hwnas.nas.space import Layer, Option, SearchSpace
+from hwnas.nas.models.layers import init_weights
+from hwnas.nas.spaces.arch import Architecture
+from hwnas.nas.spaces.ops import mid_channels, parse_op, se_channels
+from hwnas.nas.spaces.space import Layer, Option, SearchSpace
 
 Weights = dict[str, torch.Tensor]
 
@@ -166,7 +166,7 @@ class SuperLayer(nn.Module):
             self.register_buffer("kernel_rings", rings, persistent=False)
 
     def _build_explicit(self) -> None:
-        from hwnas.nas.blocks import make_block
+        from hwnas.nas.models.blocks import make_block
 
         if self.kind not in ("ir", "conv", "skip"):
             raise HwnasError("the explicit-path baseline covers conv, ir and skip layers only")

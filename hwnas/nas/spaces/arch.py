@@ -2,7 +2,7 @@
 
 An :class:`Architecture` is an input resolution, a list of :class:`Block` s and a classifier
 (global average pool + linear to ``num_classes``, always appended). Each block has an op name
-(:mod:`hwnas.nas.ops`), out channels ``c``, stride ``s`` and expansion ``e``.
+(:mod:`hwnas.nas.spaces.ops`), out channels ``c``, stride ``s`` and expansion ``e``.
 
 JSON form (``format`` and ``version`` are checked on load)::
 
@@ -25,8 +25,8 @@ from typing import Any
 
 from hwnas.errors import SpecError
 from hwnas.fileio import write_text_atomic
-from hwnas.nas.ops import OpType, format_number, mid_channels, parse_op
-from hwnas.nas.specfile import LIMITS, Fields, dump_json, read_mapping
+from hwnas.nas.spaces.ops import OpType, format_number, mid_channels, parse_op
+from hwnas.nas.spaces.specfile import LIMITS, Fields, dump_json, read_mapping
 
 ARCH_FORMAT = "hwnas.arch"
 ARCH_VERSION = 1

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from hwnas.errors import HwnasError
-from hwnas.nas.arch import Architecture, Block
-from hwnas.nas.registry import Registry
+from hwnas.nas.spaces.arch import Architecture, Block
+from hwnas.nas.spaces.registry import Registry
 
 ARCHS: Registry[Architecture] = Registry("architecture")
 

@@ -1,0 +1,15 @@
+"""The one progress bar of hwnas (rich): description, bar, done/total, elapsed, ETA, and optionally a
+status text that a long job updates (``task.fields["status"]``)."""
+
+from __future__ import annotations
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+def progress_bar(enabled: bool, status: bool = False) -> Progress:
+    """A bar that prints nothing when ``enabled`` is False; with ``status``, tasks carry a ``status`` field."""
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn()]  # fmt: skip
+    if status:
+        columns.append(TextColumn("{task.fields[status]}"))
+    return Progress(*columns, disable=not enabled, transient=False)
