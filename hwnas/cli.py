@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -21,8 +20,6 @@ from hwnas.errors import HwnasError
 
 if TYPE_CHECKING:
     from hwnas.devices import TimingConfig
-    from hwnas.nas.models.builder import ChildNet
-    from hwnas.nas.spaces.arch import Architecture
 
 console = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
 
@@ -211,31 +208,21 @@ def _timing(args: argparse.Namespace) -> TimingConfig:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from hwnas.devices import open_device
-    from hwnas.latency.profiler import profile
-    from hwnas.latency.store import LutStore
     from hwnas.nas import get_space
+    from hwnas.workflows import ProfileInterrupted, profile_space
 
     space = get_space(args.space)
     device = open_device(args.device)
-    kernels = space.kernels()
-    with LutStore.create_or_open(args.out, device.fingerprint(), device.spec, force=args.force) as store:
-        spaces = set(store.get_meta("spaces", []))
-        store.set_meta("spaces", sorted(spaces | {space.name}))
-        before = store.count()
-        try:
-            report = profile(kernels, device, store, rounds=args.rounds, timing=_timing(args), seed=args.seed,
-                             progress=not args.no_progress)  # fmt: skip
-        except KeyboardInterrupt:
-            saved = store.count()
-            print(
-                f"hwnas: interrupted; {saved} measurements are saved in {args.out} ({saved - before} from this run); "
-                "run the same command again to resume",
-                file=sys.stderr,
-            )
-            return 130
-        store.set_meta(
-            "last_profile", {**report.__dict__, "space": space.name, "overhead_ratio": report.overhead_ratio}
+    try:
+        report = profile_space(space, device, args.out, rounds=args.rounds, timing=_timing(args), seed=args.seed,
+                               progress=not args.no_progress, force=args.force)  # fmt: skip
+    except ProfileInterrupted as stop:
+        print(
+            f"hwnas: interrupted; {stop.saved} measurements are saved in {args.out} ({stop.new} from this run); "
+            "run the same command again to resume",
+            file=sys.stderr,
         )
+        return 130
     console.print(
         f"{args.out}: {report.kernels} kernels x {args.rounds} rounds on {device.spec}; measured {report.measured}, "
         f"already there {report.skipped}; converted {report.converted} models in {report.convert_s:.1f} s"
@@ -347,22 +334,11 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_lut_export(args: argparse.Namespace) -> None:
-    from hwnas.fileio import write_bytes_atomic
-    from hwnas.latency.table import LatencyTable
+    from hwnas.workflows import export_lut_table
 
-    table = LatencyTable.load(args.file)
-    df = table.measurements if args.raw else table.df
-    if args.csv:
-        write_bytes_atomic(args.csv, df.to_csv(index=False).encode())
-        out = args.csv
-    else:
-        try:
-            data = df.to_parquet(index=False)
-        except ImportError:
-            raise HwnasError("Parquet export needs pyarrow: pip install pyarrow") from None
-        write_bytes_atomic(args.parquet, data)
-        out = args.parquet
-    console.print(f"wrote {out}: {len(df)} rows")
+    out, fmt = (args.csv, "csv") if args.csv else (args.parquet, "parquet")
+    rows = export_lut_table(args.file, out, fmt, raw=args.raw)
+    console.print(f"wrote {out}: {rows} rows")
 
 
 # --- search, train -----------------------------------------------------------------------------
@@ -421,42 +397,26 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from hwnas.nas.search.data import load_test_images, make_splits
-    from hwnas.nas.search.loop import load_images_for
-    from hwnas.nas.search.training import save_child, torch_device, train_child
     from hwnas.nas.spaces.arch import Architecture
+    from hwnas.workflows import train_and_save
 
     arch = Architecture.load(args.arch)
-    train = load_images_for(args.data, arch.num_classes)
-    test = load_test_images(args.data, arch.num_classes)
-    splits = make_splits(train, test, arch.in_channels, arch.num_classes, limit=args.limit, seed=args.seed)
-    init = None
-    if args.init == "supernet":
-        if not args.run:
-            raise HwnasError("--init supernet needs --run RUN, the search folder whose supernet to slice")
-        init = _sliced_child(args.run, arch)
-    result = train_child(arch, splits, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, init=init,
-                         seed=args.seed, device=torch_device(args.torch_device), progress=not args.no_progress)  # fmt: skip
-    save_child(args.out, result, arch, splits, {"init": args.init, "data": args.data, "epochs": args.epochs})
+    if args.init == "supernet" and not args.run:
+        raise HwnasError("--init supernet needs --run RUN, the search folder whose supernet to slice")
+    result = train_and_save(arch, args.data, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                            limit=args.limit, seed=args.seed, init=args.init, run=args.run,
+                            torch_device=args.torch_device, progress=not args.no_progress)  # fmt: skip
     test_text = f", test accuracy {result.test_acc:.2%}" if result.test_acc is not None else ""
     console.print(f"{arch.to_str()}: val accuracy {result.val_acc:.2%}{test_text} after {args.epochs} epochs "
                   f"({result.seconds:.0f} s); wrote {args.out}")  # fmt: skip
 
 
-def _sliced_child(run: str, arch: Architecture) -> ChildNet:
-    from hwnas.nas.search.slicing import sliced_child_of_run
-
-    return sliced_child_of_run(run, arch)
-
-
 # --- export --------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from hwnas.devices import open_device
     from hwnas.export.child_file import load_child
-    from hwnas.export.latency_check import check_latency
-    from hwnas.export.pipeline import export_child, export_images, parse_formats
+    from hwnas.export.pipeline import parse_formats
+    from hwnas.workflows import export_and_check
 
     formats = parse_formats(args.format)
     precisions = ["fp32"] + (["fp16"] if args.fp16 else []) + (["int8"] if args.int8 else [])
@@ -466,14 +426,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise HwnasError("--budget-ms needs --device, the device to measure the files on")
     device = open_device(args.device) if args.device else None
     child = load_child(args.arch, args.weights)
-    check, calibration, labelled = (
-        export_images(args.data, child, args.calibration_images, args.check_images) if args.data else (None, [], None)
-    )
-    out = Path(args.out)
-    results = export_child(child, out, formats, precisions, nhwc=args.nhwc, dynamic_batch=args.dynamic_batch,
-                           check_inputs=check, calibration=calibration, labelled=labelled,
-                           stem=args.name or (child.arch.name or "model"), simplify=args.simplify)  # fmt: skip
-    over = check_latency(results, child.arch, device, args.lut, args.budget_ms, force=args.force) if device else []
+    outcome = export_and_check(child, args.out, formats, precisions, data=args.data,
+                               calibration_images=args.calibration_images, check_images=args.check_images,
+                               device=device, lut=args.lut, budget_ms=args.budget_ms, force=args.force,
+                               stem=args.name or (child.arch.name or "model"), nhwc=args.nhwc,
+                               dynamic_batch=args.dynamic_batch, simplify=args.simplify)  # fmt: skip
+    results, over = outcome.files, outcome.over_budget
     t = Table("file", "size (KB)", "export (s)", "max |diff| vs PyTorch", "top-1 agree (int8)", "accuracy",
               "predicted (ms)", "measured (ms)", title=f"exported {child.arch.to_str()}")  # fmt: skip
     for r in results:
@@ -527,29 +485,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from hwnas.devices import open_device
-    from hwnas.devices.isolated import measure_isolated, model_format
+    from hwnas.workflows import bench_file
 
     device = open_device(args.device)
     path = Path(args.model)
-    if path.is_dir():
-        raise HwnasError(f"{path}: is a folder; give a .onnx or .tflite file")
-    fmt = {".onnx": "onnx", ".tflite": "tflite"}.get(path.suffix.lower())
-    if fmt is None:
-        raise HwnasError(f"{path}: expected a .onnx or .tflite file")
-    if fmt != device.format:
-        raise HwnasError(f"{path}: {device.kind} runs {device.format} models, not {fmt}; pick a device that runs {fmt}")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise HwnasError(f"{path}: cannot read the model ({exc.strerror})") from None
-    if model_format(data) != fmt:
-        raise HwnasError(f"{path}: not a {fmt} model file (its first bytes are not a {fmt} header); truncated?")
-    stats, input_shapes = measure_isolated(device.spec, data, _timing(args), args.rounds, str(path))
-    result = {
-        "model": str(path), "device": device.spec, "fingerprint": device.fingerprint(),
-        "input_shapes": input_shapes,
-        "median_ms": statistics.median(s.median_ms for s in stats), "rounds": [s.to_dict() for s in stats],
-    }  # fmt: skip
+    result = bench_file(path, device, _timing(args), args.rounds)
+    stats = result["rounds"]
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -565,8 +506,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         title=f"{path.name} on {device.spec}",
     )
     for i, s in enumerate(stats):
-        t.add_row(str(i), f"{s.median_ms:.4f}", f"{s.p10_ms:.4f}", f"{s.p90_ms:.4f}", f"{s.mean_ms:.4f}",
-                  f"{s.std_ms:.4f}", str(s.n), str(s.warmup_n))  # fmt: skip
+        t.add_row(str(i), f"{s['median_ms']:.4f}", f"{s['p10_ms']:.4f}", f"{s['p90_ms']:.4f}", f"{s['mean_ms']:.4f}",
+                  f"{s['std_ms']:.4f}", str(s["n"]), str(s["warmup_n"]))  # fmt: skip
     console.print(t)
     console.print(f"median over rounds: {result['median_ms']:.4f} ms")
 

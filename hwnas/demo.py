@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.errors import HwnasError
+from hwnas.fileio import write_text_atomic
 
 DATA = "synthetic:n=2000,size=32"
 
@@ -51,17 +52,12 @@ class DemoReport:
 def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
     from hwnas.devices import open_device
     from hwnas.export.child_file import load_child
-    from hwnas.export.latency_check import check_latency
-    from hwnas.export.pipeline import export_child, export_images
-    from hwnas.latency.profiler import profile
-    from hwnas.latency.store import LutStore
     from hwnas.latency.validate import validate
     from hwnas.nas import get_space
     from hwnas.nas.search.checkpoints import has_search_checkpoint
     from hwnas.nas.search.cost import make_cost
-    from hwnas.nas.search.data import load_test_images, make_splits
-    from hwnas.nas.search.loop import Search, SearchConfig, load_images_for
-    from hwnas.nas.search.training import save_child, train_child
+    from hwnas.nas.search.loop import Search, SearchConfig
+    from hwnas.workflows import export_and_check, profile_space, train_and_save
 
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
@@ -72,9 +68,7 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
 
     t0 = time.perf_counter()
     say(f"[1/5] profiling {len(space.kernels())} kernels of {space.name} on {device.spec} -> {lut}")
-    with LutStore.create_or_open(lut, device.fingerprint(), device.spec) as store:
-        store.set_meta("spaces", [space.name])
-        prof = profile(space.kernels(), device, store, progress=cfg.progress, seed=cfg.seed)
+    prof = profile_space(space, device, lut, seed=cfg.seed, progress=cfg.progress)
     report.steps.append(("profile", time.perf_counter() - t0, f"{prof.kernels} kernels, {prof.measured} measured now"))
 
     t0 = time.perf_counter()
@@ -109,11 +103,7 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
     child_path = run / "child.safetensors"
     say(f"[4/5] retraining the derived architecture for {cfg.train_epochs} epochs")
     if not child_path.exists():
-        train = load_images_for(cfg.data, space.num_classes)
-        splits = make_splits(train, load_test_images(cfg.data, space.num_classes), space.in_channels,
-                             space.num_classes, seed=cfg.seed)  # fmt: skip
-        trained = train_child(arch, splits, epochs=cfg.train_epochs, seed=cfg.seed, progress=cfg.progress)
-        save_child(child_path, trained, arch, splits, {"init": "scratch", "data": cfg.data, "epochs": cfg.train_epochs})
+        train_and_save(arch, cfg.data, child_path, epochs=cfg.train_epochs, seed=cfg.seed, progress=cfg.progress)
     child = load_child(None, child_path)
     report.steps.append(("train", time.perf_counter() - t0,
                          f"val {child.meta.get('val_acc', 0):.1%}, test {child.meta.get('test_acc') or 0:.1%} "
@@ -121,10 +111,10 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
 
     t0 = time.perf_counter()
     say("[5/5] exporting ONNX and TFLite, checking them against PyTorch and the budget")
-    check, _, labelled = export_images(cfg.data, child, 50, 200)
-    files = export_child(child, out / "export", ["onnx", "tflite"], ["fp32"], check_inputs=check,
-                         labelled=labelled, stem="demo")  # fmt: skip
-    report.over_budget = check_latency(files, arch, device, str(lut), budget)
+    outcome = export_and_check(child, out / "export", ["onnx", "tflite"], ["fp32"], data=cfg.data,
+                               calibration_images=50, check_images=200, device=device, lut=str(lut),
+                               budget_ms=budget, stem="demo")  # fmt: skip
+    files, report.over_budget = outcome.files, outcome.over_budget
     report.steps.append(("export", time.perf_counter() - t0, ", ".join(
         f"{f.path.name}: |diff| {f.max_abs_diff:.1e}" + (f", measured {f.measured_ms:.3f} ms" if f.measured_ms else "")
         for f in files)))  # fmt: skip
@@ -135,8 +125,8 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
     onnx = next(f for f in files if f.format == "onnx")
     report.summary = {"budget_ms": budget, "predicted_ms": predicted, "measured_ms": onnx.measured_ms,
                       "arch": arch.to_str(), "device": device.spec, "over_budget": report.over_budget}  # fmt: skip
-    (out / "demo.json").write_text(json.dumps({"steps": report.steps, **report.summary, "files": report.files},
-                                              indent=2) + "\n")  # fmt: skip
+    write_text_atomic(out / "demo.json", json.dumps({"steps": report.steps, **report.summary,
+                                                     "files": report.files}, indent=2) + "\n")  # fmt: skip
     if onnx.measured_ms is None:
         raise HwnasError("the ONNX file was not measured")
     return report

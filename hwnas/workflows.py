@@ -1,0 +1,202 @@
+"""The steps a user runs, each one function that both ``cli.py`` and ``demo.py`` call.
+
+* :func:`profile_space`: time every kernel of a space on a device into a LUT (created, resumed or
+  extended), and record which spaces the LUT covers and what the last profile did;
+* :func:`train_and_save`: load a dataset, split it, train an architecture (from scratch or from
+  a search's supernet) and write the child file;
+* :func:`export_and_check`: export a trained child to ONNX / TFLite, check the files against
+  PyTorch, and measure them on a device against a latency budget.
+
+They hold the bookkeeping between library calls, so the command line only parses, calls and
+prints, and the demo is a short list of these calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hwnas.devices import Device, TimingConfig
+    from hwnas.export.child_file import Child
+    from hwnas.export.pipeline import Exported
+    from hwnas.latency.profiler import ProfileReport
+    from hwnas.nas.search.training import TrainResult
+    from hwnas.nas.spaces.arch import Architecture
+    from hwnas.nas.spaces.space import SearchSpace
+
+
+class ProfileInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a profile: ``saved`` measurements are in the LUT, ``new`` of them from this run."""
+
+    def __init__(self, saved: int, new: int) -> None:
+        super().__init__(f"{saved} measurements saved ({new} new)")
+        self.saved, self.new = saved, new
+
+
+def profile_space(
+    space: SearchSpace,
+    device: Device,
+    lut: str | Path,
+    rounds: int = 3,
+    timing: TimingConfig | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    force: bool = False,
+) -> ProfileReport:
+    """Profile ``space`` on ``device`` into ``lut``; the LUT's ``spaces`` list gains this space.
+
+    A killed or interrupted profile resumes on the next call; an interruption raises
+    :class:`ProfileInterrupted` with the counts saved so far.
+    """
+    from hwnas.latency.profiler import profile
+    from hwnas.latency.store import LutStore
+
+    with LutStore.create_or_open(lut, device.fingerprint(), device.spec, force=force) as store:
+        spaces = set(store.get_meta("spaces", []))
+        store.set_meta("spaces", sorted(spaces | {space.name}))
+        before = store.count()
+        try:
+            report = profile(space.kernels(), device, store, rounds=rounds, timing=timing, seed=seed, progress=progress)
+        except KeyboardInterrupt:
+            saved = store.count()
+            raise ProfileInterrupted(saved, saved - before) from None
+        store.set_meta(
+            "last_profile", {**report.__dict__, "space": space.name, "overhead_ratio": report.overhead_ratio}
+        )
+    return report
+
+
+def train_and_save(
+    arch: Architecture,
+    data: str,
+    out: str | Path,
+    epochs: int = 10,
+    lr: float = 0.05,
+    batch_size: int = 64,
+    limit: int | None = None,
+    seed: int = 0,
+    init: str = "scratch",
+    run: str | Path | None = None,
+    torch_device: str = "cpu",
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``arch`` on ``data`` and write the child file ``out``.
+
+    ``init="supernet"`` starts from the weights of the supernet saved in the search folder ``run``.
+    """
+    from hwnas.errors import HwnasError
+    from hwnas.nas.search.data import load_test_images, make_splits
+    from hwnas.nas.search.loop import load_images_for
+    from hwnas.nas.search.slicing import sliced_child_of_run
+    from hwnas.nas.search.training import save_child, train_child
+    from hwnas.nas.search.training import torch_device as make_device
+
+    if init not in ("scratch", "supernet"):
+        raise HwnasError(f"init {init!r}: choose scratch or supernet")
+    if init == "supernet" and run is None:
+        raise HwnasError("init from the supernet needs the search folder (run) whose supernet to slice")
+    train = load_images_for(data, arch.num_classes)
+    test = load_test_images(data, arch.num_classes)
+    splits = make_splits(train, test, arch.in_channels, arch.num_classes, limit=limit, seed=seed)
+    start = sliced_child_of_run(run, arch) if init == "supernet" and run is not None else None
+    result = train_child(arch, splits, epochs=epochs, lr=lr, batch_size=batch_size, init=start, seed=seed,
+                         device=make_device(torch_device), progress=progress)  # fmt: skip
+    save_child(out, result, arch, splits, {"init": init, "data": data, "epochs": epochs})
+    return result
+
+
+@dataclass
+class ExportOutcome:
+    """The files written (with their checks and latency) and the over-budget ones, by name."""
+
+    files: list[Exported]
+    over_budget: list[str] = field(default_factory=list)
+
+
+def export_and_check(
+    child: Child,
+    out: str | Path,
+    formats: Sequence[str],
+    precisions: Sequence[str] = ("fp32",),
+    data: str | None = None,
+    calibration_images: int = 500,
+    check_images: int = 500,
+    device: Device | None = None,
+    lut: str | None = None,
+    budget_ms: float | None = None,
+    force: bool = False,
+    stem: str = "model",
+    **options: Any,
+) -> ExportOutcome:
+    """Export ``child``; with ``device``, measure the files it runs (and predict with ``lut``).
+
+    ``data`` supplies the int8 calibration images and the real images of the checks; ``options``
+    go to :func:`hwnas.export.pipeline.export_child` (``nhwc``, ``dynamic_batch``, ``simplify``).
+    """
+    from hwnas.errors import HwnasError
+    from hwnas.export.latency_check import check_latency
+    from hwnas.export.pipeline import export_child, export_images
+
+    if "int8" in precisions and not data:
+        raise HwnasError("int8 needs calibration images: give the training data")
+    if budget_ms is not None and device is None:
+        raise HwnasError("a latency budget needs a device to measure the files on")
+    check, calibration, labelled = (
+        export_images(data, child, calibration_images, check_images) if data else (None, [], None)
+    )
+    files = export_child(child, Path(out), formats, precisions, check_inputs=check, calibration=calibration,
+                         labelled=labelled, stem=stem, **options)  # fmt: skip
+    over = check_latency(files, child.arch, device, lut, budget_ms, force=force) if device is not None else []
+    return ExportOutcome(files, over)
+
+
+def bench_file(path: str | Path, device: Device, timing: TimingConfig, rounds: int) -> dict[str, Any]:
+    """Time the model file ``path`` on ``device`` (in a memory-capped child process, see
+    :mod:`hwnas.devices.isolated`): ``rounds`` series and the median of their medians."""
+    import statistics
+
+    from hwnas.devices.isolated import measure_isolated, model_format
+    from hwnas.errors import HwnasError
+
+    path = Path(path)
+    if path.is_dir():
+        raise HwnasError(f"{path}: is a folder; give a .onnx or .tflite file")
+    fmt = {".onnx": "onnx", ".tflite": "tflite"}.get(path.suffix.lower())
+    if fmt is None:
+        raise HwnasError(f"{path}: expected a .onnx or .tflite file")
+    if fmt != device.format:
+        raise HwnasError(f"{path}: {device.kind} runs {device.format} models, not {fmt}; pick a device that runs {fmt}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HwnasError(f"{path}: cannot read the model ({exc.strerror})") from None
+    if model_format(data) != fmt:
+        raise HwnasError(f"{path}: not a {fmt} model file (its first bytes are not a {fmt} header); truncated?")
+    stats, input_shapes = measure_isolated(device.spec, data, timing, rounds, str(path))
+    return {
+        "model": str(path), "device": device.spec, "fingerprint": device.fingerprint(), "input_shapes": input_shapes,
+        "median_ms": statistics.median(s.median_ms for s in stats), "rounds": [s.to_dict() for s in stats],
+    }  # fmt: skip
+
+
+def export_lut_table(lut: str | Path, out: str | Path, fmt: str, raw: bool = False) -> int:
+    """Write a LUT's per-kernel table (or, with ``raw``, every measurement) as ``csv`` or ``parquet``;
+    return the number of rows."""
+    from hwnas.errors import HwnasError
+    from hwnas.fileio import write_bytes_atomic
+    from hwnas.latency.table import LatencyTable
+
+    table = LatencyTable.load(lut)
+    df = table.measurements if raw else table.df
+    if fmt == "csv":
+        data = df.to_csv(index=False).encode()
+    else:
+        try:
+            data = df.to_parquet(index=False)
+        except ImportError:
+            raise HwnasError("Parquet export needs pyarrow: pip install pyarrow") from None
+    write_bytes_atomic(out, data)
+    return len(df)
