@@ -364,7 +364,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         space=args.space, budget=budget, cost=cost, lut=args.lut, data=args.data, limit=args.limit, loss=args.loss,
         epochs=args.epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size, lr=args.lr,
         arch_lr=args.arch_lr, tau_start=args.tau_start, tau_end=args.tau_end, paths=args.paths, seed=args.seed,
-        torch_device=args.torch_device,
+        split_seed=args.split_seed, torch_device=args.torch_device,
     )  # fmt: skip
     search = Search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     console.print(
@@ -384,12 +384,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     t = Table("", "architecture", f"{cfg.cost} ({search.cost.unit})", title=f"search result ({result.seconds:.0f} s)")
     t.add_row("argmax", d.argmax.to_str(), f"{d.argmax_cost:.4g}")
     t.add_row("derived", d.arch.to_str(), f"{d.cost:.4g} (budget {budget:g})")
+    for c in result.candidates:
+        t.add_row(("* " if c["selected"] else "") + c["how"], c["arch"],
+                  f"{c['cost']:.4g}, supernet val {c['val_acc_supernet']:.1%}")  # fmt: skip
     console.print(t)
+    null = next((c for c in result.candidates if c["how"].startswith("null")), None)
+    if null is not None:
+        console.print(f"the derived network differs from the null derivation in {null['layers_differing_from_selected']} "
+                      "layers (resolution counted as one)")  # fmt: skip
     for step in d.steps:
         console.print(f"  {step}")
     last = result.metrics[-1] if result.metrics else {}
     console.print(f"supernet val accuracy of the argmax: {last.get('val_acc', float('nan')):.1%}")
-    console.print(f"wrote {args.out}/arch.json, arch.txt, metrics.csv, probs.csv, progress.png, choices.png")
+    console.print(f"wrote {args.out}/arch.json, arch.txt, candidates.json, metrics.csv, probs.csv, progress.png, "
+                  "choices.png")  # fmt: skip
     console.print(
         f"next: hwnas train --arch {args.out}/arch.json --data {args.data} --out {args.out}/child.safetensors"
     )
@@ -404,7 +412,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.init == "supernet" and not args.run:
         raise HwnasError("--init supernet needs --run RUN, the search folder whose supernet to slice")
     result = train_and_save(arch, args.data, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                            limit=args.limit, seed=args.seed, init=args.init, run=args.run,
+                            limit=args.limit, seed=args.seed, split_seed=args.split_seed, init=args.init, run=args.run,
                             torch_device=args.torch_device, progress=not args.no_progress)  # fmt: skip
     test_text = f", test accuracy {result.test_acc:.2%}" if result.test_acc is not None else ""
     console.print(f"{arch.to_str()}: val accuracy {result.val_acc:.2%}{test_text} after {args.epochs} epochs "
@@ -656,7 +664,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--tau-end", type=_positive_float, default=0.5, help="and at the last (geometric annealing)")
     se.add_argument("--paths", default="masked", choices=("masked", "explicit"),
                     help="masked: DMasking; explicit: one block per choice (FBNet-style baseline, memory hungry)")  # fmt: skip
-    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--seed", type=int, default=0, help="initialization, Gumbel noise and batch order (default 0)")
+    se.add_argument("--split-seed", type=int, default=0,
+                    help="which images are held out for the alphas and validation; fixed across --seed (default 0)")  # fmt: skip
     se.add_argument("--torch-device", default="cpu", help="cpu, cuda, cuda:N or auto")
     se.add_argument("--out", default="run", metavar="RUN", help="the run folder (default ./run)")
     se.add_argument("--resume", action="store_true", help="continue the search saved in --out")
@@ -672,7 +682,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=_positive_int, default=10)
     tr.add_argument("--batch-size", type=_positive_int, default=64)
     tr.add_argument("--lr", type=_positive_float, default=0.05)
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=int, default=0, help="initialization and batch order (default 0)")
+    tr.add_argument("--split-seed", type=int, default=0,
+                    help="which images are held out for validation; fixed across --seed (default 0)")  # fmt: skip
     tr.add_argument("--torch-device", default="cpu", help="cpu, cuda, cuda:N or auto")
     tr.add_argument(
         "--out", default="child.safetensors", help="where to write the trained child (default child.safetensors)"

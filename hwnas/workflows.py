@@ -78,6 +78,7 @@ def train_and_save(
     batch_size: int = 64,
     limit: int | None = None,
     seed: int = 0,
+    split_seed: int = 0,
     init: str = "scratch",
     run: str | Path | None = None,
     torch_device: str = "cpu",
@@ -86,6 +87,7 @@ def train_and_save(
     """Train ``arch`` on ``data`` and write the child file ``out``.
 
     ``init="supernet"`` starts from the weights of the supernet saved in the search folder ``run``.
+    ``split_seed`` picks the validation images; ``seed`` the initialization and the batch order.
     """
     from hwnas.errors import HwnasError
     from hwnas.nas.search.data import load_test_images, make_splits
@@ -100,7 +102,7 @@ def train_and_save(
         raise HwnasError("init from the supernet needs the search folder (run) whose supernet to slice")
     train = load_images_for(data, arch.num_classes)
     test = load_test_images(data, arch.num_classes)
-    splits = make_splits(train, test, arch.in_channels, arch.num_classes, limit=limit, seed=seed)
+    splits = make_splits(train, test, arch.in_channels, arch.num_classes, limit=limit, seed=split_seed)
     start = sliced_child_of_run(run, arch) if init == "supernet" and run is not None else None
     result = train_child(arch, splits, epochs=epochs, lr=lr, batch_size=batch_size, init=start, seed=seed,
                          device=make_device(torch_device), progress=progress)  # fmt: skip

@@ -118,6 +118,28 @@ def test_grayscale_images_are_repeated_to_three_channels() -> None:
     assert splits.weights.x.shape[1] == 3 and torch.equal(splits.weights.x[:, 0], splits.weights.x[:, 2])
 
 
+def test_batched_augmentation_is_the_per_image_crop_and_flip() -> None:
+    """The batched gather against a plain per-image reference fed the same random draws."""
+    from torch.nn import functional as F
+
+    from hwnas.nas.search.data import _augment
+
+    x = torch.rand(9, 3, 16, 12)
+    out = _augment(x, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    pad = 16 // 8
+    dy = torch.randint(0, 2 * pad + 1, (9,), generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (9,), generator=g)
+    flip = torch.rand(9, generator=g) < 0.5
+    padded = F.pad(x, (pad, pad, pad, pad))
+    for i in range(9):
+        want = padded[i, :, int(dy[i]) : int(dy[i]) + 16, int(dx[i]) : int(dx[i]) + 12]
+        if flip[i]:
+            want = want.flip(-1)
+        assert torch.equal(out[i], want), i
+    assert 0 < int(flip.sum()) < 9 and len(set(dy.tolist())) > 1  # the draws exercised both branches
+
+
 def test_augmentation_crops_and_flips_without_changing_shape() -> None:
     images = synthetic(n=64, size=16, classes=4)
     mean, std = torch.zeros(3), torch.ones(3)

@@ -112,6 +112,21 @@ def test_search_writes_a_complete_run_folder(tmp_path: Path, tiny_flops: list[fl
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "search.json").read_text())
     assert summary["predicted_cost"] == pytest.approx(arch_flops(arch) / 1e6)
+    cands = json.loads((out / "candidates.json").read_text())
+    chosen = [c for c in cands if c["selected"]]
+    scored = [c for c in cands if not c["how"].startswith("null")]
+    assert len(chosen) == 1 and chosen[0]["arch"] == arch.to_str()
+    assert chosen[0]["val_acc_supernet"] == max(c["val_acc_supernet"] for c in scored)
+    for c in scored:
+        assert c["cost"] <= budget * (1 + 1e-9)
+        if c["how"].startswith("most probable"):
+            assert c["cost"] >= 0.9 * budget
+    null = next(c for c in cands if c["how"].startswith("null"))
+    null_arch = Architecture.from_str(null["arch"], arch.num_classes, arch.in_channels)
+    differ = sum(a != b for a, b in zip(null_arch.blocks, arch.blocks, strict=True)) + (
+        null_arch.resolution != arch.resolution
+    )
+    assert null["layers_differing_from_selected"] == differ == summary["layers_differing_from_null"]
     assert summary["mean_expected_cost_ms"] < summary["mean_arch_step_ms"]
 
 
@@ -243,3 +258,12 @@ def test_search_on_cuda_resumes_from_its_checkpoint_where_an_uninterrupted_run_e
     a = [m["expected_cost"] for m in again.metrics]
     b = [m["expected_cost"] for m in full.metrics]
     assert a == pytest.approx(b, rel=1e-4)  # cuDNN may reorder sums; the run is otherwise the same
+
+
+def test_the_split_seed_and_not_the_search_seed_picks_the_held_out_images(tmp_path: Path) -> None:
+    """Seeds of one experiment must never train on another seed's validation images."""
+    a = Search(_config(tmp_path, seed=0), tmp_path / "a", progress=False).splits
+    b = Search(_config(tmp_path, seed=1), tmp_path / "b", progress=False).splits
+    c = Search(_config(tmp_path, seed=0, split_seed=1), tmp_path / "c", progress=False).splits
+    assert torch.equal(a.val.x, b.val.x) and torch.equal(a.alphas.x, b.alphas.x)
+    assert not torch.equal(a.val.x, c.val.x)

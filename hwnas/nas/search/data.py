@@ -323,17 +323,24 @@ def batches(
     generator: torch.Generator | None = None,
     augment: bool = False,
     drop_last: bool = False,
+    device: torch.device | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(x float [B, C, H, W] normalized, y)`` batches, shuffled when ``generator`` is given."""
+    """``(x float [B, C, H, W] normalized, y)`` batches, shuffled when ``generator`` is given.
+
+    With ``device``, the uint8 images move there first and are augmented and normalized there
+    (the random draws stay on the CPU generator, so a batch is the same on every device).
+    """
     n = len(images)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     stop = n - n % batch_size if drop_last and n >= batch_size else n
+    dev = device or images.x.device
+    mean, std = mean.to(dev).view(1, -1, 1, 1), std.to(dev).view(1, -1, 1, 1)
     for i in range(0, stop, batch_size):
         idx = order[i : i + batch_size]
-        x = images.x[idx].float() / 255
+        x = images.x[idx].to(dev, non_blocking=True).float() / 255
         if augment:
             x = _augment(x, generator)
-        yield (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1), images.y[idx]
+        yield (x - mean) / std, images.y[idx].to(dev, non_blocking=True)
 
 
 def _augment(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -344,15 +351,18 @@ def _augment(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     out = _crop(padded, dy, dx, h, w)
-    flip = torch.rand(b, generator=generator) < 0.5
-    out[flip] = out[flip].flip(-1)
-    return out
+    flip = (torch.rand(b, generator=generator) < 0.5).to(out.device)
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
 def _crop(padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    return torch.stack(
-        [padded[i, :, int(a) : int(a) + h, int(c) : int(c) + w] for i, (a, c) in enumerate(zip(dy, dx, strict=True))]
-    )
+    """``padded[i, :, dy[i]:dy[i]+h, dx[i]:dx[i]+w]`` for every image at once (one gather, no loop)."""
+    b, c = padded.shape[:2]
+    dev = padded.device
+    rows = (dy.to(dev)[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+    cols = (dx.to(dev)[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+    return padded[torch.arange(b, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
+                  rows, cols]  # fmt: skip
 
 
 def load_test_images(spec: str, num_classes: int) -> Images | None:

@@ -24,7 +24,7 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,9 @@ from hwnas.nas.search.checkpoints import (
 )
 from hwnas.nas.search.cost import SearchCost, make_cost
 from hwnas.nas.search.data import DataSplits, Images, batches, load_images, make_splits
-from hwnas.nas.search.derive import Derivation, check_budget, derive
+from hwnas.nas.search.derive import GROW_TO, Derivation, check_budget, derive
 from hwnas.nas.search.penalty import Penalty
+from hwnas.nas.search.select import Scores, best_in_band, log_ratio_scores, uniform_scores
 from hwnas.nas.search.supernet import SuperNet
 from hwnas.nas.search.training import cosine, evaluate, param_groups, torch_device
 from hwnas.nas.spaces.arch import Architecture
@@ -79,6 +80,7 @@ class SearchConfig:
     alpha_fraction: float = 0.2
     paths: str = "masked"
     seed: int = 0
+    split_seed: int = 0  # which images go to the weights / alphas / val splits; independent of seed
     torch_device: str = "cpu"
 
     def check(self) -> None:
@@ -108,6 +110,7 @@ class SearchResult:
     metrics: list[dict[str, Any]]
     out: Path
     seconds: float
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # see candidates.json
 
 
 def entropy(p: torch.Tensor) -> float:
@@ -144,6 +147,7 @@ class Search:
         self.penalty = Penalty(cfg.loss, cfg.budget, cfg.lambda_init, cfg.lambda_lr)
         self.epoch = 0
         self.metrics: list[dict[str, Any]] = []
+        self.candidates: list[dict[str, Any]] = []
         self.probs: list[dict[str, Any]] = []
         self.timing = {"weight_step_s": 0.0, "arch_step_s": 0.0, "cost_s": 0.0, "weight_steps": 0, "arch_steps": 0}
         if resume:
@@ -157,7 +161,7 @@ class Search:
         cfg, space = self.cfg, self.space
         train = load_images_for(cfg.data, space.num_classes)
         return make_splits(train, None, space.in_channels, space.num_classes, cfg.val_fraction, cfg.alpha_fraction,
-                           cfg.limit, cfg.seed)  # fmt: skip
+                           cfg.limit, cfg.split_seed)  # fmt: skip
 
     # --- checkpoint --------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -219,11 +223,47 @@ class Search:
                 self._write_logs()
                 bar.update(task, status=f"ep {self.epoch}: E[{cfg.cost}] {row['expected_cost']:.4g} "
                                         f"lambda {row['lambda']:.2f} val {row['val_acc']:.1%}")  # fmt: skip
-        res, probs = self.net.choice_probs()
-        d = derive(self.space, self.cost, cfg.budget, res.detach().cpu(), [p.detach().cpu() for p in probs],
-                   name=f"searched-{cfg.space}-{cfg.cost}-{cfg.budget:g}")  # fmt: skip
+        d = self._select()
         self._write_result(d)
-        return SearchResult(d, self.metrics, self.out, time.perf_counter() - start)
+        return SearchResult(d, self.metrics, self.out, time.perf_counter() - start, self.candidates)
+
+    # --- selection ---------------------------------------------------------------------------
+    def _select(self) -> Derivation:
+        """Candidates under the budget, each scored by its supernet accuracy (BatchNorm re-estimated
+        for it); the best is the result. The null derivation (the same dynamic program at uniform
+        alphas) is scored and reported beside them, never selected."""
+        cfg, space = self.cfg, self.space
+        name = f"searched-{cfg.space}-{cfg.cost}-{cfg.budget:g}"
+        res, probs = self.net.choice_probs()
+        res, probs = res.detach().cpu(), [p.detach().cpu() for p in probs]
+        greedy = derive(space, self.cost, cfg.budget, res, probs, name=name)
+        scores = log_ratio_scores(space, res, probs)
+        lo = GROW_TO * cfg.budget
+        found: list[tuple[str, Architecture]] = []
+        band = best_in_band(space, self.cost, scores, lo, cfg.budget, name=name)
+        if band is not None:
+            found.append(("most probable in [0.9 B, B]", band))
+        if all(a != greedy.arch for _, a in found):
+            found.append(("joint argmax, repaired / grown", greedy.arch))
+        null = best_in_band(space, self.cost, uniform_scores(space), lo, cfg.budget, name=name)
+        rows = [self._candidate_row(how, arch, scores) for how, arch in found]
+        best = max(range(len(rows)), key=lambda i: (rows[i]["val_acc_supernet"], rows[i]["score"]))
+        rows[best]["selected"] = True
+        arch = found[best][1]
+        if null is not None:
+            row = self._candidate_row("null derivation (uniform alphas)", null, scores)
+            row["layers_differing_from_selected"] = _differences(null, arch)
+            rows.append(row)
+        self.candidates = rows
+        steps = [*greedy.steps, f"selected: {rows[best]['how']} (supernet val accuracy "
+                                f"{rows[best]['val_acc_supernet']:.1%} of {len(found)} candidates)"]  # fmt: skip
+        return Derivation(arch, self.cost.of(arch), greedy.argmax, greedy.argmax_cost, steps)
+
+    def _candidate_row(self, how: str, arch: Architecture, scores: Scores) -> dict[str, Any]:
+        self._recalibrate_bn(arch)
+        acc = evaluate(self.net, self.splits.val, self.splits.mean, self.splits.std, self.device, arch=arch)
+        return {"how": how, "arch": arch.to_str(), "cost": self.cost.of(arch), "score": scores.of(self.space, arch),
+                "val_acc_supernet": acc, "selected": False}  # fmt: skip
 
     def _epoch(self, advance: Any) -> dict[str, Any]:
         cfg, net, dev = self.cfg, self.net, self.device
@@ -232,11 +272,11 @@ class Search:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
         gen_a = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch + 500_000)
         alpha_batches = _cycle(lambda: batches(self.splits.alphas, cfg.batch_size, self.splits.mean, self.splits.std,
-                                               gen_a, augment=False, drop_last=True))  # fmt: skip
+                                               gen_a, augment=False, drop_last=True, device=dev))  # fmt: skip
         sums = {"w_loss": 0.0, "w_acc": 0.0, "a_ce": 0.0, "n": 0, "na": 0}
         weights = net.weight_parameters()
         for x, y in batches(self.splits.weights, cfg.batch_size, self.splits.mean, self.splits.std, gen,
-                            augment=True, drop_last=True):  # fmt: skip
+                            augment=True, drop_last=True, device=dev):  # fmt: skip
             net.train()
             t = time.perf_counter()
             x, y = x.to(dev), y.to(dev)
@@ -357,8 +397,17 @@ class Search:
             "mean_arch_step_ms": 1e3 * t["arch_step_s"] / max(1, t["arch_steps"]),
             "mean_expected_cost_ms": 1e3 * t["cost_s"] / max(1, t["arch_steps"]),
         }  # fmt: skip
+        null = next((c for c in self.candidates if c["how"].startswith("null")), None)
+        summary["null_derivation"] = null["arch"] if null else None
+        summary["layers_differing_from_null"] = null["layers_differing_from_selected"] if null else None
         write_text_atomic(self.out / "search.json", json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(self.out / "candidates.json", json.dumps(self.candidates, indent=2) + "\n")
         write_plots(self.out, self.metrics, self.probs, self.cost.unit)
+
+
+def _differences(a: Architecture, b: Architecture) -> int:
+    """Layers whose blocks differ between two architectures of one space, plus 1 for the resolution."""
+    return sum(x != y for x, y in zip(a.blocks, b.blocks, strict=True)) + (a.resolution != b.resolution)
 
 
 def _cycle(make: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -63,8 +63,8 @@ def evaluate(model: nn.Module, images: Images, mean: torch.Tensor, std: torch.Te
     """Top-1 accuracy of ``model`` (eval mode) on ``images``."""
     model.eval()
     correct = 0
-    for x, y in batches(images, batch_size, mean, std):
-        correct += int((model(x.to(device), **forward).argmax(1).cpu() == y).sum())
+    for x, y in batches(images, batch_size, mean, std, device=device):
+        correct += int((model(x, **forward).argmax(1) == y).sum())
     return correct / max(1, len(images))
 
 
@@ -108,7 +108,9 @@ def train_child(
             model.train()
             gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
             total, n = 0.0, 0
-            for x, y in batches(train, batch_size, splits.mean, splits.std, gen, augment=True, drop_last=True):
+            for x, y in batches(
+                train, batch_size, splits.mean, splits.std, gen, augment=True, drop_last=True, device=device
+            ):
                 x = _resize(x, res).to(device)
                 loss = F.cross_entropy(model(x), y.to(device), label_smoothing=LABEL_SMOOTHING)
                 opt.zero_grad(set_to_none=True)

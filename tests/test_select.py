@@ -1,0 +1,88 @@
+"""Selection inside a budget band: the dynamic program against brute force over the tiny space."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from hwnas.nas import get_space
+from hwnas.nas.search.cost import make_cost
+from hwnas.nas.search.select import Scores, best_in_band, log_ratio_scores, prior, uniform_scores
+from hwnas.nas.spaces.kernels import arch_flops
+
+SPACE = get_space("tiny")
+COST = make_cost("flops", SPACE)
+
+
+def _all_archs():
+    for r in SPACE.resolutions:
+        for options in itertools.product(*(layer.options for layer in SPACE.layers)):
+            yield SPACE.architecture(r, list(options))
+
+
+ALL = [(a, arch_flops(a) / 1e6) for a in _all_archs()]
+COSTS = sorted({round(c, 9) for _, c in ALL})
+
+
+def _gap_budget(quantile: float) -> float:
+    """A budget halfway between two neighbouring distinct costs (so rounding cannot matter)."""
+    i = max(1, int(quantile * (len(COSTS) - 1)))
+    return (COSTS[i - 1] + COSTS[i]) / 2
+
+
+def _random_scores(seed: int) -> Scores:
+    g = torch.Generator().manual_seed(seed)
+    res = torch.randn(len(SPACE.resolutions), generator=g).softmax(0)
+    probs = [torch.randn(len(layer.options), generator=g).mul(2).softmax(0) for layer in SPACE.layers]
+    return log_ratio_scores(SPACE, res, probs)
+
+
+@pytest.mark.parametrize("quantile", [0.1, 0.45, 0.8])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_program_finds_the_best_scoring_architecture_in_the_band(quantile: float, seed: int) -> None:
+    hi = _gap_budget(quantile)
+    lo = 0.9 * hi
+    scores = _random_scores(seed)
+    arch = best_in_band(SPACE, COST, scores, lo, hi, buckets=20000)
+    feasible = [(scores.of(SPACE, a), a) for a, c in ALL if lo <= c <= hi]
+    if not feasible:
+        assert arch is None
+        return
+    best = max(s for s, _ in feasible)
+    assert arch is not None
+    assert lo <= COST.of(arch) <= hi
+    assert scores.of(SPACE, arch) == pytest.approx(best, abs=1e-9)
+
+
+def test_the_null_derivation_is_the_costliest_in_the_band() -> None:
+    """With every score 0 the selection only breaks ties, towards the costlier architecture."""
+    hi = _gap_budget(0.6)
+    arch = best_in_band(SPACE, COST, uniform_scores(SPACE), 0.9 * hi, hi, buckets=20000)
+    assert arch is not None
+    assert COST.of(arch) == pytest.approx(max(c for _, c in ALL if c <= hi), rel=1e-9)
+
+
+def test_an_empty_band_gives_none() -> None:
+    lo, hi = COSTS[-1] * 1.5, COSTS[-1] * 2
+    assert best_in_band(SPACE, COST, uniform_scores(SPACE), lo, hi) is None
+
+
+def test_scores_are_zero_at_the_prior_and_make_skip_and_ir_comparable() -> None:
+    """At uniform factors every option scores 0, although a skip has n_e times an IR option's mass."""
+    from hwnas.nas.search.supernet import SuperNet
+
+    space = get_space("cifar")
+    net = SuperNet(space)
+    res, probs = net.choice_probs()
+    scores = log_ratio_scores(space, res, probs)
+    assert all(abs(v) < 1e-9 for v in scores.res)
+    assert all(abs(v) < 1e-6 for layer in scores.options for v in layer)
+    layer = next(layer for layer in space.layers if "skip" in layer.ops and len(layer.expansions) > 1)
+    p0 = prior(layer)
+    skip = next(j for j, o in enumerate(layer.options) if o.op == "skip")
+    ir = next(j for j, o in enumerate(layer.options) if o.op != "skip")
+    assert p0[skip] == pytest.approx(p0[ir] * len(layer.expansions))
+    assert math.isclose(sum(p0), 1.0)
