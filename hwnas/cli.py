@@ -186,6 +186,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _budget_list(text: str) -> list[float]:
+    """One budget, or several separated by commas (train once, search many)."""
+    values = [_positive_float(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected a number or numbers separated by commas, got {text!r}")
+    return sorted(set(values))
+
+
 def _share(text: str) -> float:
     value = _positive_float(text)
     if value >= 1:
@@ -345,7 +353,7 @@ def cmd_lut_export(args: argparse.Namespace) -> None:
 _BUDGET_FLAGS = {"budget_ms": "latency", "budget_mflops": "flops", "budget_mparams": "params"}
 
 
-def _budget(args: argparse.Namespace) -> tuple[str, float]:
+def _budget(args: argparse.Namespace) -> tuple[str, list[float]]:
     given = [(flag, getattr(args, flag)) for flag in _BUDGET_FLAGS if getattr(args, flag) is not None]
     if len(given) != 1:
         raise HwnasError("give exactly one budget: --budget-ms (latency), --budget-mflops or --budget-mparams")
@@ -359,12 +367,14 @@ def _budget(args: argparse.Namespace) -> tuple[str, float]:
 def cmd_search(args: argparse.Namespace) -> int:
     from hwnas.nas.search.loop import Search, SearchConfig
 
-    cost, budget = _budget(args)
+    cost, budgets = _budget(args)
+    budget = budgets[(len(budgets) - 1) // 2]  # the supernet trains towards the middle budget
     cfg = SearchConfig(
-        space=args.space, budget=budget, cost=cost, lut=args.lut, data=args.data, limit=args.limit, loss=args.loss,
+        space=args.space, budget=budget, budgets=budgets if len(budgets) > 1 else [], cost=cost, lut=args.lut,
+        data=args.data, limit=args.limit, loss=args.loss,
         epochs=args.epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size, lr=args.lr,
         arch_lr=args.arch_lr, tau_start=args.tau_start, tau_end=args.tau_end, paths=args.paths, seed=args.seed,
-        split_seed=args.split_seed, torch_device=args.torch_device,
+        split_seed=args.split_seed, sandwich=args.sandwich, torch_device=args.torch_device,
     )  # fmt: skip
     search = Search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     console.print(
@@ -394,6 +404,13 @@ def cmd_search(args: argparse.Namespace) -> int:
                       "layers (resolution counted as one)")  # fmt: skip
     for step in d.steps:
         console.print(f"  {step}")
+    if result.per_budget:
+        t = Table("budget", "architecture", f"{cfg.cost} ({search.cost.unit})", "supernet val", "vs null",
+                  title="one supernet, one architecture per budget (budgets.json, budget-B/)")  # fmt: skip
+        for row in result.per_budget:
+            t.add_row(f"{row['budget']:g}", row["arch"], f"{row['cost']:.4g}", f"{row['val_acc_supernet']:.1%}",
+                      f"{row['layers_differing_from_null']} layers differ")  # fmt: skip
+        console.print(t)
     last = result.metrics[-1] if result.metrics else {}
     console.print(f"supernet val accuracy of the argmax: {last.get('val_acc', float('nan')):.1%}")
     console.print(f"wrote {args.out}/arch.json, arch.txt, candidates.json, metrics.csv, probs.csv, progress.png, "
@@ -648,9 +665,11 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--lut", help="the LUT for --cost latency (calibrated if it holds a calibration)")
     se.add_argument("--cost", help="latency (default with --budget-ms), flops or params")
     bg = se.add_argument_group("budget (exactly one)")
-    bg.add_argument("--budget-ms", type=_positive_float, help="predicted latency budget in ms (LUT)")
-    bg.add_argument("--budget-mflops", type=_positive_float, help="FLOPs budget in millions of multiply-adds")
-    bg.add_argument("--budget-mparams", type=_positive_float, help="parameter budget in millions")
+    bg.add_argument("--budget-ms", type=_budget_list,
+                    help="predicted latency budget in ms (LUT); several, e.g. 0.15,0.2,0.25, train one supernet "
+                         "and derive one architecture per budget")  # fmt: skip
+    bg.add_argument("--budget-mflops", type=_budget_list, help="FLOPs budget(s) in millions of multiply-adds")
+    bg.add_argument("--budget-mparams", type=_budget_list, help="parameter budget(s) in millions")
     se.add_argument("--data", default="synthetic",
                     help="synthetic[:n=,size=,seed=], an .npz (x, y or a CIFAR-10 JPEG archive), or an image folder")  # fmt: skip
     se.add_argument("--limit", type=_positive_int, help="use this many training images (class-balanced)")
@@ -658,12 +677,19 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--warmup-epochs", type=int, default=2, help="epochs training weights only (default 2)")
     se.add_argument("--batch-size", type=_positive_int, default=64)
     se.add_argument("--lr", type=_positive_float, default=0.05, help="weights: SGD learning rate, cosine decay")
-    se.add_argument("--arch-lr", type=_positive_float, default=0.01, help="architecture logits: Adam learning rate")
-    se.add_argument("--loss", default="hinge", help="hinge: CE + lambda max(0, E/B - 1); fbnet: CE a log(E)^b")
+    se.add_argument("--arch-lr", type=_positive_float, default=None,
+                    help="architecture logits: Adam learning rate (default 3 / architecture steps, within "
+                         "0.001..0.1, so a logit can move about 3 over the search)")  # fmt: skip
+    se.add_argument("--loss", default="target",
+                    help="target: CE + lambda |E/B - 1| (default); hinge: CE + lambda max(0, E/B - 1); "
+                         "fbnet: CE a log(E)^b")  # fmt: skip
     se.add_argument("--tau-start", type=_positive_float, default=5.0, help="Gumbel temperature at the first epoch")
     se.add_argument("--tau-end", type=_positive_float, default=0.5, help="and at the last (geometric annealing)")
     se.add_argument("--paths", default="masked", choices=("masked", "explicit"),
                     help="masked: DMasking; explicit: one block per choice (FBNet-style baseline, memory hungry)")  # fmt: skip
+    se.add_argument("--sandwich", action="store_true",
+                    help="each weight step also trains the largest, the smallest and one sampled child, the last "
+                         "two distilled from the largest (BigNAS / OFA); about 4x the cost of a step")  # fmt: skip
     se.add_argument("--seed", type=int, default=0, help="initialization, Gumbel noise and batch order (default 0)")
     se.add_argument("--split-seed", type=int, default=0,
                     help="which images are held out for the alphas and validation; fixed across --seed (default 0)")  # fmt: skip

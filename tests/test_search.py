@@ -132,8 +132,10 @@ def test_search_writes_a_complete_run_folder(tmp_path: Path, tiny_flops: list[fl
 
 def test_the_budget_pulls_the_expected_cost_down(tmp_path: Path, tiny_flops: list[float]) -> None:
     """A tight budget ends with a lower expected cost than a loose one (same seed, same data)."""
-    tight = Search(_config(tmp_path, budget=tiny_flops[5], epochs=4, arch_lr=0.05), tmp_path / "a", progress=False)
-    loose = Search(_config(tmp_path, budget=tiny_flops[-1], epochs=4, arch_lr=0.05), tmp_path / "b", progress=False)
+    tight = Search(_config(tmp_path, budget=tiny_flops[5], epochs=4, arch_lr=0.05, loss="hinge"), tmp_path / "a",
+                   progress=False)  # fmt: skip
+    loose = Search(_config(tmp_path, budget=tiny_flops[-1], epochs=4, arch_lr=0.05, loss="hinge"), tmp_path / "b",
+                   progress=False)  # fmt: skip
     t, lo = tight.run(), loose.run()
     assert t.metrics[-1]["expected_cost"] < lo.metrics[-1]["expected_cost"]
     assert t.metrics[-1]["lambda"] > t.metrics[0]["lambda"]  # dual ascent raised lambda while over budget
@@ -267,3 +269,52 @@ def test_the_split_seed_and_not_the_search_seed_picks_the_held_out_images(tmp_pa
     c = Search(_config(tmp_path, seed=0, split_seed=1), tmp_path / "c", progress=False).splits
     assert torch.equal(a.val.x, b.val.x) and torch.equal(a.alphas.x, b.alphas.x)
     assert not torch.equal(a.val.x, c.val.x)
+
+
+def test_sampled_children_follow_the_choice_distribution(tmp_path: Path) -> None:
+    search = Search(_config(tmp_path), tmp_path / "s", progress=False)
+    gen = torch.Generator().manual_seed(0)
+    seen = [set() for _ in search.space.layers]
+    for _ in range(200):  # uniform alphas: every option of every layer turns up
+        for i, b in enumerate(search._sample_child(gen).blocks):
+            seen[i].add((b.op, b.c, b.e))
+    assert [len(s) for s in seen] == [len(layer.options) for layer in search.space.layers]
+    with torch.no_grad():  # peaked alphas: the argmax child every time
+        for p in search.net.arch_parameters():
+            p.copy_(torch.arange(p.numel(), dtype=p.dtype) * 20.0)
+    assert {search._sample_child(gen) for _ in range(20)} == {search.net.derive()}
+
+
+def test_sandwich_training_resumes_where_an_uninterrupted_run_ends(tmp_path: Path) -> None:
+    cfg = {"sandwich": True, "epochs": 3, "warmup_epochs": 1}
+    full = Search(_config(tmp_path, **cfg), tmp_path / "full", progress=False).run()
+    part = Search(_config(tmp_path, **cfg), tmp_path / "part", progress=False)
+    for _ in range(2):
+        part.metrics.append(part._epoch(lambda: None))
+        part.epoch += 1
+        part._save()
+    again = Search(_config(tmp_path, **cfg), tmp_path / "part", resume=True, progress=False).run()
+    assert again.derivation.arch == full.derivation.arch
+    assert [m["train_ce"] for m in again.metrics] == pytest.approx([m["train_ce"] for m in full.metrics], rel=1e-6)
+    plain = Search(_config(tmp_path, epochs=3, warmup_epochs=1), tmp_path / "plain", progress=False).run()
+    assert plain.metrics[0]["train_ce"] != pytest.approx(full.metrics[0]["train_ce"], rel=1e-6)  # it trains otherwise
+
+
+def test_train_once_search_many_derives_one_architecture_per_budget_in_its_band(
+    tmp_path: Path, tiny_flops: list[float]
+) -> None:
+    budgets = [tiny_flops[int(q * (len(tiny_flops) - 1))] * 1.0001 for q in (0.25, 0.5, 0.8)]
+    out = tmp_path / "many"
+    proc = run_cli("search", "--space", "tiny", "--budget-mflops", ",".join(f"{b:.6f}" for b in budgets),
+                   "--data", TINY_DATA, "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "32",
+                   "--out", str(out), "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((out / "budgets.json").read_text())
+    assert [r["budget"] for r in rows] == pytest.approx(sorted(float(f"{b:.6f}") for b in budgets))
+    for row in rows:
+        arch = Architecture.load(out / f"budget-{row['budget']:g}" / "arch.json")
+        flops = arch_flops(arch) / 1e6
+        assert flops == pytest.approx(row["cost"]) and 0.9 * row["budget"] <= flops <= row["budget"] * (1 + 1e-9)
+        assert row["in_band"] is True
+    assert "one architecture per budget" in proc.stdout
+    assert json.loads((out / "config.json").read_text())["budget"] == pytest.approx(float(f"{budgets[1]:.6f}"))

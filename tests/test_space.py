@@ -172,3 +172,16 @@ def test_missing_expansions_for_ir_ops() -> None:
     del d["stages"][1]["expansions"]
     with pytest.raises(SpecError, match=r"stages\[1\]\.expansions: missing required field"):
         SearchSpace.from_dict(d, "s.yaml")
+
+
+def test_the_wide_cifar_space_searches_channels_and_depth() -> None:
+    """At least 6 out-channel choices in every searchable stage, searchable depth, a wide cost range."""
+    from hwnas.nas.spaces.kernels import arch_flops
+
+    space = get_space("cifar-wide")
+    searchable = [st for st in space.stages if len(st.ops) > 1]
+    assert len(searchable) >= 3
+    for st in searchable:
+        assert len(st.channels) >= 6 and "skip" in st.ops and st.min_depth < st.depth
+    assert arch_flops(space.largest()) >= 5 * arch_flops(space.smallest())
+    assert space.num_classes == 10 and max(space.resolutions) == 32

@@ -45,7 +45,7 @@ from hwnas.nas.search.checkpoints import (
 from hwnas.nas.search.cost import SearchCost, make_cost
 from hwnas.nas.search.data import DataSplits, Images, batches, load_images, make_splits
 from hwnas.nas.search.derive import GROW_TO, Derivation, check_budget, derive
-from hwnas.nas.search.penalty import Penalty
+from hwnas.nas.search.penalty import PENALTIES, Penalty
 from hwnas.nas.search.select import Scores, best_in_band, log_ratio_scores, uniform_scores
 from hwnas.nas.search.supernet import SuperNet
 from hwnas.nas.search.training import cosine, evaluate, param_groups, torch_device
@@ -53,7 +53,16 @@ from hwnas.nas.spaces.arch import Architecture
 from hwnas.nas.spaces.space import SearchSpace, get_space
 from hwnas.progress import progress_bar
 
-BN_BATCHES = 8  # batches to re-estimate BatchNorm statistics of the argmax architecture
+BN_BATCHES = 8
+# Adam moves a parameter by about its learning rate per step while the gradient keeps its sign, so
+# lr = ALPHA_TRAVEL / steps lets a logit travel about 3 over the search: enough to take one of three
+# choices from 1/3 to about 0.9, whatever the number of steps (a fixed 0.01 over ~90 CPU steps
+# could move a logit by 0.9 at most, and the distribution stayed near uniform).
+ALPHA_TRAVEL, ARCH_LR_MIN, ARCH_LR_MAX = (
+    3.0,
+    1e-3,
+    0.1,
+)  # batches to re-estimate BatchNorm statistics of the argmax architecture
 
 
 @dataclass
@@ -61,16 +70,17 @@ class SearchConfig:
     space: str
     budget: float
     cost: str = "latency"
+    budgets: list[float] = field(default_factory=list)  # train once, search many: one result per budget
     lut: str | None = None
     data: str = "synthetic"
     limit: int | None = None  # training images to use (class-balanced subset)
-    loss: str = "hinge"
+    loss: str = "target"
     epochs: int = 10
     warmup_epochs: int = 2
     batch_size: int = 64
     lr: float = 0.05
     weight_decay: float = 5e-4
-    arch_lr: float = 0.01
+    arch_lr: float | None = None  # None: ALPHA_TRAVEL / (architecture steps), see Search.arch_lr
     arch_weight_decay: float = 0.0
     tau_start: float = 5.0
     tau_end: float = 0.5
@@ -79,19 +89,23 @@ class SearchConfig:
     val_fraction: float = 0.1
     alpha_fraction: float = 0.2
     paths: str = "masked"
+    sandwich: bool = False  # also train the largest, smallest and one alpha-sampled child each step
     seed: int = 0
     split_seed: int = 0  # which images go to the weights / alphas / val splits; independent of seed
     torch_device: str = "cpu"
 
     def check(self) -> None:
-        if not (math.isfinite(self.budget) and self.budget > 0):
-            raise HwnasError(f"the budget must be a finite number > 0, got {self.budget}")
+        for b in [self.budget, *self.budgets]:
+            if not (isinstance(b, (int, float)) and math.isfinite(b) and b > 0):
+                raise HwnasError(f"the budget must be a finite number > 0, got {b}")
         for name in ("lr", "arch_lr", "tau_start", "tau_end"):
             value = getattr(self, name)
+            if value is None and name == "arch_lr":
+                continue
             if not (math.isfinite(value) and value > 0):
                 raise HwnasError(f"{name} must be a finite number > 0, got {value}")
-        if self.loss not in ("hinge", "fbnet"):
-            raise HwnasError(f"unknown loss {self.loss!r}; choose hinge or fbnet")
+        if self.loss not in PENALTIES:
+            raise HwnasError(f"unknown loss {self.loss!r}; choose {', '.join(PENALTIES)}")
         if self.epochs < 1 or not 0 <= self.warmup_epochs < self.epochs:
             raise HwnasError(
                 f"need epochs >= 1 and 0 <= warm-up epochs < epochs; got {self.epochs}, {self.warmup_epochs}"
@@ -111,6 +125,7 @@ class SearchResult:
     out: Path
     seconds: float
     candidates: list[dict[str, Any]] = field(default_factory=list)  # see candidates.json
+    per_budget: list[dict[str, Any]] = field(default_factory=list)  # see budgets.json (train once, search many)
 
 
 def entropy(p: torch.Tensor) -> float:
@@ -128,7 +143,10 @@ class Search:
         self.progress = progress
         self.space: SearchSpace = get_space(cfg.space)
         self.cost: SearchCost = make_cost(cfg.cost, self.space, cfg.lut)
+        for b in cfg.budgets:
+            check_budget(self.space, self.cost, b)
         self.cheapest, self.costliest = check_budget(self.space, self.cost, cfg.budget)
+        self.smallest, self.largest = self.cost.smallest(self.space)[0], self.cost.largest(self.space)[0]
         self.device = torch_device(cfg.torch_device)
         if has_search_checkpoint(self.out) and not resume:
             raise HwnasError(f"{self.out} already holds a search; pass --resume to continue it, or use another --out")
@@ -142,12 +160,16 @@ class Search:
         self.steps_per_epoch = max(1, len(self.splits.weights) // cfg.batch_size)
         self.w_opt = torch.optim.SGD(param_groups(self.net, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
         self.w_sched = cosine(self.w_opt, cfg.epochs * self.steps_per_epoch)
-        self.a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=cfg.arch_lr, betas=(0.9, 0.999),
+        arch_steps = max(1, (cfg.epochs - cfg.warmup_epochs) * self.steps_per_epoch)
+        self.arch_lr = cfg.arch_lr or min(ARCH_LR_MAX, max(ARCH_LR_MIN, ALPHA_TRAVEL / arch_steps))
+        self.a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=self.arch_lr, betas=(0.9, 0.999),
                                       weight_decay=cfg.arch_weight_decay)  # fmt: skip
         self.penalty = Penalty(cfg.loss, cfg.budget, cfg.lambda_init, cfg.lambda_lr)
         self.epoch = 0
         self.metrics: list[dict[str, Any]] = []
         self.candidates: list[dict[str, Any]] = []
+        self.per_budget: list[dict[str, Any]] = []
+        self._alpha_start: torch.Tensor | None = None  # the logits at the start of the running epoch
         self.probs: list[dict[str, Any]] = []
         self.timing = {"weight_step_s": 0.0, "arch_step_s": 0.0, "cost_s": 0.0, "weight_steps": 0, "arch_steps": 0}
         if resume:
@@ -223,29 +245,67 @@ class Search:
                 self._write_logs()
                 bar.update(task, status=f"ep {self.epoch}: E[{cfg.cost}] {row['expected_cost']:.4g} "
                                         f"lambda {row['lambda']:.2f} val {row['val_acc']:.1%}")  # fmt: skip
-        d = self._select()
+        d = self._select(cfg.budget)
         self._write_result(d)
-        return SearchResult(d, self.metrics, self.out, time.perf_counter() - start, self.candidates)
+        if cfg.budgets:
+            self.per_budget = self._search_many()
+        return SearchResult(d, self.metrics, self.out, time.perf_counter() - start, self.candidates, self.per_budget)
+
+    # --- train once, search many -----------------------------------------------------------
+    def _search_many(self) -> list[dict[str, Any]]:
+        """For every budget: from the trained alphas, one pass of architecture steps over the
+        alphas split with that budget's penalty and the weights frozen (as HardCoRe-NAS searches
+        many budgets on one supernet), then selection in its band; written to ``budget-B/``."""
+        cfg = self.cfg
+        trained = [a.detach().clone() for a in self.net.arch_parameters()]
+        rows = []
+        for i, budget in enumerate(sorted(cfg.budgets)):
+            with torch.no_grad():
+                for a, t in zip(self.net.arch_parameters(), trained, strict=True):
+                    a.copy_(t)
+            penalty = Penalty(cfg.loss, budget, cfg.lambda_init, cfg.lambda_lr)
+            opt = torch.optim.Adam(self.net.arch_parameters(), lr=self.arch_lr)
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 900_000 + i)
+            weights = self.net.weight_parameters()
+            for x, y in batches(self.splits.alphas, cfg.batch_size, self.splits.mean, self.splits.std, gen,
+                                drop_last=True, device=self.device):  # fmt: skip
+                self._arch_step(x, y, cfg.tau_end, weights, penalty, opt)
+            d = self._select(budget)
+            folder = self.out / f"budget-{budget:g}"
+            folder.mkdir(exist_ok=True)
+            d.arch.save(folder / "arch.json")
+            write_text_atomic(folder / "arch.txt", d.arch.to_str() + "\n")
+            write_text_atomic(folder / "candidates.json", json.dumps(self.candidates, indent=2) + "\n")
+            chosen = next(c for c in self.candidates if c["selected"])
+            null = next((c for c in self.candidates if c["how"].startswith("null")), None)
+            rows.append({"budget": budget, "arch": d.arch.to_str(), "cost": d.cost, "in_band": GROW_TO * budget <= d.cost
+                         <= budget * (1 + 1e-9), "how": chosen["how"], "val_acc_supernet": chosen["val_acc_supernet"],
+                         "layers_differing_from_null": null["layers_differing_from_selected"] if null else None})  # fmt: skip
+        with torch.no_grad():
+            for a, t in zip(self.net.arch_parameters(), trained, strict=True):
+                a.copy_(t)
+        write_text_atomic(self.out / "budgets.json", json.dumps(rows, indent=2) + "\n")
+        return rows
 
     # --- selection ---------------------------------------------------------------------------
-    def _select(self) -> Derivation:
+    def _select(self, budget: float) -> Derivation:
         """Candidates under the budget, each scored by its supernet accuracy (BatchNorm re-estimated
         for it); the best is the result. The null derivation (the same dynamic program at uniform
         alphas) is scored and reported beside them, never selected."""
         cfg, space = self.cfg, self.space
-        name = f"searched-{cfg.space}-{cfg.cost}-{cfg.budget:g}"
+        name = f"searched-{cfg.space}-{cfg.cost}-{budget:g}"
         res, probs = self.net.choice_probs()
         res, probs = res.detach().cpu(), [p.detach().cpu() for p in probs]
-        greedy = derive(space, self.cost, cfg.budget, res, probs, name=name)
+        greedy = derive(space, self.cost, budget, res, probs, name=name)
         scores = log_ratio_scores(space, res, probs)
-        lo = GROW_TO * cfg.budget
+        lo = GROW_TO * budget
         found: list[tuple[str, Architecture]] = []
-        band = best_in_band(space, self.cost, scores, lo, cfg.budget, name=name)
+        band = best_in_band(space, self.cost, scores, lo, budget, name=name)
         if band is not None:
             found.append(("most probable in [0.9 B, B]", band))
         if all(a != greedy.arch for _, a in found):
             found.append(("joint argmax, repaired / grown", greedy.arch))
-        null = best_in_band(space, self.cost, uniform_scores(space), lo, cfg.budget, name=name)
+        null = best_in_band(space, self.cost, uniform_scores(space), lo, budget, name=name)
         rows = [self._candidate_row(how, arch, scores) for how, arch in found]
         best = max(range(len(rows)), key=lambda i: (rows[i]["val_acc_supernet"], rows[i]["score"]))
         rows[best]["selected"] = True
@@ -265,8 +325,12 @@ class Search:
         return {"how": how, "arch": arch.to_str(), "cost": self.cost.of(arch), "score": scores.of(self.space, arch),
                 "val_acc_supernet": acc, "selected": False}  # fmt: skip
 
+    def _alphas(self) -> torch.Tensor:
+        return torch.cat([a.detach().flatten().cpu() for a in self.net.arch_parameters()])
+
     def _epoch(self, advance: Any) -> dict[str, Any]:
         cfg, net, dev = self.cfg, self.net, self.device
+        self._alpha_start = self._alphas()
         tau = cfg.tau(self.epoch)
         search_arch = self.epoch >= cfg.warmup_epochs
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
@@ -280,11 +344,13 @@ class Search:
             net.train()
             t = time.perf_counter()
             x, y = x.to(dev), y.to(dev)
-            logits = net(x, tau)
-            loss = F.cross_entropy(logits, y)
             self.w_opt.zero_grad(set_to_none=True)
             self.a_opt.zero_grad(set_to_none=True)
+            logits = net(x, tau)
+            loss = F.cross_entropy(logits, y)
             loss.backward()
+            if cfg.sandwich:
+                self._sandwich_step(x, y, gen)
             self.w_opt.step()
             self.w_sched.step()
             self.timing["weight_step_s"] += time.perf_counter() - t
@@ -299,7 +365,30 @@ class Search:
             advance()
         return self._epoch_row(tau, sums)
 
-    def _arch_step(self, x: torch.Tensor, y: torch.Tensor, tau: float, weights: list[torch.nn.Parameter]) -> float:
+    def _sandwich_step(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> None:
+        """The sandwich rule with in-place distillation (BigNAS, OFA): the largest child learns from
+        the labels, the smallest and one child drawn from the current choice distribution learn
+        from the largest's predictions. Gradients add to those of the relaxed supernet's step."""
+        net = self.net
+        big = net(x, arch=self.largest)
+        F.cross_entropy(big, y).backward()
+        teacher = big.detach().softmax(1)
+        for arch in (self.smallest, self._sample_child(gen)):
+            out = net(x, arch=arch)
+            (-(teacher * out.log_softmax(1)).sum(1).mean()).backward()
+
+    def _sample_child(self, gen: torch.Generator) -> Architecture:
+        """A child drawn from the choice probabilities (uniform before the alphas move)."""
+        with torch.no_grad():
+            res, probs = self.net.choice_probs()
+            r = int(torch.multinomial(res.detach().cpu().double(), 1, generator=gen))
+            options = [layer.options[int(torch.multinomial(p.detach().cpu().double(), 1, generator=gen))]
+                       for layer, p in zip(self.space.layers, probs, strict=True)]  # fmt: skip
+        return self.space.architecture(self.space.resolutions[r], options)
+
+    def _arch_step(self, x: torch.Tensor, y: torch.Tensor, tau: float, weights: list[torch.nn.Parameter],
+                   penalty: Penalty | None = None, opt: torch.optim.Optimizer | None = None) -> float:  # fmt: skip
+        penalty, opt = penalty or self.penalty, opt or self.a_opt
         t = time.perf_counter()
         for p in weights:
             p.requires_grad_(False)
@@ -308,14 +397,14 @@ class Search:
             tc = time.perf_counter()
             e_cost = self.expected(*self.net.choice_probs())
             self.timing["cost_s"] += time.perf_counter() - tc
-            loss = self.penalty(ce, e_cost)
-            self.a_opt.zero_grad(set_to_none=True)
+            loss = penalty(ce, e_cost)
+            opt.zero_grad(set_to_none=True)
             loss.backward()
-            self.a_opt.step()
+            opt.step()
         finally:
             for p in weights:
                 p.requires_grad_(True)
-        self.penalty.update(float(e_cost.detach()))
+        penalty.update(float(e_cost.detach()))
         self.timing["arch_step_s"] += time.perf_counter() - t
         self.timing["arch_steps"] += 1
         return float(ce.detach())
@@ -328,6 +417,10 @@ class Search:
         argmax = net.derive()
         self._recalibrate_bn(argmax)
         val = evaluate(net, self.splits.val, self.splits.mean, self.splits.std, self.device, arch=argmax)
+        alphas = self._alphas()
+        start = self._alpha_start if self._alpha_start is not None else alphas
+        moved = {"alpha_max_change": float((alphas - start).abs().max()), "alpha_max_abs": float(alphas.abs().max())}
+        layer_entropy = {f"entropy_layer_{i}": entropy(p) / math.log(max(2, p.numel())) for i, p in enumerate(probs)}
         ent: dict[str, list[float]] = {"op": [], "c": [], "e": []}
         for layer in net.super_layers():
             ent["op"].append(entropy(layer.op_factor.probs()))
@@ -352,7 +445,8 @@ class Search:
             "expected_cost": e_cost, "budget": self.cfg.budget, "val_acc": val,
             "entropy_op": float(np.mean(ent["op"])), "entropy_channels": float(np.mean(ent["c"])),
             "entropy_expansion": float(np.mean(ent["e"])), "entropy_resolution": entropy(res),
-            "argmax_cost": self.cost.of(argmax), "argmax": argmax.to_str(),
+            "argmax_cost": self.cost.of(argmax), "argmax": argmax.to_str(), "arch_lr": self.arch_lr, **moved,
+            **layer_entropy,
         }  # fmt: skip
 
     def _recalibrate_bn(self, arch: Architecture) -> None:

@@ -108,6 +108,44 @@ CIFAR: dict[str, Any] = {
     ],
 }
 
+# CIFAR-sized, in the spirit of FBNetV2's channel search: six out-channel choices in every searchable
+# stage, three expansions, searchable depth (skip), two resolutions. For the search-quality benchmark;
+# `cifar` stays small for the tests and the demo.
+CIFAR_WIDE: dict[str, Any] = {
+    "name": "cifar-wide",
+    "resolutions": [24, 32],
+    "num_classes": 10,
+    "stages": [
+        {"name": "stem", "depth": 1, "stride": 1, "channels": [16], "ops": ["conv_k3_hs"]},
+        {"depth": 1, "stride": 1, "channels": [16], "ops": ["ir_k3"], "expansions": [1]},
+        {
+            "depth": 3,
+            "stride": 2,
+            "channels": [8, 12, 16, 20, 24, 32],
+            "ops": [*IR_OPS[:4], "skip"],
+            "expansions": [2, 4, 6],
+            "min_depth": 1,
+        },
+        {
+            "depth": 4,
+            "stride": 2,
+            "channels": [16, 24, 32, 40, 48, 64],
+            "ops": [*IR_OPS[:4], "skip"],
+            "expansions": [2, 4, 6],
+            "min_depth": 1,
+        },
+        {
+            "depth": 3,
+            "stride": 2,
+            "channels": [32, 48, 64, 80, 96, 128],
+            "ops": [*IR_OPS[:4], "skip"],
+            "expansions": [2, 4, 6],
+            "min_depth": 1,
+        },
+        {"name": "head", "depth": 1, "stride": 1, "channels": [512], "ops": ["ir_pool_hs"], "expansions": [4]},
+    ],
+}
+
 TINY: dict[str, Any] = {
     "name": "tiny",
     "resolutions": [16, 24],
@@ -127,5 +165,5 @@ TINY: dict[str, Any] = {
     ],
 }
 
-for _data in (FBNETV2, CIFAR, TINY):
+for _data in (FBNETV2, CIFAR, TINY, CIFAR_WIDE):
     register_space(SearchSpace.from_dict(_data, f"preset {_data['name']}"))
