@@ -674,7 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="synthetic[:n=,size=,seed=], an .npz (x, y or a CIFAR-10 JPEG archive), or an image folder")  # fmt: skip
     se.add_argument("--limit", type=_positive_int, help="use this many training images (class-balanced)")
     se.add_argument("--epochs", type=_positive_int, default=10)
-    se.add_argument("--warmup-epochs", type=int, default=2, help="epochs training weights only (default 2)")
+    se.add_argument("--warmup-epochs", type=int, default=None,
+                    help="epochs training weights only (default: a fifth of --epochs, at most --epochs - 1)")  # fmt: skip
     se.add_argument("--batch-size", type=_positive_int, default=64)
     se.add_argument("--lr", type=_positive_float, default=0.05, help="weights: SGD learning rate, cosine decay")
     se.add_argument("--arch-lr", type=_positive_float, default=None,

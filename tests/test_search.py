@@ -117,10 +117,8 @@ def test_search_writes_a_complete_run_folder(tmp_path: Path, tiny_flops: list[fl
     scored = [c for c in cands if not c["how"].startswith("null")]
     assert len(chosen) == 1 and chosen[0]["arch"] == arch.to_str()
     assert chosen[0]["val_acc_supernet"] == max(c["val_acc_supernet"] for c in scored)
-    for c in scored:
-        assert c["cost"] <= budget * (1 + 1e-9)
-        if c["how"].startswith("most probable"):
-            assert c["cost"] >= 0.9 * budget
+    for c in scored:  # every candidate in the band (the tiny space has architectures in it at this budget)
+        assert 0.9 * budget <= c["cost"] <= budget * (1 + 1e-9)
     null = next(c for c in cands if c["how"].startswith("null"))
     null_arch = Architecture.from_str(null["arch"], arch.num_classes, arch.in_channels)
     differ = sum(a != b for a, b in zip(null_arch.blocks, arch.blocks, strict=True)) + (

@@ -76,7 +76,7 @@ class SearchConfig:
     limit: int | None = None  # training images to use (class-balanced subset)
     loss: str = "target"
     epochs: int = 10
-    warmup_epochs: int = 2
+    warmup_epochs: int | None = None  # None: a fifth of the epochs, at most epochs - 1
     batch_size: int = 64
     lr: float = 0.05
     weight_decay: float = 5e-4
@@ -106,7 +106,9 @@ class SearchConfig:
                 raise HwnasError(f"{name} must be a finite number > 0, got {value}")
         if self.loss not in PENALTIES:
             raise HwnasError(f"unknown loss {self.loss!r}; choose {', '.join(PENALTIES)}")
-        if self.epochs < 1 or not 0 <= self.warmup_epochs < self.epochs:
+        if self.warmup_epochs is None and self.epochs >= 1:
+            self.warmup_epochs = min(self.epochs - 1, round(0.2 * self.epochs))
+        if self.epochs < 1 or self.warmup_epochs is None or not 0 <= self.warmup_epochs < self.epochs:
             raise HwnasError(
                 f"need epochs >= 1 and 0 <= warm-up epochs < epochs; got {self.epochs}, {self.warmup_epochs}"
             )
@@ -160,7 +162,8 @@ class Search:
         self.steps_per_epoch = max(1, len(self.splits.weights) // cfg.batch_size)
         self.w_opt = torch.optim.SGD(param_groups(self.net, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
         self.w_sched = cosine(self.w_opt, cfg.epochs * self.steps_per_epoch)
-        arch_steps = max(1, (cfg.epochs - cfg.warmup_epochs) * self.steps_per_epoch)
+        self.warmup = int(cfg.warmup_epochs or 0)  # resolved by cfg.check()
+        arch_steps = max(1, (cfg.epochs - self.warmup) * self.steps_per_epoch)
         self.arch_lr = cfg.arch_lr or min(ARCH_LR_MAX, max(ARCH_LR_MIN, ALPHA_TRAVEL / arch_steps))
         self.a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=self.arch_lr, betas=(0.9, 0.999),
                                       weight_decay=cfg.arch_weight_decay)  # fmt: skip
@@ -289,9 +292,10 @@ class Search:
 
     # --- selection ---------------------------------------------------------------------------
     def _select(self, budget: float) -> Derivation:
-        """Candidates under the budget, each scored by its supernet accuracy (BatchNorm re-estimated
-        for it); the best is the result. The null derivation (the same dynamic program at uniform
-        alphas) is scored and reported beside them, never selected."""
+        """Candidates in the band ``[0.9 B, B]`` (the greedy one joins only when it lands there, or
+        when the band holds none), each scored by its supernet accuracy (BatchNorm re-estimated for
+        it); the best is the result. The null derivation (the same dynamic program at uniform alphas)
+        is scored and reported beside them, never selected."""
         cfg, space = self.cfg, self.space
         name = f"searched-{cfg.space}-{cfg.cost}-{budget:g}"
         res, probs = self.net.choice_probs()
@@ -303,7 +307,8 @@ class Search:
         band = best_in_band(space, self.cost, scores, lo, budget, name=name)
         if band is not None:
             found.append(("most probable in [0.9 B, B]", band))
-        if all(a != greedy.arch for _, a in found):
+        in_band = lo <= greedy.cost <= budget * (1 + 1e-9)
+        if all(a != greedy.arch for _, a in found) and (in_band or not found):  # the band first, when it has any
             found.append(("joint argmax, repaired / grown", greedy.arch))
         null = best_in_band(space, self.cost, uniform_scores(space), lo, budget, name=name)
         rows = [self._candidate_row(how, arch, scores) for how, arch in found]
@@ -332,7 +337,7 @@ class Search:
         cfg, net, dev = self.cfg, self.net, self.device
         self._alpha_start = self._alphas()
         tau = cfg.tau(self.epoch)
-        search_arch = self.epoch >= cfg.warmup_epochs
+        search_arch = self.epoch >= self.warmup
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
         gen_a = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch + 500_000)
         alpha_batches = _cycle(lambda: batches(self.splits.alphas, cfg.batch_size, self.splits.mean, self.splits.std,

@@ -88,9 +88,11 @@ def train_child(
     seed: int = 0,
     device: torch.device | None = None,
     progress: bool = True,
+    bf16: bool = False,
 ) -> TrainResult:
     """Train ``arch`` on ``splits.weights + splits.alphas`` (all the training images but val), at
-    the architecture's resolution; report val (and test) accuracy."""
+    the architecture's resolution; report val (and test) accuracy. ``bf16`` runs the forward pass
+    under bfloat16 autocast (for GPUs; weights and optimizer stay fp32)."""
     device = device or torch.device("cpu")
     torch.manual_seed(seed)
     model = (init or build_model(arch)).to(device)
@@ -107,18 +109,20 @@ def train_child(
         for epoch in range(epochs):
             model.train()
             gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            total, n = 0.0, 0
+            loss_sum, n = torch.zeros((), device=device), 0  # summed on the device: no sync per step
             for x, y in batches(
                 train, batch_size, splits.mean, splits.std, gen, augment=True, drop_last=True, device=device
             ):
                 x = _resize(x, res).to(device)
-                loss = F.cross_entropy(model(x), y.to(device), label_smoothing=LABEL_SMOOTHING)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = F.cross_entropy(model(x), y.to(device), label_smoothing=LABEL_SMOOTHING)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                total, n = total + float(loss.detach()) * len(y), n + len(y)
+                loss_sum, n = loss_sum + loss.detach().float() * len(y), n + len(y)
                 bar.advance(task)
+            total = float(loss_sum)
             val = evaluate(_Resized(model, res), splits.val, splits.mean, splits.std, device)
             history.append({"epoch": epoch + 1, "loss": total / max(1, n), "val_acc": val})
             bar.update(task, status=f"loss {total / max(1, n):.3f} val {val:.1%}")
