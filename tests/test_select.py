@@ -86,3 +86,16 @@ def test_scores_are_zero_at_the_prior_and_make_skip_and_ir_comparable() -> None:
     ir = next(j for j, o in enumerate(layer.options) if o.op != "skip")
     assert p0[skip] == pytest.approx(p0[ir] * len(layer.expansions))
     assert math.isclose(sum(p0), 1.0)
+
+
+def test_several_candidates_are_distinct_in_the_band_and_best_first() -> None:
+    from hwnas.nas.search.select import top_in_band
+
+    hi = _gap_budget(0.5)
+    scores = _random_scores(4)
+    found = top_in_band(SPACE, COST, scores, 0.9 * hi, hi, 4, buckets=20000)
+    assert 1 < len(found) <= 4 and len(set(found)) == len(found)
+    assert all(0.9 * hi <= COST.of(a) <= hi for a in found)
+    values = [scores.of(SPACE, a) for a in found]
+    assert values == sorted(values, reverse=True)
+    assert values[0] == pytest.approx(max(scores.of(SPACE, a) for a, c in ALL if 0.9 * hi <= c <= hi))

@@ -46,23 +46,20 @@ from hwnas.nas.search.cost import SearchCost, make_cost
 from hwnas.nas.search.data import DataSplits, Images, batches, load_images, make_splits
 from hwnas.nas.search.derive import GROW_TO, Derivation, check_budget, derive
 from hwnas.nas.search.penalty import PENALTIES, Penalty
-from hwnas.nas.search.select import Scores, best_in_band, log_ratio_scores, uniform_scores
+from hwnas.nas.search.select import Scores, best_in_band, log_ratio_scores, top_in_band, uniform_scores
 from hwnas.nas.search.supernet import SuperNet
 from hwnas.nas.search.training import cosine, evaluate, param_groups, torch_device
 from hwnas.nas.spaces.arch import Architecture
 from hwnas.nas.spaces.space import SearchSpace, get_space
 from hwnas.progress import progress_bar
 
-BN_BATCHES = 8
+BN_BATCHES = 8  # batches to re-estimate BatchNorm statistics of the argmax architecture
 # Adam moves a parameter by about its learning rate per step while the gradient keeps its sign, so
 # lr = ALPHA_TRAVEL / steps lets a logit travel about 3 over the search: enough to take one of three
 # choices from 1/3 to about 0.9, whatever the number of steps (a fixed 0.01 over ~90 CPU steps
 # could move a logit by 0.9 at most, and the distribution stayed near uniform).
-ALPHA_TRAVEL, ARCH_LR_MIN, ARCH_LR_MAX = (
-    3.0,
-    1e-3,
-    0.1,
-)  # batches to re-estimate BatchNorm statistics of the argmax architecture
+ALPHA_TRAVEL, ARCH_LR_MIN, ARCH_LR_MAX = 3.0, 1e-3, 0.1
+BAND_CANDIDATES = 4  # the most probable architectures in the band, each scored through the supernet
 
 
 @dataclass
@@ -304,9 +301,8 @@ class Search:
         scores = log_ratio_scores(space, res, probs)
         lo = GROW_TO * budget
         found: list[tuple[str, Architecture]] = []
-        band = best_in_band(space, self.cost, scores, lo, budget, name=name)
-        if band is not None:
-            found.append(("most probable in [0.9 B, B]", band))
+        for rank, arch in enumerate(top_in_band(space, self.cost, scores, lo, budget, BAND_CANDIDATES, name=name)):
+            found.append((f"most probable in [0.9 B, B], #{rank + 1}", arch))
         in_band = lo <= greedy.cost <= budget * (1 + 1e-9)
         if all(a != greedy.arch for _, a in found) and (in_band or not found):  # the band first, when it has any
             found.append(("joint argmax, repaired / grown", greedy.arch))

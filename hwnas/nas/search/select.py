@@ -86,6 +86,22 @@ def best_in_band(
     name: str = "",
 ) -> Architecture | None:
     """The highest-scoring architecture with ``lo <= cost <= hi``, or None when none is found."""
+    found = top_in_band(space, cost, scores, lo, hi, 1, buckets, name)
+    return found[0] if found else None
+
+
+def top_in_band(
+    space: SearchSpace,
+    cost: SearchCost,
+    scores: Scores,
+    lo: float,
+    hi: float,
+    k: int,
+    buckets: int = BUCKETS,
+    name: str = "",
+) -> list[Architecture]:
+    """Up to ``k`` distinct architectures in the band, best-scoring first: the best end state of
+    every (resolution, last channels, cost bucket) of the program, in score order."""
     expected = cost.expected(space, dtype=torch.float64)
     tables = [(t.cpu().numpy(), idx.cpu().numpy()) for t, idx in expected.tables()]
     head = expected.get_buffer("head").cpu().numpy()  # [R, n_out of the last layer], offset included
@@ -125,13 +141,16 @@ def best_in_band(
             for kk in np.flatnonzero(np.isfinite(dp[co, : buckets + 1 - hb])):
                 ends.append((float(dp[co, kk]), int(kk) + hb, r, co, int(kk)))
     ends.sort(key=lambda e: (-e[0], -e[1]))
-    for _score, _total, r, co, k in ends[:MAX_REBUILDS]:
-        choice = _rebuild(tables, backs[r], r, co, k, step)
+    found: list[Architecture] = []
+    for _score, _total, r, co, end_k in ends[:MAX_REBUILDS]:
+        choice = _rebuild(tables, backs[r], r, co, end_k, step)
         options = [layer.options[j] for layer, j in zip(space.layers, choice, strict=True)]
         arch = space.architecture(space.resolutions[r], options, name=name)
-        if lo <= cost.of(arch) <= hi * (1 + 1e-9):
-            return arch
-    return None
+        if lo <= cost.of(arch) <= hi * (1 + 1e-9) and arch not in found:
+            found.append(arch)
+            if len(found) == k:
+                break
+    return found
 
 
 def _bucket(value: float, step: float) -> int:
