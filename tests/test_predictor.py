@@ -190,3 +190,45 @@ def test_scores_against_an_independent_computation() -> None:
         np.corrcoef(ranks(predicted), ranks(measured))[0, 1]
     )
     assert set(KERNEL_OPS) == set(TRUE_SCALE)
+
+
+def _synthetic_design(rng: np.random.Generator, n: int = 24) -> np.ndarray:
+    """Columns: two LUT sums, one kernel count, the constant."""
+    return np.column_stack([rng.uniform(0.5, 2.0, n), rng.uniform(0.1, 1.0, n), rng.integers(5, 40, n), np.ones(n)])
+
+
+def test_leave_one_out_error_against_an_independent_computation() -> None:
+    """Where no bound is active, each fold is an ordinary weighted least squares without sample i."""
+    from hwnas.latency.predictor import _loo_rmspe
+
+    rng = np.random.default_rng(3)
+    x = _synthetic_design(rng)
+    y = x @ np.array([0.9, 1.4, 0.002, 0.05]) * (1 + rng.normal(0, 0.03, len(x)))
+    errors = []
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        w = x[keep] / y[keep, None]  # minimise the relative error: rows divided by the target
+        coef, *_ = np.linalg.lstsq(w, np.ones(keep.sum()), rcond=None)
+        assert (coef[:2] > 0).all()  # so the non-negativity bound is inactive in this scenario
+        errors.append((x[i] @ coef - y[i]) / y[i])
+    want = float(np.sqrt(np.mean(np.square(errors))))
+    assert _loo_rmspe(x, y, 2) == pytest.approx(want, rel=1e-6)
+    in_sample_coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones(len(y)), rcond=None)
+    in_sample = float(np.sqrt(np.mean(np.square((x @ in_sample_coef - y) / y))))
+    assert want > in_sample * 1.02  # a "fold" that keeps sample i would score visibly better
+
+
+def test_the_scale_bound_binds_where_an_unconstrained_fit_goes_negative() -> None:
+    from hwnas.latency.predictor import _solve
+
+    rng = np.random.default_rng(4)
+    x = _synthetic_design(rng)
+    y = x @ np.array([1.2, -0.4, 0.003, 0.1])  # the second kernel type "saves" time: unphysical
+    y = np.abs(y) + 0.05
+    free, *_ = np.linalg.lstsq(x / y[:, None], np.ones(len(y)), rcond=None)
+    assert free[1] < 0  # the scenario exercises the bound
+    coef = _solve(x, y, 2)
+    assert (coef[:2] >= 0).all() and coef[1] == pytest.approx(0.0, abs=1e-9)
+    free_rel = np.sqrt(np.mean(np.square((x @ free - y) / y)))
+    bound_rel = np.sqrt(np.mean(np.square((x @ coef - y) / y)))
+    assert bound_rel >= free_rel - 1e-12  # the bound costs fit, as it must

@@ -17,6 +17,7 @@ import torch
 
 from hwnas.errors import HwnasError
 from hwnas.nas import get_space
+from hwnas.nas.models.builder import build_model
 from hwnas.nas.search.checkpoints import read_child
 from hwnas.nas.search.cost import make_cost
 from hwnas.nas.search.derive import GROW_TO, InfeasibleBudget, check_budget, derive
@@ -316,3 +317,68 @@ def test_train_once_search_many_derives_one_architecture_per_budget_in_its_band(
         assert row["in_band"] is True
     assert "one architecture per budget" in proc.stdout
     assert json.loads((out / "config.json").read_text())["budget"] == pytest.approx(float(f"{budgets[1]:.6f}"))
+
+
+def test_init_from_the_supernet_starts_from_its_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """train_and_save(init="supernet") hands training the supernet's weights, not a fresh network."""
+    from hwnas.nas.search import training
+    from hwnas.nas.search.checkpoints import read_search_checkpoint
+    from hwnas.workflows import train_and_save
+
+    run = tmp_path / "run"
+    Search(_config(tmp_path, epochs=2), run, progress=False).run()
+    arch = Architecture.load(run / "arch.json")
+    seen = {}
+    real = training.train_child
+
+    def spy(arch_, splits, **kw):  # type: ignore[no-untyped-def]
+        seen["init"] = {k: v.clone() for k, v in kw["init"].state_dict().items()}
+        return real(arch_, splits, **{**kw, "epochs": 1})
+
+    monkeypatch.setattr(training, "train_child", spy)
+    train_and_save(arch, TINY_DATA, tmp_path / "c.safetensors", epochs=1, init="supernet", run=run, progress=False)
+    stem = read_search_checkpoint(run)["net"]["layers.0.conv.weight"]
+    got = seen["init"]["blocks.0.0.weight"]
+    assert torch.equal(got, stem[: got.shape[0], : got.shape[1]])
+    assert not torch.equal(got, build_model(arch).state_dict()["blocks.0.0.weight"])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_first_repair_step_is_the_cheapest_loss_of_probability_per_unit_saved(
+    tiny_flops: list[float], seed: int
+) -> None:
+    """Against an independent enumeration of every single change from the joint argmax."""
+    from hwnas.nas.search.derive import _opt
+    from hwnas.nas.spaces.kernels import arch_flops as flops
+
+    space = get_space("tiny")
+    cost = make_cost("flops", space)
+    res, probs = _random_probs(space, seed)
+    lp_res, lp = res.log().tolist(), [p.log().tolist() for p in probs]
+    r = max(range(len(lp_res)), key=lambda i: lp_res[i])
+    choice = [max(range(len(v)), key=lambda j: v[j]) for v in lp]
+
+    def arch_of(r_: int, ch: list[int]) -> Architecture:
+        return space.architecture(space.resolutions[r_], [space.layers[i].options[j] for i, j in enumerate(ch)])
+
+    start = flops(arch_of(r, choice)) / 1e6
+    budget = tiny_flops[int(0.1 * (len(tiny_flops) - 1))]
+    if start <= budget:
+        pytest.skip("the argmax already fits this budget")
+    moves = []
+    for r2 in range(len(lp_res)):
+        if r2 != r:
+            saved = start - flops(arch_of(r2, choice)) / 1e6
+            moves.append(((lp_res[r] - lp_res[r2]) / saved if saved > 0 else math.inf,
+                          f"resolution {space.resolutions[r]} -> {space.resolutions[r2]}"))  # fmt: skip
+    for i, layer in enumerate(space.layers):
+        for j in range(len(layer.options)):
+            if j != choice[i]:
+                ch = list(choice)
+                ch[i] = j
+                saved = start - flops(arch_of(r, ch)) / 1e6
+                moves.append(((lp[i][choice[i]] - lp[i][j]) / saved if saved > 0 else math.inf,
+                              f"layer {i}: {_opt(layer.options[choice[i]])} -> {_opt(layer.options[j])}"))  # fmt: skip
+    best = min(moves, key=lambda m: m[0])
+    d = derive(space, cost, budget, res, probs)
+    assert d.steps[0].startswith(f"repair: {best[1]} (")

@@ -140,3 +140,35 @@ def test_one_hot_covers_every_option() -> None:
             assert all(float(v.sum()) == 1.0 for v in g.values())
             p = layer.option_weights(g["op"], g["e"], g["c"])
             assert float(p[layer.layer.options.index(o)]) == 1.0 and float(p.sum()) == 1.0
+
+
+def test_soft_op_weights_are_renormalised_over_the_non_skip_ops() -> None:
+    """out(a, b, s) = (1 - s) out(a / (1 - s), b / (1 - s), 0) + s out(0, 0, 1): the inverted-residual
+    part sees its ops' weights relative to each other, whatever weight the skip path takes."""
+    from hwnas.nas.search.supernet import SuperNet
+
+    torch.manual_seed(0)
+    net = SuperNet(get_space("tiny")).eval()
+    layer = next(lay for lay in net.super_layers() if lay.skip_index is not None and len(lay.ops) > 2)
+    skip = layer.skip_index
+    x = torch.randn(2, layer.cin, 12, 12)
+    q_in = torch.softmax(torch.randn(layer.same.shape[0]), 0)  # the previous layer's out-channel weights
+    g_e = torch.softmax(torch.randn(len(layer.expansions)), 0)
+    g_c = torch.softmax(torch.randn(len(layer.layer.channels)), 0)
+
+    def out(op_weights: list[float]) -> torch.Tensor:
+        return layer(x, q_in, {"op": torch.tensor(op_weights), "e": g_e, "c": g_c})[0]
+
+    others = [i for i in range(len(layer.ops)) if i != skip]
+    w, s = [0.5, 0.3][: len(others)], 0.2
+    full = [0.0] * len(layer.ops)
+    for i, v in zip(others, w, strict=True):
+        full[i] = v
+    full[skip] = s
+    renorm = [0.0] * len(layer.ops)
+    for i, v in zip(others, w, strict=True):
+        renorm[i] = v / (1 - s)
+    only_skip = [0.0] * len(layer.ops)
+    only_skip[skip] = 1.0
+    with torch.no_grad():
+        assert torch.allclose(out(full), (1 - s) * out(renorm) + s * out(only_skip), atol=1e-5)
