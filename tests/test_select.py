@@ -99,3 +99,19 @@ def test_several_candidates_are_distinct_in_the_band_and_best_first() -> None:
     values = [scores.of(SPACE, a) for a in found]
     assert values == sorted(values, reverse=True)
     assert values[0] == pytest.approx(max(scores.of(SPACE, a) for a, c in ALL if 0.9 * hi <= c <= hi))
+
+
+def test_negative_calibration_terms_are_counted_not_clamped() -> None:
+    """A calibrated LUT's per-network constant can be negative (ONNX Runtime's raw sum over-counts a
+    small network): the band must still be found, exactly as brute force finds it."""
+    import dataclasses
+
+    hi0 = _gap_budget(0.5)
+    shifted = dataclasses.replace(COST, offset=-0.8 * hi0)
+    hi, lo = hi0 - 0.8 * hi0, 0.9 * (hi0 - 0.8 * hi0)
+    scores = _random_scores(5)
+    arch = best_in_band(SPACE, shifted, scores, lo, hi, buckets=20000)
+    feasible = [(scores.of(SPACE, a), a) for a, c in ALL if lo <= c - 0.8 * hi0 <= hi]
+    assert feasible and arch is not None
+    assert lo <= shifted.of(arch) <= hi
+    assert scores.of(SPACE, arch) == pytest.approx(max(v for v, _ in feasible), abs=1e-9)

@@ -12,9 +12,9 @@ what it picks is the *null derivation*, the network the selection alone produces
 
 Selection. :func:`best_in_band` maximises the summed score over whole architectures subject to
 ``lo <= cost(arch) <= hi`` with an exact dynamic program: per resolution, layer by layer, the
-state is the previous layer's out-channel choice and the cost spent so far, in ``buckets`` steps
-of ``hi / buckets`` rounded up (so a state's cost never under-counts, and every architecture the
-program accepts is within ``hi``); the best end states are rebuilt and checked against the exact
+state is the previous layer's out-channel choice and the cost spent so far (each layer's costs shifted by their minimum, so that negative calibration
+terms count correctly), in ``buckets`` steps rounded up (so a state's cost never under-counts, and
+every architecture the program accepts is within ``hi``); the best end states are rebuilt and checked against the exact
 cost (:meth:`SearchCost.of`) until one lands in the band. Ties go to the costlier architecture.
 """
 
@@ -105,7 +105,16 @@ def top_in_band(
     expected = cost.expected(space, dtype=torch.float64)
     tables = [(t.cpu().numpy(), idx.cpu().numpy()) for t, idx in expected.tables()]
     head = expected.get_buffer("head").cpu().numpy()  # [R, n_out of the last layer], offset included
-    step = hi / buckets
+    # A calibrated LUT may hold negative terms (a per-kernel or per-network constant): shift every
+    # layer's costs by its minimum so the program counts from 0, and the band by the total shift.
+    shifts = [float(t.min()) for t, _ in tables]
+    tables = [(t - m, idx) for (t, idx), m in zip(tables, shifts, strict=True)]
+    head_shift = float(head.min())
+    head = head - head_shift
+    total_shift = sum(shifts) + head_shift
+    if hi - total_shift <= 0:
+        return []
+    step = (hi - total_shift) / buckets
     ends: list[tuple[float, int, int, int, int]] = []  # (score, bucket, r, out index, head bucket)
     backs: dict[int, list[np.ndarray]] = {}
     for r in range(len(space.resolutions)):
