@@ -158,3 +158,22 @@ def test_rng_states_round_trip_through_a_file_exactly() -> None:
     bad = dict(saved, numpy=dict(saved["numpy"], keys=[1, 2]))
     with pytest.raises(HwnasError, match="random number generator states"):
         set_rng_states(bad, "f")
+
+
+def test_files_get_the_umask_mode_not_a_private_one(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from hwnas.fileio import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "a.txt", "x")
+        tensorfile.write(tmp_path / "c.safetensors", "t", 1, {"w": torch.zeros(1)})
+        os.umask(0o077)
+        write_text_atomic(tmp_path / "private.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "c.safetensors").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "private.txt").stat().st_mode) == 0o600
