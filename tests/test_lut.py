@@ -69,6 +69,8 @@ def test_bad_files(tmp_path: Path) -> None:
         LatencyTable.load(other)
     with pytest.raises(LutError, match="no such LUT file"):
         LatencyTable.load(tmp_path / "missing.lut")
+    with pytest.raises(LutError, match="is a folder"):
+        LatencyTable.load(tmp_path)
     # a real LUT, damaged in the middle
     good = tmp_path / "good.lut"
     with LutStore.create_or_open(good, FP, "ort-cpu") as store:

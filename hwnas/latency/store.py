@@ -103,6 +103,8 @@ class LutStore:
     def open(cls, path: str | Path) -> LutStore:
         """Open an existing LUT; a missing, corrupt or foreign file raises :class:`LutError`."""
         p = Path(path)
+        if p.is_dir():
+            raise LutError(f"{p}: is a folder; give the LUT file (made by 'hwnas profile ... --out FILE')")
         if not p.is_file():
             raise LutError(f"{p}: no such LUT file; create one with 'hwnas profile --space S --device D --out {p}'")
         conn = cls._connect(p)
