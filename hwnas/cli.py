@@ -449,6 +449,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise HwnasError("--int8 needs calibration images: give --data (the training data)")
     if args.budget_ms is not None and not args.device:
         raise HwnasError("--budget-ms needs --device, the device to measure the files on")
+    if args.lut and not args.device:
+        raise HwnasError("--lut needs --device, the device the LUT describes and the files are measured on")
+    if args.nhwc and "tflite" not in formats:
+        raise HwnasError("--nhwc sets the input layout of TFLite files; add tflite to --format, or drop --nhwc")
     device = open_device(args.device) if args.device else None
     child = load_child(args.arch, args.weights)
     outcome = export_and_check(child, args.out, formats, precisions, data=args.data,

@@ -191,6 +191,8 @@ def test_export_bad_inputs_leave_nothing_behind(trained_tiny: Path, tmp_path: Pa
     assert "does not match" in msg and f"tensor {first} " in msg
     assert "unsupported format 'coreml'" in err("--weights", weights, "--format", "onnx,coreml")
     assert "needs calibration images" in err("--weights", weights, "--int8")
+    assert "--lut needs --device" in err("--weights", weights, "--lut", str(tmp_path / "x.lut"))
+    assert "--nhwc sets the input layout of TFLite" in err("--weights", weights, "--format", "onnx", "--nhwc")
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     assert "cannot write there" in run_cli("export", "--weights", weights, "--out", str(blocker / "sub")).stderr
