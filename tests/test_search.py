@@ -316,6 +316,12 @@ def test_train_once_search_many_derives_one_architecture_per_budget_in_its_band(
         assert flops == pytest.approx(row["cost"]) and 0.9 * row["budget"] <= flops <= row["budget"] * (1 + 1e-9)
         assert row["in_band"] is True
     assert "one architecture per budget" in proc.stdout
+    main = json.loads((out / "candidates.json").read_text())
+    chosen = next(c for c in main if c["selected"])
+    assert chosen["arch"] == (out / "arch.txt").read_text().strip()
+    null = next(c for c in main if c["how"].startswith("null"))
+    summary = json.loads((out / "search.json").read_text())
+    assert summary["layers_differing_from_null"] == null["layers_differing_from_selected"]
     assert json.loads((out / "config.json").read_text())["budget"] == pytest.approx(float(f"{budgets[1]:.6f}"))
 
 
@@ -382,3 +388,11 @@ def test_the_first_repair_step_is_the_cheapest_loss_of_probability_per_unit_save
     best = min(moves, key=lambda m: m[0])
     d = derive(space, cost, budget, res, probs)
     assert d.steps[0].startswith(f"repair: {best[1]} (")
+
+
+def test_a_many_budget_search_returns_the_main_budgets_candidates(tmp_path: Path, tiny_flops: list[float]) -> None:
+    budgets = [tiny_flops[int(q * (len(tiny_flops) - 1))] * 1.0001 for q in (0.3, 0.7)]
+    cfg = _config(tmp_path, budget=budgets[0], budgets=budgets, epochs=2)
+    result = Search(cfg, tmp_path / "m", progress=False).run()
+    assert result.candidates == json.loads((tmp_path / "m" / "candidates.json").read_text())
+    assert [r["budget"] for r in result.per_budget] == budgets

@@ -247,9 +247,11 @@ class Search:
                                         f"lambda {row['lambda']:.2f} val {row['val_acc']:.1%}")  # fmt: skip
         d = self._select(cfg.budget)
         self._write_result(d)
+        main = self.candidates  # the per-budget selections below replace self.candidates
         if cfg.budgets:
             self.per_budget = self._search_many()
-        return SearchResult(d, self.metrics, self.out, time.perf_counter() - start, self.candidates, self.per_budget)
+            self.candidates = main
+        return SearchResult(d, self.metrics, self.out, time.perf_counter() - start, main, self.per_budget)
 
     # --- train once, search many -----------------------------------------------------------
     def _search_many(self) -> list[dict[str, Any]]:
