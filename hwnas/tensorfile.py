@@ -1,8 +1,8 @@
 """Files of tensors and plain data that cannot carry code: safetensors plus a JSON tree.
 
 Every checkpoint and child file hwnas writes or reads goes through this module, and nothing in
-hwnas unpickles anything (``tests/test_no_pickle.py`` fails if a ``torch.load``, ``pickle``,
-``numpy.load(allow_pickle=True)`` or unsafe YAML load appears anywhere in the package).
+hwnas unpickles anything (``tests/test_no_pickle.py`` fails if any module of the package loads
+torch or numpy pickles, imports a pickle library, or loads YAML with anything but ``safe_load``).
 
 Layout of a file: a `safetensors <https://github.com/huggingface/safetensors>`_ file whose
 tensors are named ``t0, t1, ...`` and whose header metadata holds three strings:
