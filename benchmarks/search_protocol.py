@@ -45,6 +45,7 @@ import torch
 
 from hwnas.fileio import write_text_atomic
 from hwnas.nas import get_space
+from hwnas.nas.search import evolution
 from hwnas.nas.search.checkpoints import has_search_checkpoint
 from hwnas.nas.search.cost import SearchCost, make_cost
 from hwnas.nas.search.data import load_test_images, make_splits
@@ -112,15 +113,7 @@ def mobilenet_v2_style(space: SearchSpace, cost: SearchCost, lo: float, hi: floa
 
 
 def random_in_band(space: SearchSpace, cost: SearchCost, lo: float, hi: float, n: int, seed: int) -> list[Architecture]:
-    rng = random.Random(seed)
-    found: dict[str, Architecture] = {}
-    for _ in range(500_000):
-        a = space.sample(rng)
-        if lo <= cost.of(a) <= hi:
-            found.setdefault(a.to_str(), a)
-            if len(found) == n:
-                break
-    return list(found.values())
+    return evolution.random_in_band(space, cost, lo, hi, n, random.Random(seed), tries=500_000)
 
 
 def spread(space: SearchSpace, cost: SearchCost, n: int, seed: int) -> list[Architecture]:
@@ -176,6 +169,15 @@ def main() -> None:
     ap.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--search-epochs", type=int, default=10)
     ap.add_argument("--sandwich", action="store_true")
+    ap.add_argument(
+        "--sampled-child",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="search with (or --no-sampled-child: without) hwnas search's child step (default: with)",
+    )
+    ap.add_argument("--evolution", type=int, default=None, help="search with this --evolution (default: hwnas's)")
+    ap.add_argument("--reuse", help="results.json of another protocol run (same data, split, recipe): networks it "
+                                    "retrained are not retrained again")  # fmt: skip
     ap.add_argument("--retrain-epochs", type=int, default=10)
     ap.add_argument("--retrain-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--random", type=int, default=5)
@@ -190,6 +192,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     results_path = work / "results.json"
     results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if args.reuse and "retrained" not in results:
+        results["retrained"] = json.loads(Path(args.reuse).read_text())["retrained"]
+        results["reused_from"] = args.reuse
 
     def save() -> None:
         write_text_atomic(results_path, json.dumps(results, indent=1) + "\n")
@@ -205,7 +210,8 @@ def main() -> None:
     # searches (in parallel processes with --jobs > 1: several runs at once on one GPU)
     cfgs = {seed: SearchConfig(space=space.name, budget=budget, cost=args.cost, lut=args.lut, data=args.data,
                                limit=args.limit, epochs=args.search_epochs, seed=seed, split_seed=args.split_seed,
-                               sandwich=args.sandwich, torch_device=args.torch_device)
+                               sandwich=args.sandwich, sampled_child=args.sampled_child, torch_device=args.torch_device,
+                               **({"evolution": args.evolution} if args.evolution is not None else {}))
             for seed in args.search_seeds}  # fmt: skip
     pending = [seed for seed in args.search_seeds if not (work / f"search-seed{seed}" / "arch.json").exists()]
     if pending:
@@ -263,7 +269,7 @@ def main() -> None:
     scores = {arm: [test_acc(a, sd) for a, sd in items] for arm, items in arms.items()}
 
     # ranking: supernet accuracy against standalone accuracy
-    first_cfg = SearchConfig(**json.loads((first / "config.json").read_text()))
+    first_cfg = SearchConfig.from_saved(json.loads((first / "config.json").read_text()))
     supernet = Search(first_cfg, first, resume=True, progress=False)
     pairs = []
     for a in ranked:
@@ -314,7 +320,8 @@ def _table(args: argparse.Namespace, space: SearchSpace, cost: SearchCost, budge
     lines = [f"<!-- {date.today()}, {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
              f"space {space.name}, {args.cost} budget {budget:g} {cost.unit} (band [0.9 B, B]); data {args.data}, "
              f"{args.limit} training images, split seed {args.split_seed}; search {args.search_epochs} epochs, "
-             f"seeds {args.search_seeds}; retrain {args.retrain_epochs} epochs -->",
+             f"seeds {args.search_seeds}, sandwich {args.sandwich}, sampled child {args.sampled_child}, evolution "
+             f"{args.evolution if args.evolution is not None else 'default'}; retrain {args.retrain_epochs} epochs -->",
              "| arm | test accuracy, mean +- sd | predicted cost | measured latency (ms) |", "|---|---|---|---|"]  # fmt: skip
     for arm, items in arms.items():
         costs = ", ".join(f"{cost.of(a):.4g}" for a, _ in items[:3]) + (" ..." if len(items) > 3 else "")

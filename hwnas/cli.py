@@ -175,6 +175,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     """A finite number > 0 (budgets, rates, times): ``inf`` and ``nan`` are refused, not read as 'no limit'."""
     try:
@@ -374,7 +384,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         data=args.data, limit=args.limit, loss=args.loss,
         epochs=args.epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size, lr=args.lr,
         arch_lr=args.arch_lr, tau_start=args.tau_start, tau_end=args.tau_end, paths=args.paths, seed=args.seed,
-        split_seed=args.split_seed, sandwich=args.sandwich, torch_device=args.torch_device,
+        split_seed=args.split_seed, sandwich=args.sandwich, sampled_child=args.sampled_child,
+        evolution=args.evolution, torch_device=args.torch_device,
     )  # fmt: skip
     search = Search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     console.print(
@@ -695,6 +706,13 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--sandwich", action="store_true",
                     help="each weight step also trains the largest, the smallest and one sampled child, the last "
                          "two distilled from the largest (BigNAS / OFA); about 4x the cost of a step")  # fmt: skip
+    se.add_argument("--sampled-child", action=argparse.BooleanOptionalAction, default=True,
+                    help="each weight step also trains one child drawn from the choice probabilities on the labels, "
+                         "so the networks selection scores have run alone (about 1.5x the cost of a step); "
+                         "on by default")  # fmt: skip
+    se.add_argument("--evolution", type=_nonnegative_int, default=24,
+                    help="supernet evaluations of the evolutionary search in the budget band at selection "
+                         "(0: none; default 24)")  # fmt: skip
     se.add_argument("--seed", type=int, default=0, help="initialization, Gumbel noise and batch order (default 0)")
     se.add_argument("--split-seed", type=int, default=0,
                     help="which images are held out for the alphas and validation; fixed across --seed (default 0)")  # fmt: skip

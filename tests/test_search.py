@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -120,6 +121,9 @@ def test_search_writes_a_complete_run_folder(tmp_path: Path, tiny_flops: list[fl
     assert chosen[0]["val_acc_supernet"] == max(c["val_acc_supernet"] for c in scored)
     for c in scored:  # every candidate in the band (the tiny space has architectures in it at this budget)
         assert 0.9 * budget <= c["cost"] <= budget * (1 + 1e-9)
+        a = Architecture.from_str(c["arch"], arch.num_classes, arch.in_channels)
+        assert c["cost"] == pytest.approx(arch_flops(a) / 1e6)
+    assert any(c["how"].startswith("evolution") for c in scored)  # the band holds more than the program's four
     null = next(c for c in cands if c["how"].startswith("null"))
     null_arch = Architecture.from_str(null["arch"], arch.num_classes, arch.in_channels)
     differ = sum(a != b for a, b in zip(null_arch.blocks, arch.blocks, strict=True)) + (
@@ -194,6 +198,15 @@ def test_search_bad_inputs(tmp_path: Path) -> None:
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really")
     assert "not a readable .npz" in err("--budget-mflops", "1", "--data", str(tmp_path / "bad.npz"))
     assert "no checkpoint to resume" in err("--budget-mflops", "1", "--resume")
+    assert "must be >= 0" in err("--budget-mflops", "1", "--evolution", "-1")
+
+
+def test_a_run_made_before_a_setting_existed_resumes_as_it_was_made() -> None:
+    saved = asdict(_config(Path("."), sampled_child=True, evolution=24))
+    del saved["sampled_child"], saved["evolution"]  # a config.json written before these fields
+    old = SearchConfig.from_saved(saved)
+    assert old.sampled_child is False and old.evolution == 0  # what such a run did, not today's defaults
+    assert SearchConfig(space="tiny", budget=1.0).sampled_child is True
 
 
 def test_search_with_a_lut_that_lacks_kernels_names_them_and_the_command(tmp_path: Path) -> None:
@@ -284,8 +297,14 @@ def test_sampled_children_follow_the_choice_distribution(tmp_path: Path) -> None
     assert {search._sample_child(gen) for _ in range(20)} == {search.net.derive()}
 
 
-def test_sandwich_training_resumes_where_an_uninterrupted_run_ends(tmp_path: Path) -> None:
-    cfg = {"sandwich": True, "epochs": 3, "warmup_epochs": 1}
+def test_a_negative_evolution_budget_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(HwnasError, match="evolution"):
+        Search(_config(tmp_path, evolution=-1), tmp_path / "x", progress=False)
+
+
+@pytest.mark.parametrize("children", ["sandwich", "sampled_child"])
+def test_child_training_resumes_where_an_uninterrupted_run_ends(tmp_path: Path, children: str) -> None:
+    cfg = {children: True, "epochs": 3, "warmup_epochs": 1}
     full = Search(_config(tmp_path, **cfg), tmp_path / "full", progress=False).run()
     part = Search(_config(tmp_path, **cfg), tmp_path / "part", progress=False)
     for _ in range(2):

@@ -113,6 +113,29 @@ def test_resolution_is_sampled_hard_with_a_straight_through_gradient() -> None:
     assert seen == set(space.resolutions)
 
 
+def test_architecture_steps_learn_which_resolution_has_the_lower_loss() -> None:
+    """resolution_loss = sum_r p_r CE_r over one group per resolution, so d/d alpha_r is
+    p_r (CE_r - sum_s p_s CE_s): negative (more probability) exactly for the lower-loss groups."""
+    space = get_space("tiny")
+    net = SuperNet(space).train()
+    with torch.no_grad():
+        net.res_factor.alpha.copy_(torch.tensor([0.3, -0.2])[: len(space.resolutions)])
+    x, y = torch.randn(8, 3, 24, 24), torch.randint(0, space.num_classes, (8,))
+    torch.manual_seed(5)
+    loss = net.resolution_loss(x, y, tau=1.0)
+    net.zero_grad()
+    loss.backward()
+    torch.manual_seed(5)  # the same Gumbel draws, group by group
+    with torch.no_grad():
+        ce = torch.stack([torch.nn.functional.cross_entropy(net(xr, 1.0, resolution=r), yr)
+                          for r, xr, yr in zip(space.resolutions, x.chunk(2), y.chunk(2), strict=True)])  # fmt: skip
+    p = net.res_factor.alpha.detach().softmax(0)
+    assert float(loss) == pytest.approx(float((p * ce).sum()), rel=1e-5)
+    expected = p * (ce - (p * ce).sum())
+    assert torch.allclose(net.res_factor.alpha.grad, expected, atol=1e-6)
+    assert int(net.res_factor.alpha.grad.argmin()) == int(ce.argmin())
+
+
 def test_explicit_paths_baseline_holds_one_block_per_choice() -> None:
     space = get_space("tiny")
     masked, explicit = SuperNet(space), SuperNet(space, paths="explicit")

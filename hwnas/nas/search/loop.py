@@ -23,7 +23,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from hwnas.nas.search.checkpoints import (
 from hwnas.nas.search.cost import SearchCost, make_cost
 from hwnas.nas.search.data import DataSplits, Images, batches, load_images, make_splits
 from hwnas.nas.search.derive import GROW_TO, Derivation, check_budget, derive
+from hwnas.nas.search.evolution import evolve
 from hwnas.nas.search.penalty import PENALTIES, Penalty
 from hwnas.nas.search.select import Scores, best_in_band, log_ratio_scores, top_in_band, uniform_scores
 from hwnas.nas.search.supernet import SuperNet
@@ -60,6 +61,12 @@ BN_BATCHES = 8  # batches to re-estimate BatchNorm statistics of the argmax arch
 # could move a logit by 0.9 at most, and the distribution stayed near uniform).
 ALPHA_TRAVEL, ARCH_LR_MIN, ARCH_LR_MAX = 3.0, 1e-3, 0.1
 BAND_CANDIDATES = 4  # the most probable architectures in the band, each scored through the supernet
+EVOLVED_CANDIDATES = 3  # the best new architectures of the evolutionary search that join the candidates
+
+
+# What a run made before these settings existed did: a checkpoint or config.json without them
+# resumes (and compares) as these values, not as today's defaults.
+BEFORE_FIELD_EXISTED: dict[str, Any] = {"sampled_child": False, "evolution": 0}
 
 
 @dataclass
@@ -87,9 +94,17 @@ class SearchConfig:
     alpha_fraction: float = 0.2
     paths: str = "masked"
     sandwich: bool = False  # also train the largest, smallest and one alpha-sampled child each step
+    sampled_child: bool = True  # also train one child drawn from the choice probabilities each step
+    evolution: int = 24  # supernet evaluations of the evolutionary search at selection (0: none)
     seed: int = 0
     split_seed: int = 0  # which images go to the weights / alphas / val splits; independent of seed
     torch_device: str = "cpu"
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> SearchConfig:
+        """The config a run folder's ``config.json`` (or a checkpoint) describes; a field added after
+        that run was made takes the value that reproduces what the run did then."""
+        return cls(**{**BEFORE_FIELD_EXISTED, **saved})
 
     def check(self) -> None:
         for b in [self.budget, *self.budgets]:
@@ -101,6 +116,8 @@ class SearchConfig:
                 continue
             if not (math.isfinite(value) and value > 0):
                 raise HwnasError(f"{name} must be a finite number > 0, got {value}")
+        if not (isinstance(self.evolution, int) and self.evolution >= 0):
+            raise HwnasError(f"evolution must be a whole number >= 0, got {self.evolution!r}")
         if self.loss not in PENALTIES:
             raise HwnasError(f"unknown loss {self.loss!r}; choose {', '.join(PENALTIES)}")
         if self.warmup_epochs is None and self.epochs >= 1:
@@ -208,6 +225,7 @@ class Search:
         path = checkpoint_path(self.out)
         state = read_search_checkpoint(self.out)
         saved = state["config"]
+        saved = {**BEFORE_FIELD_EXISTED, **saved}
         changed = [
             f.name
             for f in fields(SearchConfig)
@@ -269,6 +287,7 @@ class Search:
             opt = torch.optim.Adam(self.net.arch_parameters(), lr=self.arch_lr)
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 900_000 + i)
             weights = self.net.weight_parameters()
+            self.net.train()  # batch statistics, as in the search's own architecture steps
             for x, y in batches(self.splits.alphas, cfg.batch_size, self.splits.mean, self.splits.std, gen,
                                 drop_last=True, device=self.device):  # fmt: skip
                 self._arch_step(x, y, cfg.tau_end, weights, penalty, opt)
@@ -291,10 +310,13 @@ class Search:
 
     # --- selection ---------------------------------------------------------------------------
     def _select(self, budget: float) -> Derivation:
-        """Candidates in the band ``[0.9 B, B]`` (the greedy one joins only when it lands there, or
-        when the band holds none), each scored by its supernet accuracy (BatchNorm re-estimated for
-        it); the best is the result. The null derivation (the same dynamic program at uniform alphas)
-        is scored and reported beside them, never selected."""
+        """Candidates in the band ``[0.9 B, B]``: the most probable ones (exact program over the
+        log-ratio scores), the greedy one (only when it lands in the band, or when the band holds no
+        other), and the best ones of an evolutionary search seeded with them
+        (:mod:`hwnas.nas.search.evolution`, ``cfg.evolution`` evaluations). Each is scored by its
+        supernet accuracy (BatchNorm re-estimated for it); the best is the result. The null
+        derivation (the same program at uniform alphas) is scored and reported beside them, never
+        selected."""
         cfg, space = self.cfg, self.space
         name = f"searched-{cfg.space}-{cfg.cost}-{budget:g}"
         res, probs = self.net.choice_probs()
@@ -308,25 +330,41 @@ class Search:
         in_band = lo <= greedy.cost <= budget * (1 + 1e-9)
         if all(a != greedy.arch for _, a in found) and (in_band or not found):  # the band first, when it has any
             found.append(("joint argmax, repaired / grown", greedy.arch))
-        null = best_in_band(space, self.cost, uniform_scores(space), lo, budget, name=name)
-        rows = [self._candidate_row(how, arch, scores) for how, arch in found]
+        accuracy: dict[str, float] = {}
+
+        def supernet_accuracy(arch: Architecture) -> float:
+            key = arch.to_str()
+            if key not in accuracy:
+                self._recalibrate_bn(arch)
+                accuracy[key] = evaluate(self.net, self.splits.val, self.splits.mean, self.splits.std, self.device,
+                                         arch=arch)  # fmt: skip
+            return accuracy[key]
+
+        if cfg.evolution > 0 and found:
+            evolved = evolve(space, self.cost, lo, budget, supernet_accuracy, cfg.evolution + len(found),
+                             seeds=[a for _, a in found], seed=cfg.seed)  # fmt: skip
+            known = {a.to_str() for _, a in found}
+            new = [e.arch for e in evolved if e.arch.to_str() not in known][:EVOLVED_CANDIDATES]
+            found += [(f"evolution over the supernet, #{i + 1}", a) for i, a in enumerate(new)]
+        rows = [self._candidate_row(how, arch, scores, supernet_accuracy) for how, arch in found]
         best = max(range(len(rows)), key=lambda i: (rows[i]["val_acc_supernet"], rows[i]["score"]))
         rows[best]["selected"] = True
         arch = found[best][1]
+        null = best_in_band(space, self.cost, uniform_scores(space), lo, budget, name=name)
         if null is not None:
-            row = self._candidate_row("null derivation (uniform alphas)", null, scores)
+            row = self._candidate_row("null derivation (uniform alphas)", null, scores, supernet_accuracy)
             row["layers_differing_from_selected"] = _differences(null, arch)
             rows.append(row)
         self.candidates = rows
+        evaluated = f"; {len(accuracy)} architectures evaluated" if cfg.evolution > 0 else ""
         steps = [*greedy.steps, f"selected: {rows[best]['how']} (supernet val accuracy "
-                                f"{rows[best]['val_acc_supernet']:.1%} of {len(found)} candidates)"]  # fmt: skip
+                                f"{rows[best]['val_acc_supernet']:.1%}, best of {len(found)} candidates{evaluated})"]  # fmt: skip
         return Derivation(arch, self.cost.of(arch), greedy.argmax, greedy.argmax_cost, steps)
 
-    def _candidate_row(self, how: str, arch: Architecture, scores: Scores) -> dict[str, Any]:
-        self._recalibrate_bn(arch)
-        acc = evaluate(self.net, self.splits.val, self.splits.mean, self.splits.std, self.device, arch=arch)
+    def _candidate_row(self, how: str, arch: Architecture, scores: Scores,
+                       accuracy: Callable[[Architecture], float]) -> dict[str, Any]:  # fmt: skip
         return {"how": how, "arch": arch.to_str(), "cost": self.cost.of(arch), "score": scores.of(self.space, arch),
-                "val_acc_supernet": acc, "selected": False}  # fmt: skip
+                "val_acc_supernet": accuracy(arch), "selected": False}  # fmt: skip
 
     def _alphas(self) -> torch.Tensor:
         return torch.cat([a.detach().flatten().cpu() for a in self.net.arch_parameters()])
@@ -354,6 +392,8 @@ class Search:
             loss.backward()
             if cfg.sandwich:
                 self._sandwich_step(x, y, gen)
+            elif cfg.sampled_child:
+                F.cross_entropy(net(x, arch=self._sample_child(gen)), y).backward()
             self.w_opt.step()
             self.w_sched.step()
             self.timing["weight_step_s"] += time.perf_counter() - t
@@ -396,7 +436,7 @@ class Search:
         for p in weights:
             p.requires_grad_(False)
         try:
-            ce = F.cross_entropy(self.net(x, tau), y)
+            ce = self.net.resolution_loss(x, y, tau)
             tc = time.perf_counter()
             e_cost = self.expected(*self.net.choice_probs())
             self.timing["cost_s"] += time.perf_counter() - tc

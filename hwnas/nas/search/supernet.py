@@ -17,10 +17,13 @@ widest (max in, mid and out channels, largest kernel). Its choices are Gumbel-so
 
 A residual (or a skip that is an identity) exists in a child only where its in-channels equal its
 out-channels; the supernet adds it weighted by the probability of that event under the current
-choice weights. Input resolution is one choice for the whole network: each step draws one
-resolution with a hard Gumbel sample and a straight-through gradient, resizes the batch to it and
-scales the logits by the sample's weight (value 1, gradient to ``alpha``). That keeps memory and
-compute those of one resolution; DESIGN.md allows it instead of the paper's subsample-and-scatter.
+choice weights. Input resolution is one choice for the whole network. A weight step draws one
+resolution with a hard Gumbel sample, resizes the batch to it (and scales the logits by the
+sample's weight: value 1, a straight-through gradient to ``alpha``). An architecture step uses
+:meth:`SuperNet.resolution_loss` instead: the batch split into one group per resolution and the
+group losses weighted by ``softmax(alpha)``, so the resolution logits learn which resolution has
+the lower loss. Both keep memory and compute those of one batch at one resolution; DESIGN.md allows
+this instead of the paper's subsample-and-scatter.
 
 The architecture distribution of the cost is ``softmax(alpha)`` of each factor (no noise); its
 option probabilities (op x expansion x out channels, in the space's option order) feed
@@ -353,6 +356,23 @@ class SuperNet(nn.Module):
         return self.space.architecture(res, [layer.argmax() for layer in self.super_layers()], name=name)
 
     # --- forward ---------------------------------------------------------------------------
+    def resolution_loss(self, x: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:
+        """The cross-entropy of a batch as the expectation over resolutions, for architecture steps.
+
+        The batch is split into one group per resolution, each group runs at its resolution, and
+        the loss is ``sum_r softmax(alpha)_r * CE_r``: its gradient moves probability toward the
+        resolution whose group has the lower loss, which is the question the search asks (a
+        straight-through scale on one drawn resolution's logits rewards confident logits
+        instead). Compute stays that of one batch. The other factors' Gumbel weights are drawn
+        per group as usual."""
+        n = len(self.space.resolutions)
+        if n == 1 or x.shape[0] < n:
+            return F.cross_entropy(self(x, tau, resolution=self.space.resolutions[0] if n == 1 else None), y)
+        p = self.res_factor.probs()
+        parts = [F.cross_entropy(self(xr, tau, resolution=r), yr)
+                 for r, xr, yr in zip(self.space.resolutions, x.chunk(n), y.chunk(n), strict=True)]  # fmt: skip
+        return (p * torch.stack(parts)).sum()
+
     def forward(
         self, x: torch.Tensor, tau: float = 1.0, resolution: int | None = None, arch: Architecture | None = None
     ) -> torch.Tensor:
