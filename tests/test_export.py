@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from hwnas.errors import HwnasError
 from hwnas.export.child_file import Child, load_child
 from hwnas.export.pipeline import export_child
 from hwnas.nas import get_arch, get_space
@@ -201,6 +202,28 @@ def test_export_bad_inputs_leave_nothing_behind(trained_tiny: Path, tmp_path: Pa
     assert "truncated" in err("--weights", str(truncated))
     assert "no such weights file" in err("--weights", str(tmp_path / "nope.pt"))
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_file_that_differs_from_pytorch_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    """Logits of about 40: fp32 files stay within 1e-4 of PyTorch, fp16 weights cannot (11-bit
+    mantissa), so the pipeline must refuse at the fp16 file and leave no file, not even the fp32
+    ones it had already checked."""
+    arch = get_space("tiny").sample(3)
+    child = _child(arch)
+    x = np.random.default_rng(0).standard_normal((8, 3, arch.resolution, arch.resolution)).astype(np.float32)
+    with torch.no_grad():
+        peak = float(child.model(torch.from_numpy(x)).abs().max())
+        child.model.classifier[2].weight.mul_(40.0 / peak)
+        child.model.classifier[2].bias.mul_(40.0 / peak)
+        assert 30 < float(child.model(torch.from_numpy(x)).abs().max()) < 50
+    out = tmp_path / "out"
+    with pytest.raises(HwnasError, match=r"tflite fp16 differs from PyTorch by .*nothing was written"):
+        export_child(child, out, ["onnx", "tflite"], ["fp32", "fp16"], check_inputs=x, stem="m")
+    assert not out.exists() or not any(out.iterdir())
+    fine = export_child(child, tmp_path / "fp32", ["onnx", "tflite"], ["fp32"], check_inputs=x, stem="m")
+    assert all(r.max_abs_diff is not None and r.max_abs_diff <= 1e-4 for r in fine)  # fp32 alone passes
+    assert sorted(p.name for p in (tmp_path / "fp32").iterdir()) == [
+        "m-fp32.onnx", "m-fp32.onnx.json", "m-fp32.tflite", "m-fp32.tflite.json"]  # fmt: skip
 
 
 def test_load_child_round_trip(trained_tiny: Path) -> None:

@@ -161,7 +161,8 @@ def export_child(
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
         ref_lab = model(torch.from_numpy(labelled[0])).numpy() if labelled is not None else None
-    results = []
+    results: list[Exported] = []
+    pending: list[tuple[Path, bytes]] = []
     fp32_tflite: bytes | None = None
     for fmt in formats:
         for precision in precisions:
@@ -193,7 +194,7 @@ def export_child(
                 item.top1_agreement = float((pred == ref_lab.argmax(1)).mean())
                 item.accuracy = float((pred == labelled[1]).mean())
                 item.accuracy_fp32 = float((ref_lab.argmax(1) == labelled[1]).mean())
-            write_bytes_atomic(path, data)
+            pending.append((path, data))
             item.card = model_card(child, item, nhwc and fmt == "tflite", dynamic_batch and fmt == "onnx")
             if fmt == "onnx":
                 item.card["simplified"] = simplify
@@ -207,8 +208,11 @@ def export_child(
                                                           "real": "(q - zero_point) * scale"}  # fmt: skip
                     item.card["output"]["quantization"] = {"scale": io_info["output_quantization"][0],
                                                            "zero_point": io_info["output_quantization"][1]}  # fmt: skip
-            write_text_atomic(path.with_name(path.name + ".json"), json.dumps(item.card, indent=2) + "\n")
             results.append(item)
+    # every file is checked before any is written: a refused export leaves nothing behind
+    for (path, data), item in zip(pending, results, strict=True):
+        write_bytes_atomic(path, data)
+        write_text_atomic(path.with_name(path.name + ".json"), json.dumps(item.card, indent=2) + "\n")
     return results
 
 
