@@ -231,6 +231,56 @@ def test_a_file_that_differs_from_pytorch_is_refused_and_nothing_is_written(tmp_
         "m-fp32.onnx", "m-fp32.onnx.json", "m-fp32.tflite", "m-fp32.tflite.json"]  # fmt: skip
 
 
+def test_cards_from_an_image_folder_carry_its_class_names_preprocessing_and_one_set_of_tensor_names(
+    tmp_path: Path,
+) -> None:
+    from PIL import Image
+
+    names = ["bird", "cat", "dog", "frog"]
+    rng = np.random.default_rng(0)
+    for ci, name in enumerate(names):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for j in range(12):
+            img = rng.integers(0, 60, (20, 20, 3)).astype(np.uint8)
+            img[..., ci % 3] += 150  # a colour per class, so the child has something to learn
+            Image.fromarray(img).save(tmp_path / "imgs" / name / f"{j}.png")
+    arch = get_space("tiny").sample(5)
+    arch.save(tmp_path / "arch.json")
+    proc = run_cli("train", "--arch", str(tmp_path / "arch.json"), "--data", str(tmp_path / "imgs"), "--epochs", "1",
+                   "--out", str(tmp_path / "child.safetensors"), "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("export", "--weights", str(tmp_path / "child.safetensors"), "--format", "onnx,tflite", "--out",
+                   str(tmp_path / "x"), "--name", "m")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cards = {f: json.loads((tmp_path / "x" / f"m-fp32.{f}.json").read_text()) for f in ("onnx", "tflite")}
+    expected_labels = names + [None] * (arch.num_classes - len(names))
+    for fmt, card in cards.items():
+        assert card["labels"] == expected_labels, fmt
+        pre = card["input"]["preprocessing"]
+        assert pre["channel_order"] == "RGB" and f"{arch.resolution}x{arch.resolution}" in pre["resize"]
+        assert "training images were 20x20" in pre["resize"] and "255" in pre["scale"]
+        assert (card["input"]["name"], card["output"]["name"]) == ("input", "logits")
+    import onnxruntime as ort
+    from ai_edge_litert.interpreter import Interpreter
+
+    session = ort.InferenceSession(str(tmp_path / "x" / "m-fp32.onnx"))  # the names the cards give, in the files
+    assert [i.name for i in session.get_inputs()] == ["input"] and [o.name for o in session.get_outputs()] == ["logits"]
+    sig = Interpreter(model_path=str(tmp_path / "x" / "m-fp32.tflite")).get_signature_list()
+    assert sig == {cards["tflite"]["signature"]: {"inputs": ["input"], "outputs": ["logits"]}}
+    x = rng.standard_normal((1, 3, arch.resolution, arch.resolution)).astype(np.float32)
+    scope: dict[str, object] = {"x": x}
+    for fmt, card in cards.items():  # the card's own snippet runs, in the folder of the file
+        import os
+
+        here = os.getcwd()
+        os.chdir(tmp_path / "x")
+        try:
+            exec(card["usage_python"], scope)
+        finally:
+            os.chdir(here)
+        assert np.asarray(scope["logits"]).shape == (1, arch.num_classes), fmt
+
+
 def test_load_child_round_trip(trained_tiny: Path) -> None:
     child = load_child(trained_tiny / "arch.json", trained_tiny / "child.safetensors")
     stored = read_child(trained_tiny / "child.safetensors")

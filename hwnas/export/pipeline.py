@@ -32,6 +32,7 @@ from hwnas.quiet import quiet
 
 FORMATS = ("onnx", "tflite")
 FP32_TOL, FP16_TOL = 1e-4, 1e-2
+TFLITE_SIGNATURE = "serving_default"  # the signature litert-torch writes
 
 
 @dataclass
@@ -198,7 +199,9 @@ def export_child(
             item.card = model_card(child, item, nhwc and fmt == "tflite", dynamic_batch and fmt == "onnx")
             if fmt == "onnx":
                 item.card["simplified"] = simplify
+            item.card["usage_python"] = usage(item)
             if fmt == "tflite":
+                item.card["signature"] = TFLITE_SIGNATURE
                 io_info = tflite_io(data)
                 item.card["input"]["dtype"] = io_info["input_dtype"]
                 item.card["output"]["dtype"] = io_info["output_dtype"]
@@ -216,6 +219,40 @@ def export_child(
     return results
 
 
+def labels(child: Child) -> list[str | None] | None:
+    """The class name of each output, from the training data (None past the data's classes: those
+    outputs never saw an image); None when the weights file does not say."""
+    classes = child.meta.get("classes")
+    if not isinstance(classes, list):
+        return None
+    n = child.arch.num_classes
+    return [str(c) for c in classes[:n]] + [None] * (n - len(classes))
+
+
+def usage(item: Exported) -> str:
+    """A few lines that run the file in Python (the same names in every format)."""
+    if item.format == "onnx":
+        return (f'import onnxruntime as ort\nsession = ort.InferenceSession("{item.path.name}")\n'
+                f'logits = session.run(["{OUTPUT}"], {{"{INPUT}": x}})[0]  # x: float32, preprocessed as above')  # fmt: skip
+    return (f'from ai_edge_litert.interpreter import Interpreter\n'
+            f'run = Interpreter(model_path="{item.path.name}").get_signature_runner("{TFLITE_SIGNATURE}")\n'
+            f'logits = run({INPUT}=x)["{OUTPUT}"]  # x: preprocessed as above (quantized first if the input is int8)')  # fmt: skip
+
+
+def preprocessing(child: Child, resolution: int, nhwc: bool) -> dict[str, Any]:
+    """What an app does to a camera frame before the model, in order: what training did."""
+    size = child.meta.get("image_size")
+    c = child.arch.in_channels
+    return {
+        "channel_order": "RGB" if c == 3 else ("grey" if c == 1 else f"{c} channels, in the training data's order"),
+        "resize": f"the whole image to {resolution}x{resolution}, bilinear (half-pixel centres, no antialiasing), "
+                  "no crop" + (f"; training images were {size[0]}x{size[1]}" if size else ""),
+        "scale": "divide the 0-255 pixel values by 255",
+        "normalize": "subtract mean, divide by std, per channel (the normalization above)",
+        "layout": "NHWC: [batch, height, width, channels]" if nhwc else "NCHW: [batch, channels, height, width]",
+    }  # fmt: skip
+
+
 def model_card(child: Child, item: Exported, nhwc: bool, dynamic_batch: bool) -> dict[str, Any]:
     arch = child.arch
     c, r = arch.in_channels, arch.resolution
@@ -228,12 +265,14 @@ def model_card(child: Child, item: Exported, nhwc: bool, dynamic_batch: bool) ->
         "file": item.path.name,
         "model_format": item.format,
         "precision": item.precision,
-        "input": {"name": INPUT if item.format == "onnx" else "args_0", "shape": shape,
+        "input": {"name": INPUT, "shape": shape,
                   "layout": "NHWC" if nhwc else "NCHW", "dtype": "float32",
-                  "normalization": {"mean": child.mean, "std": child.std, "scale": "x / 255, then (x - mean) / std"}},
-        "output": {"name": OUTPUT if item.format == "onnx" else "output_0", "shape": [shape[0], arch.num_classes],
-                   "meaning": "logits"},
-        "labels": child.meta.get("classes"),
+                  "normalization": {"mean": child.mean, "std": child.std, "scale": "x / 255, then (x - mean) / std"},
+                  "preprocessing": preprocessing(child, r, nhwc)},
+        "output": {"name": OUTPUT, "shape": [shape[0], arch.num_classes],
+                   "meaning": "logits: one unnormalized score per class, in the order of labels; softmax gives "
+                              "probabilities"},
+        "labels": labels(child),
         "arch": arch.to_str(),
         "arch_json": arch.to_dict(),
         "flops": arch_flops(arch),

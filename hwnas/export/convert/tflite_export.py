@@ -20,9 +20,22 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError
+from hwnas.export.convert.onnx_export import INPUT, OUTPUT
 from hwnas.quiet import quiet
 
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class _Named(nn.Module):
+    """``model`` with a keyword input and a dict output, so that the TFLite signature's tensors are
+    named as the ONNX file's (``input`` and ``logits``) instead of ``args_0`` and ``output_0``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {OUTPUT: self.model(input)}
 
 
 def tflite_bytes(
@@ -44,11 +57,11 @@ def tflite_bytes(
     if precision == "int8":
         model, kwargs["quant_config"] = _pt2e_int8(model, sample, calibration)
     module: nn.Module = litert_torch.to_channel_last_io(model, args=[0]) if nhwc else model
-    args = (sample.permute(0, 2, 3, 1).contiguous(),) if nhwc else (sample,)
+    x = sample.permute(0, 2, 3, 1).contiguous() if nhwc else sample
     if precision != "int8":  # an exported (pt2e) graph has no eval(); it is in inference form already
         module = module.eval()
-    with quiet():
-        data = bytes(litert_torch.convert(module, args, **kwargs).model_content())
+    with quiet():  # the signature's input and output take the ONNX file's names
+        data = bytes(litert_torch.convert(_Named(module), (), sample_kwargs={INPUT: x}, **kwargs).model_content())
     return fp16_weights(data) if precision == "fp16" else data
 
 

@@ -155,5 +155,6 @@ def save_child(
     from hwnas.nas.search.checkpoints import write_child
 
     info = {"mean": splits.mean.tolist(), "std": splits.std.tolist(), "val_acc": result.val_acc,
-            "test_acc": result.test_acc, "history": result.history, **meta}  # fmt: skip
+            "test_acc": result.test_acc, "history": result.history, "classes": list(splits.weights.classes),
+            "image_size": list(splits.weights.x.shape[-2:]), **meta}  # fmt: skip
     write_child(path, arch, result.model.state_dict(), info)
