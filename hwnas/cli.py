@@ -10,7 +10,7 @@ import math
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -472,19 +472,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                                stem=args.name or (child.arch.name or "model"), nhwc=args.nhwc,
                                dynamic_batch=args.dynamic_batch, simplify=args.simplify)  # fmt: skip
     results, over = outcome.files, outcome.over_budget
-    t = Table("file", "size (KB)", "export (s)", "max |diff| vs PyTorch", "top-1 agree (int8)", "accuracy",
-              "predicted (ms)", "measured (ms)", title=f"exported {child.arch.to_str()}")  # fmt: skip
-    for r in results:
-        t.add_row(
-            str(r.path), f"{r.size_bytes / 1024:.0f}", f"{r.export_s:.1f}",
-            "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}",
-            "-" if r.top1_agreement is None else f"{r.top1_agreement:.1%}",
-            "-" if r.accuracy is None else f"{r.accuracy:.1%} (fp32 {r.accuracy_fp32:.1%})",
-            "-" if r.predicted_ms is None else f"{r.predicted_ms:.3f}",
-            "-" if r.measured_ms is None else f"{r.measured_ms:.3f}",
-        )  # fmt: skip
-    console.print(t)
-    console.print(f"model cards: {', '.join(str(r.path) + '.json' for r in results)}")
+    console.print(export_table(results, f"exported {child.arch.to_str()}"))
+    console.print(f"model cards: <file>.json beside each file, in {results[0].path.parent if results else args.out}")
     if over:
         msg = "; ".join(over)
         if args.allow_over_budget:
@@ -493,6 +482,28 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"hwnas: over budget: {msg}; pass --allow-over-budget to accept", file=sys.stderr)
         return 1
     return 0
+
+
+def export_table(results: list[Any], title: str) -> Table:
+    """The export summary: whole file names (never cut), the folder once, compact numbers."""
+    from rich import box
+
+    folder = results[0].path.parent if results else ""
+    fp32 = next((r.accuracy_fp32 for r in results if r.accuracy_fp32 is not None), None)
+    caption = f"in {folder}" + (f"; PyTorch fp32 top-1 {fp32:.1%}" if fp32 is not None else "")
+    t = Table("file", "KB", "|diff|", "agree", "top-1", "pred ms", "meas ms", title=title,
+              caption=caption + "; int8 agreement with fp32, all checks and export times in each file's card",
+              box=box.SIMPLE_HEAD, pad_edge=False)  # fmt: skip
+    t.columns[0].no_wrap = True
+    for r in results:
+        t.add_row(
+            r.path.name, f"{r.size_bytes / 1024:.0f}", "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.0e}",
+            f"{r.top1_agreement:.1%}" if r.precision == "int8" and r.top1_agreement is not None else "-",
+            "-" if r.accuracy is None else f"{r.accuracy:.1%}",
+            "-" if r.predicted_ms is None else f"{r.predicted_ms:.3f}",
+            "-" if r.measured_ms is None else f"{r.measured_ms:.3f}",
+        )  # fmt: skip
+    return t
 
 
 # --- demo ----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -151,3 +152,25 @@ def test_console_script_is_installed() -> None:
         pytest.skip("the hwnas console script is not installed in this environment (pip install -e .)")
     proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == f"hwnas {hwnas.__version__}"
+
+
+def test_the_export_summary_shows_every_file_name_whole_at_100_columns() -> None:
+    from rich.console import Console
+
+    from hwnas.cli import export_table
+    from hwnas.export.pipeline import Exported
+
+    folder = Path("/a/rather/long/output/folder/for/the/export-of-the-searched-network")
+    rows = []
+    for fmt, prec in (("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "int8")):
+        r = Exported(fmt, prec, folder / f"searched-cifar-wide-latency-0.6452-{prec}.{fmt}", 123_456, 12.3, 1e-6)
+        r.top1_agreement, r.accuracy, r.accuracy_fp32, r.measured_ms = 1.0, 0.885, 0.89, 0.1234
+        rows.append(r)
+    console = Console(width=100, record=True, file=io.StringIO())
+    console.print(export_table(rows, "exported r32 ..."))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    for r in rows:
+        assert r.path.name in text, r.path.name
+    lines = [line for line in text.splitlines() if "searched-cifar-wide" in line]
+    assert [("100.0%" in line) for line in lines] == [r.precision == "int8" for r in rows]  # int8 rows only
