@@ -87,8 +87,10 @@ def _neighbours(space, arch: Architecture):
 
 
 def _config(tmp_path: Path, **kw) -> SearchConfig:
+    # the relaxed supernet alone unless a test asks for the child step (on by default in hwnas; the CLI
+    # tests run the defaults), to keep the suite's time
     base = {"space": "tiny", "budget": 1.0, "cost": "flops", "data": TINY_DATA, "epochs": 3, "warmup_epochs": 1,
-            "batch_size": 32}  # fmt: skip
+            "batch_size": 32, "sampled_child": False}  # fmt: skip
     base.update(kw)
     return SearchConfig(**base)  # type: ignore[arg-type]
 
@@ -96,7 +98,7 @@ def _config(tmp_path: Path, **kw) -> SearchConfig:
 def test_search_writes_a_complete_run_folder(tmp_path: Path, tiny_flops: list[float]) -> None:
     budget = tiny_flops[len(tiny_flops) // 3]
     out = tmp_path / "run"
-    result = Search(_config(tmp_path, budget=budget), out, progress=False).run()
+    result = Search(_config(tmp_path, budget=budget, sampled_child=True), out, progress=False).run()  # the defaults
     arch = Architecture.load(out / "arch.json")
     assert arch == result.derivation.arch and get_space("tiny").contains(arch)
     assert arch_flops(arch) / 1e6 <= budget
@@ -314,7 +316,8 @@ def test_child_training_resumes_where_an_uninterrupted_run_ends(tmp_path: Path, 
     again = Search(_config(tmp_path, **cfg), tmp_path / "part", resume=True, progress=False).run()
     assert again.derivation.arch == full.derivation.arch
     assert [m["train_ce"] for m in again.metrics] == pytest.approx([m["train_ce"] for m in full.metrics], rel=1e-6)
-    plain = Search(_config(tmp_path, epochs=3, warmup_epochs=1), tmp_path / "plain", progress=False).run()
+    plain = Search(_config(tmp_path, epochs=3, warmup_epochs=1, sampled_child=False, sandwich=False), tmp_path / "plain",
+                   progress=False).run()  # fmt: skip
     assert plain.metrics[0]["train_ce"] != pytest.approx(full.metrics[0]["train_ce"], rel=1e-6)  # it trains otherwise
 
 
