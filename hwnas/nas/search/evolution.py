@@ -24,6 +24,7 @@ from hwnas.nas.spaces.arch import Architecture
 from hwnas.nas.spaces.space import Option, SearchSpace
 
 TRIES = 200  # attempts to make one in-band child before the run stops early
+TOP_UP_TRIES = 5_000  # uniform draws to top the first population up (a narrow band may hold few)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def evolve(
         return seen[key]
 
     start = [a for a in seeds if lo <= cost.of(a) <= hi * (1 + 1e-9)][:population]
-    start += random_in_band(space, cost, lo, hi, population - len(start), rng)
+    start += random_in_band(space, cost, lo, hi, population - len(start), rng, tries=TOP_UP_TRIES)
     alive: deque[Evaluated] = deque(e for e in map(evaluate, start) if e is not None)
     while len(seen) < evaluations and len(alive) >= 2:
         child = None
