@@ -582,8 +582,23 @@ def _add_timing_args(p: argparse.ArgumentParser, min_time_ms: float) -> None:
 
 
 # --- parser -----------------------------------------------------------------------------
+class _Help(argparse.HelpFormatter):
+    """Help that shows each option's default, unless the help text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (not action.option_strings or action.default in (None, False, argparse.SUPPRESS) or "default" in text
+                or text == argparse.SUPPRESS):  # fmt: skip
+            return action.help
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with the CLI's error form: one line on stderr, exit code 2."""
+    """argparse with the CLI's error form (one line on stderr, exit code 2) and defaults in --help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"hwnas: error: {message}; see '{self.prog} --help'\n")
@@ -699,10 +714,10 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--data", default="synthetic",
                     help="synthetic[:n=,size=,seed=], an .npz (x, y or a CIFAR-10 JPEG archive), or an image folder")  # fmt: skip
     se.add_argument("--limit", type=_positive_int, help="use this many training images (class-balanced)")
-    se.add_argument("--epochs", type=_positive_int, default=10)
+    se.add_argument("--epochs", type=_positive_int, default=10, help="search epochs, warm-up included")
     se.add_argument("--warmup-epochs", type=int, default=None,
                     help="epochs training weights only (default: a fifth of --epochs, at most --epochs - 1)")  # fmt: skip
-    se.add_argument("--batch-size", type=_positive_int, default=64)
+    se.add_argument("--batch-size", type=_positive_int, default=64, help="images per weight and architecture step")
     se.add_argument("--lr", type=_positive_float, default=0.05, help="weights: SGD learning rate, cosine decay")
     se.add_argument("--arch-lr", type=_positive_float, default=None,
                     help="architecture logits: Adam learning rate (default 3 / architecture steps, within "
@@ -736,12 +751,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train an architecture (from scratch, or from the supernet's weights)")
     tr.add_argument("--arch", required=True, metavar="ARCH.json")
     tr.add_argument("--data", default="synthetic", help="as for hwnas search")
-    tr.add_argument("--init", default="scratch", choices=("scratch", "supernet"))
+    tr.add_argument(
+        "--init",
+        default="scratch",
+        choices=("scratch", "supernet"),
+        help="start from fresh weights, or from the search's supernet sliced to this architecture (--run)",
+    )
     tr.add_argument("--run", metavar="RUN", help="the search folder, for --init supernet")
     tr.add_argument("--limit", type=_positive_int, help="use this many training images (class-balanced)")
-    tr.add_argument("--epochs", type=_positive_int, default=10)
-    tr.add_argument("--batch-size", type=_positive_int, default=64)
-    tr.add_argument("--lr", type=_positive_float, default=0.05)
+    tr.add_argument("--epochs", type=_positive_int, default=10, help="training epochs")
+    tr.add_argument("--batch-size", type=_positive_int, default=64, help="images per step")
+    tr.add_argument("--lr", type=_positive_float, default=0.05, help="SGD learning rate, cosine decay")
     tr.add_argument("--seed", type=int, default=0, help="initialization and batch order (default 0)")
     tr.add_argument("--split-seed", type=int, default=0,
                     help="which images are held out for validation; fixed across --seed (default 0)")  # fmt: skip
@@ -771,7 +791,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="optimize the ONNX graph with onnxscript (2-3%% faster on ONNX Runtime CPU)")  # fmt: skip
     ex.add_argument("--data", help="images for int8 calibration and the agreement check (as for hwnas search)")
     ex.add_argument("--calibration-images", type=_positive_int, default=500, help="training images for int8 (500)")
-    ex.add_argument("--check-images", type=_positive_int, default=500)
+    ex.add_argument(
+        "--check-images",
+        type=_positive_int,
+        default=500,
+        help="images the files are checked on against PyTorch (and int8 agreement, with --data)",
+    )
     ex.add_argument("--device", metavar="SPEC", help="measure the files of its format there")
     ex.add_argument("--lut", help="LUT of --device, for the predicted latency")
     ex.add_argument("--budget-ms", type=_positive_float, help="fail (exit 1) when a measured file is over this")
@@ -784,9 +809,9 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="the whole pipeline on the cifar space and built-in data, in minutes")
     dm.add_argument("--out", default="hwnas-demo", help="working folder (default ./hwnas-demo); re-run to resume")
     dm.add_argument("--device", default="ort-cpu:threads=1", metavar="SPEC", help="an ONNX Runtime CPU device")
-    dm.add_argument("--search-epochs", type=_positive_int, default=6)
-    dm.add_argument("--train-epochs", type=_positive_int, default=5)
-    dm.add_argument("--no-progress", action="store_true")
+    dm.add_argument("--search-epochs", type=_positive_int, default=6, help="epochs of the search (2 of them warm-up)")
+    dm.add_argument("--train-epochs", type=_positive_int, default=5, help="epochs of retraining the derived network")
+    dm.add_argument("--no-progress", action="store_true", help="no progress bars (plain lines, for logs)")
     dm.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="time a whole .onnx or .tflite model file on a device")

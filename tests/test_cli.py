@@ -174,3 +174,25 @@ def test_the_export_summary_shows_every_file_name_whole_at_100_columns() -> None
         assert r.path.name in text, r.path.name
     lines = [line for line in text.splitlines() if "searched-cifar-wide" in line]
     assert [("100.0%" in line) for line in lines] == [r.precision == "int8" for r in rows]  # int8 rows only
+
+
+def test_help_shows_every_options_default() -> None:
+    import argparse
+
+    from hwnas.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        text = "".join(parser.format_help().split())  # no spaces: defaults may wrap, even at a hyphen
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sub, p in a.choices.items():
+                    walk(p, f"{name} {sub}")
+            elif a.option_strings and a.default not in (None, False, argparse.SUPPRESS):
+                said = a.help is not None and "default" in a.help  # the text gives it in words
+                if not said and "".join(f"(default: {a.default})".split()) not in text:
+                    missing.append(f"{name} {a.option_strings[0]}")
+
+    walk(build_parser(), "hwnas")
+    assert not missing, missing
