@@ -530,9 +530,11 @@ class Search:
             "argmax": d.argmax.to_str(), "argmax_cost": d.argmax_cost, "derivation_steps": d.steps,
             "space_cheapest": self.cheapest, "space_costliest": self.costliest, "epochs": self.cfg.epochs,
             "final_val_acc_supernet": self.metrics[-1]["val_acc"] if self.metrics else None,
-            "mean_weight_step_ms": 1e3 * t["weight_step_s"] / max(1, t["weight_steps"]),
-            "mean_arch_step_ms": 1e3 * t["arch_step_s"] / max(1, t["arch_steps"]),
-            "mean_expected_cost_ms": 1e3 * t["cost_s"] / max(1, t["arch_steps"]),
+            "compute_time": {  # wall-clock milliseconds of this machine, not predicted costs
+                "weight_step_ms": 1e3 * t["weight_step_s"] / max(1, t["weight_steps"]),
+                "arch_step_ms": 1e3 * t["arch_step_s"] / max(1, t["arch_steps"]),
+                "expected_cost_ms_per_arch_step": 1e3 * t["cost_s"] / max(1, t["arch_steps"]),
+            },
         }  # fmt: skip
         null = next((c for c in self.candidates if c["how"].startswith("null")), None)
         summary["null_derivation"] = null["arch"] if null else None
