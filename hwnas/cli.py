@@ -426,9 +426,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     console.print(f"supernet val accuracy of the argmax: {last.get('val_acc', float('nan')):.1%}")
     console.print(f"wrote {args.out}/arch.json, arch.txt, candidates.json, metrics.csv, probs.csv, progress.png, "
                   "choices.png")  # fmt: skip
-    console.print(
-        f"next: hwnas train --arch {args.out}/arch.json --data {args.data} --out {args.out}/child.safetensors"
-    )
+    same_data = (f" --limit {args.limit}" if args.limit else "") + (
+        f" --split-seed {args.split_seed}" if args.split_seed else "")  # fmt: skip
+    console.print(f"next: hwnas train --arch {args.out}/arch.json --data {args.data}{same_data} "
+                  f"--out {args.out}/child.safetensors")  # fmt: skip
     return 0
 
 

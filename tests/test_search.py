@@ -327,9 +327,10 @@ def test_train_once_search_many_derives_one_architecture_per_budget_in_its_band(
     budgets = [tiny_flops[int(q * (len(tiny_flops) - 1))] * 1.0001 for q in (0.25, 0.5, 0.8)]
     out = tmp_path / "many"
     proc = run_cli("search", "--space", "tiny", "--budget-mflops", ",".join(f"{b:.6f}" for b in budgets),
-                   "--data", TINY_DATA, "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "32",
-                   "--out", str(out), "--no-progress")  # fmt: skip
+                   "--data", TINY_DATA, "--limit", "450", "--split-seed", "2", "--epochs", "2", "--warmup-epochs", "1",
+                   "--batch-size", "32", "--out", str(out), "--no-progress")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    assert f"--data {TINY_DATA} --limit 450 --split-seed 2 --out" in proc.stdout  # 'next:' retrains on the same images
     rows = json.loads((out / "budgets.json").read_text())
     assert [r["budget"] for r in rows] == pytest.approx(sorted(float(f"{b:.6f}") for b in budgets))
     for row in rows:
