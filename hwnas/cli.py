@@ -112,8 +112,11 @@ def cmd_space_show(args: argparse.Namespace) -> None:
     from hwnas.nas.spaces.kernels import arch_flops
 
     space = get_space(args.space)
-    if args.yaml:
-        sys.stdout.write(space.to_yaml())
+    if args.yaml:  # a template: under its own name, so errors in the user's copy do not name the preset
+        from dataclasses import replace
+
+        sys.stdout.write(f"# made by 'hwnas space show {args.space} --yaml'; edit it and pass its path as --space\n")
+        sys.stdout.write(replace(space, name=f"my-{space.name}").to_yaml())
         return
     kernels = space.kernels()
     if args.kernels:
