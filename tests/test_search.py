@@ -126,6 +126,9 @@ def test_search_writes_a_complete_run_folder(tmp_path: Path, tiny_flops: list[fl
         a = Architecture.from_str(c["arch"], arch.num_classes, arch.in_channels)
         assert c["cost"] == pytest.approx(arch_flops(a) / 1e6)
     assert any(c["how"].startswith("evolution") for c in scored)  # the band holds more than the program's four
+    in_band_res = {a.resolution for a in _all_archs(get_space("tiny")) if 0.9 * budget <= arch_flops(a) / 1e6 <= budget}
+    scored_res = {Architecture.from_str(c["arch"], arch.num_classes, arch.in_channels).resolution for c in scored}
+    assert len(in_band_res) > 1 and scored_res == in_band_res  # every resolution the band allows is a candidate
     null = next(c for c in cands if c["how"].startswith("null"))
     null_arch = Architecture.from_str(null["arch"], arch.num_classes, arch.in_channels)
     differ = sum(a != b for a, b in zip(null_arch.blocks, arch.blocks, strict=True)) + (

@@ -10,7 +10,14 @@ import torch
 
 from hwnas.nas import get_space
 from hwnas.nas.search.cost import make_cost
-from hwnas.nas.search.select import Scores, best_in_band, log_ratio_scores, prior, uniform_scores
+from hwnas.nas.search.select import (
+    Scores,
+    best_in_band,
+    best_per_resolution,
+    log_ratio_scores,
+    prior,
+    uniform_scores,
+)
 from hwnas.nas.spaces.kernels import arch_flops
 
 SPACE = get_space("tiny")
@@ -115,3 +122,21 @@ def test_negative_calibration_terms_are_counted_not_clamped() -> None:
     assert feasible and arch is not None
     assert lo <= shifted.of(arch) <= hi
     assert scores.of(SPACE, arch) == pytest.approx(max(v for v, _ in feasible), abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_best_at_each_resolution_matches_brute_force(seed: int) -> None:
+    """The most probable networks can all share one resolution (the score has a term per layer and one
+    for the resolution); selection also takes the best in the band at every other resolution."""
+    hi = _gap_budget(0.45)
+    lo = 0.9 * hi
+    scores = _random_scores(seed)
+    got = best_per_resolution(SPACE, COST, scores, lo, hi)
+    for r in SPACE.resolutions:
+        feasible = [(scores.of(SPACE, a), a) for a, c in ALL if lo <= c <= hi and a.resolution == r]
+        if not feasible:
+            assert r not in got
+            continue
+        assert got[r].resolution == r and lo <= COST.of(got[r]) <= hi
+        assert scores.of(SPACE, got[r]) == pytest.approx(max(s for s, _ in feasible), abs=1e-9)
+    assert len(got) > 1  # the band at this budget has networks at more than one resolution

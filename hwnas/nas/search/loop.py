@@ -47,7 +47,14 @@ from hwnas.nas.search.data import DataSplits, Images, batches, load_images, make
 from hwnas.nas.search.derive import GROW_TO, Derivation, check_budget, derive
 from hwnas.nas.search.evolution import evolve
 from hwnas.nas.search.penalty import PENALTIES, Penalty
-from hwnas.nas.search.select import Scores, best_in_band, log_ratio_scores, top_in_band, uniform_scores
+from hwnas.nas.search.select import (
+    Scores,
+    best_in_band,
+    best_per_resolution,
+    log_ratio_scores,
+    top_in_band,
+    uniform_scores,
+)
 from hwnas.nas.search.supernet import SuperNet
 from hwnas.nas.search.training import cosine, evaluate, param_groups, torch_device
 from hwnas.nas.spaces.arch import Architecture
@@ -327,6 +334,12 @@ class Search:
         found: list[tuple[str, Architecture]] = []
         for rank, arch in enumerate(top_in_band(space, self.cost, scores, lo, budget, BAND_CANDIDATES, name=name)):
             found.append((f"most probable in [0.9 B, B], #{rank + 1}", arch))
+        # The score sums one resolution term and a term per layer, so wider layers at a lower
+        # resolution can out-score every network at the resolution the search prefers: the most
+        # probable network at each resolution joins, and the supernet decides between them.
+        for r, best_r in best_per_resolution(space, self.cost, scores, lo, budget, name=name).items():
+            if not any(a.resolution == r for _, a in found):
+                found.append((f"most probable in [0.9 B, B] at resolution {r}", best_r))
         in_band = lo <= greedy.cost <= budget * (1 + 1e-9)
         if all(a != greedy.arch for _, a in found) and (in_band or not found):  # the band first, when it has any
             found.append(("joint argmax, repaired / grown", greedy.arch))

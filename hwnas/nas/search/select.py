@@ -90,6 +90,20 @@ def best_in_band(
     return found[0] if found else None
 
 
+def best_per_resolution(
+    space: SearchSpace, cost: SearchCost, scores: Scores, lo: float, hi: float, name: str = ""
+) -> dict[int, Architecture]:
+    """The highest-scoring architecture in the band at each resolution that has one."""
+    out: dict[int, Architecture] = {}
+    for r in space.resolutions:
+        only_r = Scores([v if rr == r else -math.inf for rr, v in zip(space.resolutions, scores.res, strict=True)],
+                        scores.options)  # fmt: skip
+        best = best_in_band(space, cost, only_r, lo, hi, name=name)
+        if best is not None:
+            out[r] = best
+    return out
+
+
 def top_in_band(
     space: SearchSpace,
     cost: SearchCost,
