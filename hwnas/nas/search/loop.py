@@ -318,7 +318,7 @@ class Search:
     # --- selection ---------------------------------------------------------------------------
     def _select(self, budget: float) -> Derivation:
         """Candidates in the band ``[0.9 B, B]``: the most probable ones (exact program over the
-        log-ratio scores), the greedy one (only when it lands in the band, or when the band holds no
+        log-ratio scores), the most probable at each resolution not yet among them, the greedy one (only when it lands in the band, or when the band holds no
         other), and the best ones of an evolutionary search seeded with them
         (:mod:`hwnas.nas.search.evolution`, ``cfg.evolution`` evaluations). Each is scored by its
         supernet accuracy (BatchNorm re-estimated for it); the best is the result. The null
