@@ -68,7 +68,7 @@ def main() -> None:
     for (fmt, precision), (seconds, size, diff, path) in best.items():
         lat = []
         for d in devices:
-            lat.append(f"{measure_file(d, path.read_bytes(), (1, 3, r, r)):.2f}" if d.format == fmt else "-")
+            lat.append(f"{measure_file(d, path.read_bytes(), (1, 3, r, r))[0]:.2f}" if d.format == fmt else "-")
         diff_text = "-" if diff is None else f"{diff:.1e}"
         print(f"| {fmt} {precision} | {seconds:.1f} | {size / 2**20:.2f} | {diff_text} | {' | '.join(lat)} |")
 

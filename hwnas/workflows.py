@@ -5,7 +5,10 @@
 * :func:`train_and_save`: load a dataset, split it, train an architecture (from scratch or from
   a search's supernet) and write the child file;
 * :func:`export_and_check`: export a trained child to ONNX / TFLite, check the files against
-  PyTorch, and measure them on a device against a latency budget.
+  PyTorch, and measure them on a device against a latency budget;
+* :func:`busy_warning` and :func:`fit_torch_threads`: look at what else the machine runs before
+  timing (warn) or training (use only the cores that are free, instead of fighting a neighbour
+  for a core it holds).
 
 They hold the bookkeeping between library calls, so the command line only parses, calls and
 prints, and the demo is a short list of these calls.
@@ -23,9 +26,49 @@ if TYPE_CHECKING:
     from hwnas.export.child_file import Child
     from hwnas.export.pipeline import Exported
     from hwnas.latency.profiler import ProfileReport
+    from hwnas.latency.verdict import Verdict
     from hwnas.nas.search.training import TrainResult
     from hwnas.nas.spaces.arch import Architecture
     from hwnas.nas.spaces.space import SearchSpace
+
+
+def busy_warning(threads: int = 1, seconds: float = 0.5) -> str | None:
+    """A one-line warning when other processes compete for the CPU a timing needs, else None."""
+    from hwnas.devices.conditions import sample
+
+    cond = sample(seconds)
+    why = cond.reasons(threads)
+    if not why:
+        return None
+    return (f"this machine is busy ({'; '.join(why)}; {cond.describe()}): disturbed measurements will be re-taken "
+            "up to a cap, but timings taken now are less trustworthy; a quiet machine gives a better LUT")  # fmt: skip
+
+
+def fit_torch_threads(seconds: float = 0.3) -> str | None:
+    """Lower torch's CPU threads to the cores other processes leave free; say so, else None.
+
+    Two threads on a 2-core machine where another process holds a core wait for each other at
+    every parallel region; one thread is then several times faster. Never raises the count, and
+    leaves it alone under torchrun (``WORLD_SIZE`` set), where the launcher chose it.
+    """
+    import os
+
+    import torch
+
+    from hwnas.devices.conditions import sample
+
+    if os.environ.get("WORLD_SIZE"):
+        return None
+    cond = sample(seconds)
+    if cond.others_cores is None:
+        return None
+    free = max(1, round(cond.cpus - cond.others_cores))
+    before = torch.get_num_threads()
+    if free >= before:
+        return None
+    torch.set_num_threads(free)
+    return (f"other processes use {cond.others_cores:.1f} of {cond.cpus} cores: training with {free} thread(s) "
+            f"instead of {before}")  # fmt: skip
 
 
 class ProfileInterrupted(KeyboardInterrupt):
@@ -112,10 +155,27 @@ def train_and_save(
 
 @dataclass
 class ExportOutcome:
-    """The files written (with their checks and latency) and the over-budget ones, by name."""
+    """The files written (with their checks and latency) and their budget verdicts, by file name."""
 
     files: list[Exported]
-    over_budget: list[str] = field(default_factory=list)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    device: str = ""
+
+    @property
+    def over_budget(self) -> list[str]:
+        """Files over the budget beyond the measured noise, one line each."""
+        from hwnas.export.latency_check import judged
+        from hwnas.latency.verdict import OVER
+
+        return judged(self.verdicts, OVER, self.device)
+
+    @property
+    def within_noise(self) -> list[str]:
+        """Files over the budget by less than the measured noise, one line each."""
+        from hwnas.export.latency_check import judged
+        from hwnas.latency.verdict import NOISE
+
+        return judged(self.verdicts, NOISE, self.device)
 
 
 def export_and_check(
@@ -151,17 +211,24 @@ def export_and_check(
     )
     files = export_child(child, Path(out), formats, precisions, check_inputs=check, calibration=calibration,
                          labelled=labelled, stem=stem, **options)  # fmt: skip
-    over = check_latency(files, child.arch, device, lut, budget_ms, force=force) if device is not None else []
-    return ExportOutcome(files, over)
+    if device is None:
+        return ExportOutcome(files)
+    return ExportOutcome(files, check_latency(files, child.arch, device, lut, budget_ms, force=force), device.spec)
 
 
-def bench_file(path: str | Path, device: Device, timing: TimingConfig, rounds: int) -> dict[str, Any]:
+def bench_file(
+    path: str | Path, device: Device, timing: TimingConfig, rounds: int, budget_ms: float | None = None
+) -> dict[str, Any]:
     """Time the model file ``path`` on ``device`` (in a memory-capped child process, see
-    :mod:`hwnas.devices.isolated`): ``rounds`` series and the median of their medians."""
+    :mod:`hwnas.devices.isolated`): ``rounds`` series, the median of their medians, their noise,
+    the machine's conditions over the timing, and with ``budget_ms`` the verdict (more rounds
+    first when the measurement lands within its noise of the budget)."""
     import statistics
 
+    from hwnas.devices.conditions import CpuSnapshot, between
     from hwnas.devices.isolated import measure_isolated, model_format
     from hwnas.errors import HwnasError
+    from hwnas.latency.verdict import EXTRA_ROUNDS, judge, near, noise_of
 
     path = Path(path)
     if path.is_dir():
@@ -177,10 +244,19 @@ def bench_file(path: str | Path, device: Device, timing: TimingConfig, rounds: i
         raise HwnasError(f"{path}: cannot read the model ({exc.strerror})") from None
     if model_format(data) != fmt:
         raise HwnasError(f"{path}: not a {fmt} model file (its first bytes are not a {fmt} header); truncated?")
+    before = CpuSnapshot.take()
     stats, input_shapes = measure_isolated(device.spec, data, timing, rounds, str(path))
+    verdict = judge([s.median_ms for s in stats], budget_ms) if budget_ms is not None else None
+    if verdict is not None and budget_ms is not None and near(verdict):
+        stats += measure_isolated(device.spec, data, timing, EXTRA_ROUNDS, str(path))[0]
+        verdict = judge([s.median_ms for s in stats], budget_ms)
+    cond = between(before, CpuSnapshot.take())
+    medians = [s.median_ms for s in stats]
     return {
         "model": str(path), "device": device.spec, "fingerprint": device.fingerprint(), "input_shapes": input_shapes,
-        "median_ms": statistics.median(s.median_ms for s in stats), "rounds": [s.to_dict() for s in stats],
+        "median_ms": statistics.median(medians), "noise_ms": noise_of(medians), "rounds": [s.to_dict() for s in stats],
+        "conditions": {**cond.to_dict(), "disturbed": cond.disturbed(device.threads)},
+        "verdict": verdict.to_dict() if verdict is not None else None,
     }  # fmt: skip
 
 

@@ -171,6 +171,12 @@ def test_cli_export_with_int8_cards_and_the_budget(trained_tiny: Path, tmp_path:
     onnx_card = json.loads((out / "m-fp32.onnx.json").read_text())
     assert onnx_card["latency"]["measured_ms"] > 0 and onnx_card["latency"]["device"].startswith("ort-cpu")
     assert onnx_card["input"]["normalization"]["mean"] is not None
+    lat = onnx_card["latency"]
+    verdict = lat["verdict"]  # five rounds (more when near the budget), their median and half-range
+    assert verdict["outcome"] == "within budget" and verdict["budget_ms"] == 1000 and len(verdict["rounds_ms"]) == 5
+    assert lat["measured_ms"] == pytest.approx(sorted(verdict["rounds_ms"])[2])
+    spread = max(verdict["rounds_ms"]) - min(verdict["rounds_ms"])
+    assert lat["noise_ms"] == pytest.approx(max(spread / 2, 0.01 * lat["measured_ms"]))
     assert "latency" not in card  # the TFLite files are not measured on an ONNX Runtime device
     quick = ["export", "--weights", str(trained_tiny / "child.safetensors"), "--format", "onnx", "--out", str(tmp_path / "q"),
              "--device", "ort-cpu:threads=1", "--budget-ms", "0.00001"]  # fmt: skip

@@ -211,6 +211,11 @@ def test_lut_show_and_export(tmp_path: Path) -> None:
     slowest = table.df.nlargest(3, "latency_ms")["key"].tolist()
     assert all(k in proc.stdout for k in slowest)
     assert f"{len(table.df)} kernels" in proc.stdout
+    # the LUT's noise: the median spread across rounds, and the noisiest kernels by name
+    assert f"median {table.df['round_spread'].median():.1%}" in proc.stdout
+    noisiest = table.df.nlargest(3, "round_spread")["key"].tolist()
+    assert "noisiest 3 kernels" in proc.stdout and all(k in proc.stdout for k in noisiest)
+    assert f"conditions of {len(table.measurements)} measurements" in proc.stdout
     import pandas as pd
 
     csv = tmp_path / "t.csv"
@@ -237,6 +242,15 @@ def test_bench_a_model_file(tmp_path: Path) -> None:
     assert result["input_shapes"] == [[1, 8, 16, 16]] and len(result["rounds"]) == 2
     assert result["median_ms"] > 0 and result["fingerprint"]["kind"] == "ort-cpu"
     assert result["median_ms"] == pytest.approx(sum(r["median_ms"] for r in result["rounds"]) / 2)  # median of 2
+    medians = [r["median_ms"] for r in result["rounds"]]
+    assert result["noise_ms"] == pytest.approx(max(abs(medians[0] - medians[1]) / 2, 0.01 * result["median_ms"]))
+    assert result["conditions"]["cpus"] == os.cpu_count() and result["verdict"] is None
+    # budget verdicts: far above the file's latency is within (0), far below is over (1)
+    for budget, code, outcome in ((1000.0, 0, "within budget"), (1e-5, 1, "over budget")):
+        proc = run_cli("bench", str(model), "--device", "ort-cpu:threads=1", "--rounds", "3", "--budget-ms",
+                       str(budget), *FAST_TIMING)  # fmt: skip
+        assert proc.returncode == code, proc.stderr
+        assert f"against {budget:g} ms: {outcome} (exit {code})" in proc.stdout
     proc = run_cli("bench", str(model), "--device", "ort-cpu", "--rounds", "0")
     assert proc.returncode == 2 and "must be >= 1" in proc.stderr
     proc = run_cli("bench", str(model), "--device", "tflite-cpu")

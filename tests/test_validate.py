@@ -60,6 +60,11 @@ def test_validate_fit_then_score_held_out(tiny_lut: Path, tmp_path: Path) -> Non
         assert row.raw_ms == pytest.approx(pred.raw(arch), rel=1e-9)
         assert row.calibrated_ms == pytest.approx(pred.predict(arch), rel=1e-9)
         assert row.flops == arch_flops(arch)
+    # the run's noise floor, from the same stored rounds
+    from hwnas.latency.validate import noise_floor
+
+    nf = noise_floor({a: stored[a] for a in df["arch"]})
+    assert f"noise floor of this run: {nf['within_10']:.1%} of single rounds" in proc.stdout
     # the measurements are keyed by the device's identity
     with sqlite3.connect(tiny_lut) as conn:
         devices = {d for (d,) in conn.execute("SELECT DISTINCT device FROM models")}
@@ -99,3 +104,26 @@ def test_validate_bad_inputs(tiny_lut: Path, tmp_path: Path) -> None:
     assert proc.returncode == 2 and "fit on 5 networks" in proc.stderr and "--samples to 16" in proc.stderr
     proc = run_cli("lut", "validate", str(tiny_lut), "--space", "tiny", "--device", DEVICE, "--samples", "0")
     assert proc.returncode == 2 and "must be >= 1" in proc.stderr
+
+
+def test_noise_floor_is_how_well_each_networks_own_rounds_agree() -> None:
+    from hwnas.latency.validate import noise_floor
+
+    nf = noise_floor({"a": [1.0, 1.05, 1.2], "b": [2.0, 2.0], "c": [5.0]})
+    # a: median 1.05, rounds off by 4.8%, 0%, 14.3%; b: 0%, 0%; c has one round and is left out
+    assert nf["within_10"] == pytest.approx(4 / 5) and nf["within_5"] == pytest.approx(4 / 5)
+    assert nf["median_spread"] == pytest.approx((0.2 / 1.05 + 0.0) / 2) and nf["networks"] == 2
+    assert noise_floor({"c": [5.0]}) == {}
+
+
+def test_the_demo_margin_is_the_90th_percentile_of_held_out_errors() -> None:
+    import pandas as pd
+
+    from hwnas.demo import MAX_MARGIN, margin_of
+
+    measured = [1.0] * 10 + [1.0, 1.0]
+    calibrated = [1.0 + i / 100 for i in range(10)] + [3.0, 3.0]  # errors 0..9%; the last two only fitted
+    rows = pd.DataFrame({"role": ["score"] * 10 + ["fit"] * 2, "calibrated_ms": calibrated, "measured_ms": measured})
+    assert margin_of(rows) == pytest.approx(0.08 + 0.1 * 0.01)  # 90th percentile, linear between 8% and 9%
+    rows["role"] = "score"
+    assert margin_of(rows) == MAX_MARGIN  # two networks off by 200% push it past the cap

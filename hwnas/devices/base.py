@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
+from hwnas.devices.conditions import Conditions, CpuSnapshot, between
 from hwnas.errors import HwnasError
 
 
@@ -185,6 +186,17 @@ class Device(ABC):
         """Time a loaded model with the method of :func:`time_calls`."""
         with pinned(self.options.get("pin")):
             return time_calls(runner.run, timing or TimingConfig())
+
+    def measure_watched(self, runner: Runner, timing: TimingConfig | None = None) -> tuple[Stats, Conditions]:
+        """:meth:`measure`, and the machine's conditions over the same span (what else ran)."""
+        before = CpuSnapshot.take()
+        stats = self.measure(runner, timing)
+        return stats, between(before, CpuSnapshot.take())
+
+    @property
+    def threads(self) -> int:
+        """CPU threads the device's runtime uses (1 where it has no such setting)."""
+        return int(self.options.get("threads") or 1)
 
     @property
     def batch(self) -> int:

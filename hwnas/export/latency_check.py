@@ -1,9 +1,12 @@
 """Measure exported files on the target device and hold them to the budget.
 
 Every exported file whose format the device runs is loaded through the devices layer and timed
-(3 rounds of the usual timing, median). With a LUT, the architecture's predicted latency
-(calibrated where the LUT holds a calibration) goes beside it; the LUT must describe the device,
-unless forced. Files measured over the budget are returned by name, so the caller can fail.
+in rounds (:mod:`hwnas.latency.verdict`: the median of the round medians, with the half-range of
+the rounds as its noise; more rounds when the first ones land within noise of the budget). Each
+round is watched (:mod:`hwnas.latency.disturbance`): one taken while other processes competed for
+the CPU is re-taken after a pause. With a LUT, the architecture's predicted latency (calibrated
+where the LUT holds a calibration) goes beside it; the LUT must describe the device, unless
+forced. The verdict of each budgeted file is returned by name, so the caller can fail.
 """
 
 from __future__ import annotations
@@ -15,15 +18,30 @@ from collections.abc import Sequence
 from hwnas.devices.base import Device, TimingConfig
 from hwnas.errors import HwnasError
 from hwnas.export.pipeline import Exported, update_card_latency
+from hwnas.latency.disturbance import Guard, GuardConfig
+from hwnas.latency.verdict import ROUNDS, Verdict, measure_verdict, noise_of
 from hwnas.nas.spaces.arch import Architecture
 
-ROUNDS = 3
 
-
-def measure_file(device: Device, data: bytes, shape: tuple[int, ...]) -> float:
+def measure_file(
+    device: Device, data: bytes, shape: tuple[int, ...], budget_ms: float | None = None
+) -> tuple[float, float, Verdict | None]:
+    """(median of the round medians, its noise, the verdict against ``budget_ms`` if given), in ms."""
     runner = device.load(data, shape)
+    # every round may be re-taken while the machine is busy (the cap is per run; a file has few rounds)
+    watch = Guard(device, TimingConfig(), planned=1, config=GuardConfig(cap=4.0))
+
+    def one_round() -> tuple[float, bool]:
+        watch.planned += 1
+        m = watch.measure(lambda: runner)
+        return m.stats.median_ms, m.disturbed
+
     try:
-        return statistics.median(device.measure(runner, TimingConfig()).median_ms for _ in range(ROUNDS))
+        if budget_ms is not None:
+            verdict = measure_verdict(one_round, budget_ms)
+            return verdict.measured_ms, verdict.noise_ms, verdict
+        rounds = [one_round()[0] for _ in range(ROUNDS)]
+        return statistics.median(rounds), noise_of(rounds), None
     finally:
         runner.close()
 
@@ -35,8 +53,9 @@ def check_latency(
     lut: str | None = None,
     budget_ms: float | None = None,
     force: bool = False,
-) -> list[str]:
-    """Fill in measured (and predicted) latency for the files ``device`` runs; return the over-budget ones."""
+) -> dict[str, Verdict]:
+    """Fill in measured (and predicted) latency for the files ``device`` runs; with a budget,
+    return each measured file's verdict by file name."""
     if budget_ms is not None and not (math.isfinite(budget_ms) and budget_ms > 0):
         raise HwnasError(f"the latency budget must be a finite number of ms > 0, got {budget_ms}")
     predicted = None
@@ -46,16 +65,22 @@ def check_latency(
         predictor = LatencyPredictor.from_lut(lut)
         predictor.table.check_device(device.fingerprint(), force=force)
         predicted = predictor.predict(arch)
-    over = []
+    verdicts: dict[str, Verdict] = {}
     for item in results:
         if item.format != device.format:
             continue
         shape = tuple(int(v) for v in item.card["input"]["shape"]) if "batch" not in item.card["input"]["shape"] else (
             1, *item.card["input"]["shape"][1:])  # fmt: skip
-        item.measured_ms = measure_file(device, item.path.read_bytes(), shape)
+        item.measured_ms, item.noise_ms, verdict = measure_file(device, item.path.read_bytes(), shape, budget_ms)
         item.predicted_ms = predicted if item.precision == "fp32" else None
         item.device = device.spec
+        if verdict is not None:
+            item.verdict = verdict.to_dict()
+            verdicts[item.path.name] = verdict
         update_card_latency(item)
-        if budget_ms is not None and item.measured_ms > budget_ms:
-            over.append(f"{item.path.name} measured {item.measured_ms:.3f} ms > {budget_ms:g} ms on {device.spec}")
-    return over
+    return verdicts
+
+
+def judged(verdicts: dict[str, Verdict], outcome: str, device: str) -> list[str]:
+    """One line per file whose verdict is ``outcome``."""
+    return [f"{name} {v.text()} on {device}" for name, v in verdicts.items() if v.outcome == outcome]

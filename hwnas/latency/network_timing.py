@@ -22,8 +22,9 @@ from torch import nn
 
 from hwnas.devices.base import Device, Runner, TimingConfig
 from hwnas.latency.artifact_cache import ArtifactCache
+from hwnas.latency.disturbance import Guard, GuardConfig, Measured
 from hwnas.latency.kernel_models import to_onnx
-from hwnas.latency.profiler import measure_and_close, shuffled_rounds
+from hwnas.latency.profiler import measure_rounds
 from hwnas.latency.store import LutStore, device_id
 from hwnas.nas.models.builder import build_model
 from hwnas.nas.spaces.arch import Architecture
@@ -80,9 +81,11 @@ def measure_networks(
     timing: TimingConfig | None = None,
     seed: int = 0,
     progress: bool = True,
+    guard: GuardConfig | None = None,
 ) -> dict[str, float]:
-    """Time every ``(architecture, round)`` not yet in ``store``; return each one's latency in ms
-    (median over its stored rounds), keyed by architecture string."""
+    """Time every ``(architecture, round)`` not yet in ``store`` (disturbed measurements re-taken
+    and outlying rounds re-measured, as in the profiler); return each one's latency in ms (median
+    over its stored rounds), keyed by architecture string."""
     timing = timing or TimingConfig()
     dev = device_id(device.fingerprint())
     unique = list({a.to_str(): a for a in archs}.values())
@@ -95,11 +98,20 @@ def measure_networks(
             cache = ArtifactCache(device.format, device.batch, kind="models")
             task = bar.add_task(f"converting networks to {device.format}", total=len(needed))
             artifacts = _ensure_converted(needed, cache, lambda n: bar.advance(task, n))
-        task = bar.add_task(f"timing networks on {device.kind}", total=sum(len(t) for t in todo_rounds))
-        for r, arch in shuffled_rounds(todo_rounds, seed):
-            stats = measure_and_close(device, _load(device, arch, artifacts), timing)
-            store.add_model(dev, arch.to_str(), r, stats)
-            bar.advance(task)
+        watch = Guard(device, timing, planned=sum(len(t) for t in todo_rounds), config=guard or GuardConfig())
+
+        def save(arch: Architecture, r: int, m: Measured, replace: bool) -> None:
+            store.add_model(dev, arch.to_str(), r, m.stats, replace=replace)
+            store.add_conditions(dev, arch.to_str(), r, m.record())
+
+        def stored() -> dict[str, dict[int, float]]:
+            per_arch: dict[str, dict[int, float]] = {}
+            for arch_str, r, ms in store.model_rows(dev):
+                per_arch.setdefault(arch_str, {})[r] = ms
+            return per_arch
+
+        measure_rounds(todo_rounds, lambda a: a.to_str(), lambda a: _load(device, a, artifacts), save, stored, watch,
+                       bar, f"timing networks on {device.kind}", seed)  # fmt: skip
     per_arch: dict[str, list[float]] = defaultdict(list)
     for arch_str, r, ms in store.model_rows(dev):
         if r < rounds:

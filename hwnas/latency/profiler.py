@@ -5,18 +5,25 @@ Method: convert (or fetch from the cache) every kernel model first, then time th
 kernels instead of hitting a few), committing each measurement to the store as it is taken.
 A LUT entry is the median across rounds of each round's median. A re-run skips every
 ``(key, round)`` already stored, so a killed profile resumes where it stopped.
+
+Every measurement is watched (:mod:`hwnas.latency.disturbance`): one taken while other processes
+competed for the CPU is re-taken after a pause, and once the rounds are done, a round far from
+its kernel's other rounds is re-measured and replaced; both up to a cap, with the conditions of
+each kept measurement stored beside it.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from hwnas.devices.base import Device, Runner, Stats, TimingConfig
+from hwnas.devices.base import Device, Runner, TimingConfig
 from hwnas.latency.artifact_cache import ArtifactCache
+from hwnas.latency.disturbance import Guard, GuardConfig, Measured, outlying_rounds
 from hwnas.latency.kernel_models import ARTIFACT_BUILDERS, kernel_input_shape, kernel_module
 from hwnas.latency.store import LutStore
 from hwnas.nas.spaces.kernels import Kernel
@@ -36,6 +43,9 @@ class ProfileReport:
     wall_s: float = 0.0
     convert_s: float = 0.0
     busy_s: float = 0.0  # inside warm-up and timed runs
+    retaken: int = 0  # disturbed measurements taken again
+    remeasured: int = 0  # outlying rounds measured again
+    still_disturbed: int = 0  # kept although disturbed (cap or retries reached)
 
     @property
     def overhead_ratio(self) -> float:
@@ -52,11 +62,45 @@ def shuffled_rounds(todo_rounds: Sequence[Sequence[T]], seed: int) -> Iterator[t
             yield r, item
 
 
-def measure_and_close(device: Device, runner: Runner, timing: TimingConfig) -> Stats:
-    try:
-        return device.measure(runner, timing)
-    finally:
-        runner.close()
+def measure_rounds(
+    todo_rounds: Sequence[Sequence[T]],
+    key_of: Callable[[T], str],
+    load: Callable[[T], Runner],
+    save: Callable[[T, int, Measured, bool], None],
+    stored: Callable[[], dict[str, dict[int, float]]],
+    watch: Guard,
+    bar: Any,
+    label: str,
+    seed: int,
+) -> tuple[int, float]:
+    """Time every ``(round, item)`` of ``todo_rounds`` in shuffled rounds, saving each as it is
+    taken; then re-measure the outlying rounds of the items this run touched (within the cap).
+    Returns (measurements taken, seconds spent inside timing)."""
+    task = bar.add_task(label, total=sum(len(t) for t in todo_rounds))
+    measured, busy = 0, 0.0
+    for r, item in shuffled_rounds(todo_rounds, seed):
+        m = watch.measure(functools.partial(load, item))
+        save(item, r, m, False)
+        measured += 1
+        busy += m.stats.busy_s
+        bar.advance(task)
+    if not watch.config.enabled:
+        return measured, busy
+    touched = {key_of(item): item for t in todo_rounds for item in t}
+    rounds = len(todo_rounds)
+    per_key = {k: {r: ms for r, ms in v.items() if r < rounds} for k, v in stored().items() if k in touched}
+    outliers = outlying_rounds(per_key, watch.config.spread)
+    if outliers:
+        task = bar.add_task("re-measuring outlying rounds", total=len(outliers))
+    for key, r in outliers:
+        if not watch.take_remeasure():
+            break
+        item = touched[key]
+        m = watch.measure(functools.partial(load, item))
+        save(item, r, m, True)
+        busy += m.stats.busy_s
+        bar.advance(task)
+    return measured, busy
 
 
 def load_kernel(device: Device, kernel: Kernel, cache: ArtifactCache | None) -> Runner:
@@ -81,6 +125,7 @@ def profile(
     seed: int = 0,
     progress: bool = True,
     cache: ArtifactCache | None = None,
+    guard: GuardConfig | None = None,
 ) -> ProfileReport:
     """Measure every ``(kernel, round)`` not yet in ``store``; see the module docstring."""
     start = time.perf_counter()
@@ -105,12 +150,22 @@ def profile(
                     needed, ARTIFACT_BUILDERS[device.format], on_chunk=lambda n: bar.advance(task, n)
                 )
                 report.convert_s = time.perf_counter() - t0
-        task = bar.add_task(f"timing on {device.kind}", total=total)
-        for r, kernel in shuffled_rounds(todo_rounds, seed):
-            stats = measure_and_close(device, load_kernel(device, kernel, cache), timing)
-            store.add(kernel.key, r, stats)
-            report.measured += 1
-            report.busy_s += stats.busy_s
-            bar.advance(task)
+        watch = Guard(device, timing, planned=total, config=guard or GuardConfig())
+
+        def save(kernel: Kernel, r: int, m: Measured, replace: bool) -> None:
+            store.add(kernel.key, r, m.stats, replace=replace)
+            store.add_conditions("kernel", kernel.key, r, m.record())
+
+        def stored() -> dict[str, dict[int, float]]:
+            per_key: dict[str, dict[int, float]] = {}
+            for key, round_, median_ms, *_ in store.rows():
+                per_key.setdefault(key, {})[round_] = median_ms
+            return per_key
+
+        report.measured, report.busy_s = measure_rounds(
+            todo_rounds, lambda k: k.key, lambda k: load_kernel(device, k, cache), save, stored, watch, bar,
+            f"timing on {device.kind}", seed)  # fmt: skip
+    report.retaken, report.remeasured, report.still_disturbed = (
+        watch.retaken, watch.remeasured_rounds, watch.still_disturbed)  # fmt: skip
     report.wall_s = time.perf_counter() - start
     return report

@@ -11,10 +11,17 @@ Schema (version 1)::
     models(device TEXT, arch TEXT, round INTEGER, <the same statistics>, measured_at,
            PRIMARY KEY (device, arch, round))     -- whole networks, timed by 'hwnas lut validate'
 
+    conditions(scope TEXT, key TEXT, round INTEGER, others_cores, steal, load1, attempts, disturbed,
+               PRIMARY KEY (scope, key, round))  -- what else ran while each measurement was taken
+
 ``models`` holds end-to-end measurements of whole architectures (their arch strings), keyed by
 the identity of the device they ran on (:func:`device_id`), so a validation run resumes and a
-calibration can be traced to its data. It was added without a schema bump: older files get the
-table the first time something is written to it, and readers treat its absence as empty.
+calibration can be traced to its data. ``conditions`` records, per measurement (``scope`` is
+``"kernel"`` for the kernel rows, the device id for ``models`` rows), the CPU used by other
+processes in cores, the hypervisor's steal share, the load average, how many attempts it took
+(a disturbed measurement is re-taken, see :mod:`hwnas.latency.disturbance`) and whether the kept
+one was still disturbed. Both were added without a schema bump: older files get a table the first
+time something is written to it, and readers treat its absence as empty.
 """
 
 from __future__ import annotations
@@ -61,9 +68,21 @@ CREATE TABLE IF NOT EXISTS models (
     PRIMARY KEY (device, arch, round)
 );
 """
+_CONDITIONS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conditions (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    others_cores REAL, steal REAL, load1 REAL,
+    attempts INTEGER NOT NULL, disturbed INTEGER NOT NULL,
+    PRIMARY KEY (scope, key, round)
+);
+"""
+CONDITION_COLUMNS = ("others_cores", "steal", "load1", "attempts", "disturbed")
 _MEASURED = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "n", "warmup_n", "busy_s", "measured_at")
 _TABLE_COLUMNS = {"meta": ("name", "value"), "measurements": ("key", "round", *_MEASURED),
-                  "models": ("device", "arch", "round", *_MEASURED)}  # fmt: skip
+                  "models": ("device", "arch", "round", *_MEASURED),
+                  "conditions": ("scope", "key", "round", *CONDITION_COLUMNS)}  # fmt: skip
 _SCHEMA_OBJECTS = {("table", t) for t in _TABLE_COLUMNS} | {
     ("index", f"sqlite_autoindex_{t}_1") for t in _TABLE_COLUMNS
 }
@@ -253,12 +272,14 @@ class LutStore:
             return row[0]
 
     # --- measurements ---------------------------------------------------------------------
-    def add(self, key: str, round_: int, stats: Stats) -> bool:
-        """Store one measurement and commit it; False if ``(key, round)`` was already there."""
+    def add(self, key: str, round_: int, stats: Stats, replace: bool = False) -> bool:
+        """Store one measurement and commit it; False if ``(key, round)`` was already there
+        (unless ``replace``: a re-measured round replaces the stored one)."""
         values = [getattr(stats, c) for c in STAT_COLUMNS]
+        verb = "REPLACE" if replace else "IGNORE"
         with self.conn:
             cur = self.conn.execute(
-                f"INSERT OR IGNORE INTO measurements(key, round, {', '.join(STAT_COLUMNS)}, measured_at) "
+                f"INSERT OR {verb} INTO measurements(key, round, {', '.join(STAT_COLUMNS)}, measured_at) "
                 f"VALUES (?, ?, {', '.join('?' * len(STAT_COLUMNS))}, ?)",
                 (key, round_, *values, time.time()),
             )
@@ -281,13 +302,14 @@ class LutStore:
         row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'models'").fetchone()
         return row is not None
 
-    def add_model(self, device: str, arch: str, round_: int, stats: Stats) -> bool:
+    def add_model(self, device: str, arch: str, round_: int, stats: Stats, replace: bool = False) -> bool:
         """Store one end-to-end measurement of ``arch`` (its string) on ``device`` (a :func:`device_id`)."""
         values = [getattr(stats, c) for c in STAT_COLUMNS]
+        verb = "REPLACE" if replace else "IGNORE"
         with self.conn:
             self.conn.executescript(_MODELS_SCHEMA)
             cur = self.conn.execute(
-                f"INSERT OR IGNORE INTO models(device, arch, round, {', '.join(STAT_COLUMNS)}, measured_at) "
+                f"INSERT OR {verb} INTO models(device, arch, round, {', '.join(STAT_COLUMNS)}, measured_at) "
                 f"VALUES (?, ?, ?, {', '.join('?' * len(STAT_COLUMNS))}, ?)",
                 (device, arch, round_, *values, time.time()),
             )
@@ -307,3 +329,35 @@ class LutStore:
                     and not isinstance(ms, bool) and math.isfinite(ms) and ms >= 0):  # fmt: skip
                 raise LutError(f"{self.path}: damaged LUT (a whole-network measurement of {str(arch)[:60]!r})")
         return rows
+
+    # --- conditions of each measurement -------------------------------------------------------
+    def add_conditions(self, scope: str, key: str, round_: int, values: dict[str, Any]) -> None:
+        """Record (or replace) the conditions of one measurement; ``values`` has CONDITION_COLUMNS."""
+        row = [values.get(c) for c in CONDITION_COLUMNS]
+        with self.conn:
+            self.conn.executescript(_CONDITIONS_SCHEMA)
+            self.conn.execute(
+                f"INSERT OR REPLACE INTO conditions(scope, key, round, {', '.join(CONDITION_COLUMNS)}) "
+                f"VALUES (?, ?, ?, {', '.join('?' * len(CONDITION_COLUMNS))})",
+                (scope, key, round_, *row),
+            )
+
+    def conditions(self, scope: str | None = None) -> list[dict[str, Any]]:
+        """The recorded conditions (of one ``scope``, or all), one dict per measurement."""
+        row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'conditions'").fetchone()
+        if row is None:
+            return []
+        cols = ("scope", "key", "round", *CONDITION_COLUMNS)
+        sql = f"SELECT {', '.join(cols)} FROM conditions" + (" WHERE scope = ?" if scope is not None else "")
+        rows = self.conn.execute(sql + " ORDER BY scope, key, round", (scope,) if scope is not None else ())
+        out = []
+        for r in rows:
+            d = dict(zip(cols, r, strict=True))
+            for c in ("others_cores", "steal", "load1"):
+                v = d[c]
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                    raise LutError(
+                        f"{self.path}: damaged LUT (conditions of {str(d['key'])[:60]!r}: {c} = {str(v)[:20]!r})"
+                    )
+            out.append(d)
+        return out

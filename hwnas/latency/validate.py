@@ -34,7 +34,7 @@ from hwnas.latency.predictor import (
     read_calibration,
     store_calibration,
 )
-from hwnas.latency.store import LutStore, identity
+from hwnas.latency.store import LutStore, device_id, identity
 from hwnas.latency.table import LatencyTable
 from hwnas.nas.spaces.arch import Architecture
 from hwnas.nas.spaces.kernels import arch_flops, arch_kernels
@@ -110,6 +110,28 @@ def scores(predicted: Sequence[float] | np.ndarray, measured: Sequence[float] | 
     return out
 
 
+def noise_floor(per_arch: dict[str, list[float]]) -> dict[str, float]:
+    """The noise floor of a validation run: how well a network's own rounds agree.
+
+    ``within_10`` / ``within_5``: the share of the rounds (of networks timed in at least 2 rounds)
+    that lie within +-10% / +-5% of their network's median, i.e. what a perfect predictor could
+    reach against single rounds; ``median_spread``: the median over networks of (max - min) /
+    median of its rounds.
+    """
+    devs, spreads = [], []
+    for rounds in per_arch.values():
+        if len(rounds) < 2:
+            continue
+        med = float(np.median(rounds))
+        devs += [abs(x / med - 1) for x in rounds]
+        spreads.append((max(rounds) - min(rounds)) / med)
+    if not devs:
+        return {}
+    d = np.asarray(devs)
+    return {"within_10": float(np.mean(d <= 0.10 + 1e-12)), "within_5": float(np.mean(d <= 0.05 + 1e-12)),
+            "median_spread": float(np.median(spreads)), "networks": float(len(spreads))}  # fmt: skip
+
+
 def rank_scores(x: Sequence[float] | np.ndarray, measured: Sequence[float] | np.ndarray) -> dict[str, float]:
     from scipy import stats
 
@@ -132,6 +154,7 @@ class Validation:
     calibration: Calibration | None
     fitted: bool
     meta: dict[str, Any] = field(default_factory=dict)
+    noise: dict[str, float] = field(default_factory=dict)  # the same run's noise floor, see noise_floor
 
 
 def validate(
@@ -170,6 +193,11 @@ def validate(
     with LutStore.open(lut) as store:
         store.conn.execute("PRAGMA journal_mode=WAL")
         measured = measure_networks(archs, device, store, rounds=rounds, timing=timing, seed=seed, progress=progress)
+        wanted = {a.to_str() for a in archs}
+        per_arch: dict[str, list[float]] = {}
+        for arch_str, r, ms in store.model_rows(device_id(device.fingerprint())):
+            if arch_str in wanted and r < rounds:
+                per_arch.setdefault(arch_str, []).append(ms)
     y = [measured[a.to_str()] for a in archs]
     roles = ["score"] * len(archs)
     calibration = old
@@ -204,6 +232,7 @@ def validate(
         flops=rank_scores(scored["flops"], scored["measured_ms"]),
         calibration=calibration,
         fitted=fit,
+        noise=noise_floor(per_arch),
         meta={
             "lut": str(lut),
             "space": space.name,

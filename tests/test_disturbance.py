@@ -1,0 +1,221 @@
+"""Busy-machine detection, re-taking disturbed measurements, and budget verdicts with noise.
+
+The disturbances are real: busy-loop processes started beside (or in the middle of) a real ONNX
+Runtime timing. Tests that need a quiet start skip when the machine is already busy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from hwnas.devices import TimingConfig, open_device
+from hwnas.devices.conditions import CpuSnapshot, between, others_limit, sample
+from hwnas.latency.disturbance import Guard, GuardConfig, outlying_rounds
+from hwnas.latency.kernel_models import ARTIFACT_BUILDERS, kernel_input_shape
+from hwnas.latency.profiler import profile
+from hwnas.latency.store import LutStore
+from hwnas.latency.verdict import NOISE, NOISE_FLOOR, OVER, WITHIN, judge, measure_verdict
+from hwnas.nas import get_space
+
+HZ = os.sysconf("SC_CLK_TCK")
+CPUS = os.cpu_count() or 1
+# enough busy processes to disturb a one-thread timing on this machine, even overlapping 70% of it
+N_BUSY = math.floor(others_limit(CPUS, 1) / 0.7) + 1
+
+
+def _busy(seconds: float) -> subprocess.Popen[bytes]:
+    code = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass\n"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+@contextmanager
+def busy_processes(n: int, seconds: float, delay: float = 0.0) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Start ``n`` busy loops of ``seconds`` after ``delay`` (in a thread); reap them on exit only, so
+    their CPU time is never counted as this process's own (reaped children count as ours)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    timer = threading.Timer(delay, lambda: procs.extend(_busy(seconds) for _ in range(n)))
+    timer.start()
+    try:
+        yield procs
+    finally:
+        timer.join()
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture
+def quiet() -> None:
+    cond = sample(0.5)
+    if cond.others_cores is None:
+        pytest.skip("this OS does not expose /proc/stat; busy-machine detection is off here")
+    if cond.disturbed(1):
+        pytest.skip(f"the machine is already busy ({cond.describe()}); cannot inject a disturbance into it")
+
+
+def test_between_is_the_arithmetic_of_the_counters() -> None:
+    a = CpuSnapshot(wall=10.0, busy_all=1000, steal_all=50, total_all=5000, busy_self=300)
+    b = CpuSnapshot(wall=12.0, busy_all=1000 + 3 * HZ, steal_all=50 + 40, total_all=5000 + 400, busy_self=300 + HZ)
+    c = between(a, b)
+    # 3 core-seconds busy over 2 s, of which 1 core-second was this process: the others used 1 core
+    assert c.seconds == pytest.approx(2.0)
+    assert c.others_cores == pytest.approx(1.0)
+    assert c.others_slack == pytest.approx((CPUS + 1) / HZ / 2.0)
+    assert c.steal == pytest.approx(0.1)
+    assert c.disturbed(threads=1) == (1.0 - (CPUS + 1) / HZ / 2.0 > 0.5 * max(1, CPUS - 1))
+    unreadable = between(CpuSnapshot(1.0, None, None, None, None), CpuSnapshot(2.0, None, None, None, None))
+    assert unreadable.others_cores is None and not unreadable.disturbed()
+    stolen = between(a, CpuSnapshot(12.0, 1000, 50 + 100, 5000 + 400, 300))
+    assert stolen.steal == pytest.approx(0.25) and any("stole" in r for r in stolen.reasons())
+
+
+def test_a_short_span_is_not_judged_by_its_rounding() -> None:
+    # one jiffy of someone else's work inside a 3 ms span reads as 3.3 cores, but within its slack
+    a = CpuSnapshot(wall=0.0, busy_all=0, steal_all=0, total_all=0, busy_self=0)
+    c = between(a, CpuSnapshot(wall=0.003, busy_all=1, steal_all=0, total_all=1, busy_self=0))
+    assert c.others_cores == pytest.approx(1 / HZ / 0.003)
+    assert not c.disturbed(1)
+
+
+def test_busy_processes_are_seen(quiet: None) -> None:
+    with busy_processes(N_BUSY, 2.0):
+        cond = sample(0.2)  # let them start
+        cond = sample(1.0)
+    assert cond.others_cores is not None and cond.others_cores >= 0.7 * N_BUSY
+    assert cond.disturbed(1), cond.describe()
+
+
+def test_own_threads_are_not_counted_as_others(quiet: None) -> None:
+    """Busy work in this process (a torch matmul loop on all cores) is not 'other processes'."""
+    import time
+
+    import torch
+
+    x = torch.randn(512, 512)
+    a = CpuSnapshot.take()
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        x = torch.tanh(x @ x)
+    c = between(a, CpuSnapshot.take())
+    assert c.others_cores is not None and c.others_cores < 0.5, c.describe()
+
+
+def _one_kernel_runner(device):  # a conv kernel of the tiny space, ready to run
+    kernel = max(get_space("tiny").kernels(), key=lambda k: k.flops)
+    [data] = ARTIFACT_BUILDERS["onnx"]([kernel], 1)
+    return device.load(data, kernel_input_shape(kernel, 1))
+
+
+def test_a_disturbance_injected_mid_timing_is_detected_and_retaken(quiet: None) -> None:
+    device = open_device("ort-cpu:threads=1")
+    runner = _one_kernel_runner(device)
+    timing = TimingConfig(min_time_s=0.8, min_runs=5)
+    guard = Guard(device, timing, planned=4, config=GuardConfig(retries=3, backoff_s=0.6, cap=1.0))
+    clean = guard.measure(lambda: runner)
+    assert clean.attempts == 1 and not clean.disturbed
+    # the busy loops start 0.05 s into the next timing and end about 0.9 s later, before the re-take
+    with busy_processes(N_BUSY, 0.9, delay=0.05):
+        m = guard.measure(lambda: runner)
+    assert m.attempts >= 2, "the disturbed timing was not detected"
+    assert not m.disturbed and guard.retaken == m.attempts - 1
+    assert m.conditions.others_cores is not None and m.conditions.others_cores < 0.5 * N_BUSY
+    assert m.record()["attempts"] == m.attempts and m.record()["disturbed"] == 0
+
+
+def test_the_cap_bounds_retakes_and_marks_what_it_kept(quiet: None) -> None:
+    device = open_device("ort-cpu:threads=1")
+    runner = _one_kernel_runner(device)
+    timing = TimingConfig(min_time_s=0.4, min_runs=5)
+    guard = Guard(device, timing, planned=4, config=GuardConfig(retries=3, backoff_s=0.05, cap=0.5))
+    with busy_processes(N_BUSY, 6.0):
+        sample(0.2)
+        first = guard.measure(lambda: runner)
+        second = guard.measure(lambda: runner)
+    # the cap is 0.5 x 4 = 2 re-takes for the run: the first measurement spends them, the second gets none
+    assert guard.retaken == 2 and first.attempts == 3 and second.attempts == 1
+    assert first.disturbed and second.disturbed and guard.still_disturbed == 2
+    assert "kept while still disturbed" in guard.summary()
+
+
+def test_outlying_rounds_picks_the_farthest_round_beyond_the_spread() -> None:
+    per_key = {
+        "a": {0: 1.0, 1: 1.02, 2: 1.5},  # round 2 is 47% off the median 1.02
+        "b": {0: 1.0, 1: 1.1, 2: 0.95},  # within 15%
+        "c": {0: 1.0, 1: 3.0},  # two rounds: no odd one out
+        "d": {0: 0.5, 1: 1.0, 2: 1.0, 3: 0.2},  # median 0.75: round 3 is 73% off, round 0 33%
+    }
+    assert outlying_rounds(per_key, 0.15) == [("a", 2), ("d", 3)]
+    assert outlying_rounds(per_key, 0.8) == []
+
+
+def test_an_outlying_round_is_remeasured_and_replaced(tmp_path: Path) -> None:
+    device = open_device("ort-cpu:threads=1")
+    kernels = get_space("tiny").kernels()
+    fast = TimingConfig(warmup_runs=2, warmup_s=0.001, min_runs=5, min_time_s=0.005)
+    with LutStore.create_or_open(tmp_path / "t.lut", device.fingerprint(), device.spec) as store:
+        profile(kernels, device, store, rounds=2, timing=fast, progress=False)
+        key = kernels[0].key
+        true_ms = statistics.median(r[2] for r in store.rows() if r[0] == key)
+        planted = next(r for r in store.rows() if r[0] == key and r[1] == 0)
+        from hwnas.devices.base import Stats
+
+        fake = Stats(true_ms * 20, true_ms * 20, true_ms * 20, true_ms * 20, 0.0, 5, 2, 0.01)
+        assert store.add(key, 0, fake, replace=True)
+        assert planted is not None
+        report = profile(kernels, device, store, rounds=3, timing=fast, progress=False)
+        rounds = {r[1]: r[2] for r in store.rows() if r[0] == key}
+        cond = {(c["key"], c["round"]) for c in store.conditions("kernel")}
+    assert report.remeasured >= 1
+    assert rounds[0] < true_ms * 5, "the planted outlier survived"
+    # every kernel-round has its conditions recorded
+    assert cond == {(k.key, r) for k in kernels for r in range(3)}
+
+
+def test_the_three_verdicts() -> None:
+    # median 1.00, noise half the range 0.05
+    rounds = [0.95, 1.0, 1.05, 0.98, 1.02]
+    assert judge(rounds, 1.2).outcome == WITHIN
+    assert judge(rounds, 1.0).outcome == WITHIN  # equal to the budget is within it
+    v = judge(rounds, 0.97)
+    assert v.outcome == NOISE and v.measured_ms == 1.0 and v.noise_ms == pytest.approx(0.05) and v.exit_code == 3
+    over = judge(rounds, 0.9)
+    assert over.outcome == OVER and over.exit_code == 1
+    # agreeing rounds are still credited with the noise floor
+    tight = judge([1.0, 1.0, 1.0], 0.995)
+    assert tight.noise_ms == pytest.approx(NOISE_FLOOR) and tight.outcome == NOISE
+    assert judge([1.0, 1.0, 1.0], 0.98).outcome == OVER
+    with pytest.raises(ValueError):
+        judge([], 1.0)
+
+
+def test_a_measurement_near_the_budget_takes_more_rounds() -> None:
+    def scripted(values: list[float]):
+        it = iter(values)
+        calls = []
+
+        def one() -> tuple[float, bool]:
+            calls.append(1)
+            return next(it), False
+
+        return one, calls
+
+    far, calls = scripted([1.0] * 20)
+    assert measure_verdict(far, 2.0, rounds=5, extra_rounds=6).outcome == WITHIN and len(calls) == 5
+    # first five land within noise above the budget; the six more show it is over
+    near_then_over, calls = scripted([1.0, 1.04, 0.98, 1.02, 1.0] + [1.03] * 6)
+    v = measure_verdict(near_then_over, 0.99, rounds=5, extra_rounds=6)
+    assert len(calls) == 11 and len(v.rounds_ms) == 11
+    assert v.measured_ms == pytest.approx(1.03) and v.noise_ms == pytest.approx(0.03)
+    assert v.outcome == OVER  # 1.03 - 0.03 > 0.99
+    below, calls = scripted([0.99] * 5 + [0.98] * 6)
+    assert measure_verdict(below, 0.995, rounds=5, extra_rounds=6).outcome == WITHIN and len(calls) == 11
