@@ -233,11 +233,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from hwnas.workflows import ProfileInterrupted, profile_space
 
     space = get_space(args.space)
-    device = open_device(args.device)
-    _warn_if_busy(device.threads)
+    device = open_device(_with_precision(args.device, args.precision))
     try:
         report = profile_space(space, device, args.out, rounds=args.rounds, timing=_timing(args), seed=args.seed,
-                               progress=not args.no_progress, force=args.force)  # fmt: skip
+                               progress=not args.no_progress, force=args.force,
+                               before_timing=lambda: _warn_if_busy(device.threads))  # fmt: skip
     except ProfileInterrupted as stop:
         print(
             f"hwnas: interrupted; {stop.saved} measurements are saved in {args.out} ({stop.new} from this run); "
@@ -258,6 +258,22 @@ def cmd_profile(args: argparse.Namespace) -> int:
                       f"the CPU, re-measured {report.remeasured} outlying round(s); {report.still_disturbed} kept "
                       "although disturbed ('hwnas lut show' lists the noisiest kernels)")  # fmt: skip
     return 0
+
+
+def _with_precision(spec: str, precision: str | None) -> str:
+    """``spec`` with ``precision=`` set from ``--precision`` (which must agree with one in the spec)."""
+    if precision is None:
+        return spec
+    from hwnas.devices import parse_device
+
+    device = parse_device(spec)
+    if "precision" not in device.params:
+        raise HwnasError(f"--precision: device {device.kind} times fp32 models only; use ort-cpu (fp32, int8) or "
+                         "tflite-cpu (fp32, fp16)")  # fmt: skip
+    given = "precision=" in spec
+    if given and device.precision != precision:
+        raise HwnasError(f"--precision {precision} contradicts the device spec's precision={device.precision}")
+    return spec if given else spec + ("," if ":" in spec else ":") + f"precision={precision}"
 
 
 def _warn_if_busy(threads: int) -> None:
@@ -304,6 +320,26 @@ def cmd_lut_show(args: argparse.Namespace) -> None:
     console.print(t)
     _print_noise(table, args.top)
     _print_calibration(table)
+    if args.compare:
+        _print_comparison(table, LatencyTable.load(args.compare))
+
+
+def _print_comparison(table: Any, other: Any) -> None:
+    """Kernel types this LUT predicts slower than ``other`` (e.g. int8 against fp32), with a warning."""
+    cmp = table.compare(other)
+    if cmp.empty:
+        raise HwnasError(f"{table.path} and {other.path} hold no kernel in common; compare LUTs of the same space")
+    p_this, p_other = table.fingerprint.get("precision", "?"), other.fingerprint.get("precision", "?")
+    t = Table("op", "kernels", f"this ({p_this}) ms", f"other ({p_other}) ms", "ratio", "kernels slower here",
+              title=f"against {other.path}")  # fmt: skip
+    for _, row in cmp.iterrows():
+        t.add_row(str(row["op"]), str(int(row["kernels"])), f"{row['this_ms']:.3f}", f"{row['other_ms']:.3f}",
+                  f"{row['ratio']:.2f}", str(int(row["slower"])))  # fmt: skip
+    console.print(t)
+    for _, row in cmp[cmp["ratio"] > 1].iterrows():
+        print(f"hwnas: warning: {row['op']} kernels are predicted slower in {table.path.name} ({p_this}) than in "
+              f"{other.path.name} ({p_other}): {row['ratio']:.2f}x over {int(row['kernels'])} kernels; a network "
+              f"rich in them may gain nothing from {p_this}", file=sys.stderr)  # fmt: skip
 
 
 def _print_noise(table: Any, top: int) -> None:
@@ -366,12 +402,12 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
     from hwnas.nas import get_space
 
     space = get_space(args.space)
-    device = open_device(args.device)
-    _warn_if_busy(device.threads)
+    device = open_device(_with_precision(args.device, args.precision))
     try:
         result = validate(
             args.file, space, device, args.samples, fit=args.fit, fit_share=args.fit_share, model=args.model,
             rounds=args.rounds, timing=_timing(args), seed=args.seed, progress=not args.no_progress, force=args.force,
+            before_timing=lambda: _warn_if_busy(device.threads),
         )  # fmt: skip
     except KeyboardInterrupt:
         print(
@@ -744,6 +780,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="shuffled passes over the kernels; a kernel's latency is the median (default 3)",
     )
     pr.add_argument("--seed", type=int, default=0, help="seed of the shuffles")
+    pr.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="time the kernels in the form export ships "
+                    "at this precision (ort-cpu: fp32, int8 QDQ; tflite-cpu: fp32, fp16 weights); the same as the "
+                    "device's precision= parameter (default: the device's, fp32)")  # fmt: skip
     pr.add_argument("--force", action="store_true", help="add to a LUT measured on another device")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_timing_args(pr, 100.0)
@@ -752,9 +791,11 @@ def build_parser() -> argparse.ArgumentParser:
     lut = sub.add_parser("lut", help="inspect and export LUT files").add_subparsers(
         dest="sub", required=True, metavar="SUBCOMMAND"
     )
-    ls = lut.add_parser("show", help="summary and the slowest kernels")
+    ls = lut.add_parser("show", help="summary, the slowest and the noisiest kernels, the calibration")
     ls.add_argument("file", metavar="FILE")
-    ls.add_argument("--top", type=int, default=15, help="how many of the slowest kernels to list")
+    ls.add_argument("--top", type=int, default=15, help="how many of the slowest and noisiest kernels to list")
+    ls.add_argument("--compare", metavar="OTHER", help="per kernel type, this LUT against OTHER (e.g. an int8 LUT "
+                    "against the fp32 one of the same device); warns where this one is slower")  # fmt: skip
     ls.set_defaults(func=cmd_lut_show)
     le = lut.add_parser("export", help="per-kernel table (or raw measurements) as CSV or Parquet")
     le.add_argument("file", metavar="FILE")
@@ -783,6 +824,8 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument(
         "--out", metavar="DIR", help="folder for validation.csv and validation.png (default FILE-validation)"
     )
+    lv.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+                    help="time whole networks at this precision (as 'profile --precision'); must be the LUT's")  # fmt: skip
     lv.add_argument("--force", action="store_true", help="validate on a device other than the LUT's")
     lv.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_timing_args(lv, 100.0)

@@ -16,7 +16,7 @@ prints, and the demo is a short list of these calls.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,8 +88,10 @@ def profile_space(
     seed: int = 0,
     progress: bool = True,
     force: bool = False,
+    before_timing: Callable[[], None] | None = None,
 ) -> ProfileReport:
     """Profile ``space`` on ``device`` into ``lut``; the LUT's ``spaces`` list gains this space.
+    ``before_timing`` runs once the LUT is open and checked (e.g. to warn about a busy machine).
 
     A killed or interrupted profile resumes on the next call; an interruption raises
     :class:`ProfileInterrupted` with the counts saved so far.
@@ -101,6 +103,8 @@ def profile_space(
         spaces = set(store.get_meta("spaces", []))
         store.set_meta("spaces", sorted(spaces | {space.name}))
         before = store.count()
+        if before_timing is not None:
+            before_timing()
         try:
             report = profile(space.kernels(), device, store, rounds=rounds, timing=timing, seed=seed, progress=progress)
         except KeyboardInterrupt:

@@ -145,6 +145,11 @@ PIN = Param(tuple, None, "CPU cores to pin the process to while timing, e.g. pin
 GPU_INDEX = Param(int, 0, "CUDA device index")
 
 
+def precision_param(*choices: str) -> Param:
+    """The precision of the models a device times, in the form export produces them."""
+    return Param(str, "fp32", "precision of the timed models (as exported): " + ", ".join(choices), choices=choices)
+
+
 class Device(ABC):
     """A place where models run and are timed. Subclasses set ``kind``, ``format`` and ``params``.
 
@@ -165,7 +170,8 @@ class Device(ABC):
     @property
     def spec(self) -> str:
         """The canonical spec string, every parameter spelled out."""
-        items = ",".join(f"{k}={_fmt(v)}" for k, v in self.options.items() if v is not None)
+        items = ",".join(f"{k}={_fmt(v)}" for k, v in self.options.items()
+                         if v is not None and not (k == "precision" and v == "fp32"))  # fmt: skip
         return f"{self.kind}:{items}" if items else self.kind
 
     @classmethod
@@ -192,6 +198,11 @@ class Device(ABC):
         before = CpuSnapshot.take()
         stats = self.measure(runner, timing)
         return stats, between(before, CpuSnapshot.take())
+
+    @property
+    def precision(self) -> str:
+        """The precision of the models this device times (``fp32`` where it has no such setting)."""
+        return str(self.options.get("precision") or "fp32")
 
     @property
     def threads(self) -> int:

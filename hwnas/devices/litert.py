@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hwnas import __version__
-from hwnas.devices.base import BATCH, PIN, Device, DeviceError, Param, Runner
+from hwnas.devices.base import BATCH, PIN, Device, DeviceError, Param, Runner, precision_param
 from hwnas.devices.host import host_facts
 
 _MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
@@ -72,6 +72,7 @@ class TfliteCpu(Device):
         "xnnpack": Param(bool, True, "use the XNNPACK delegate (0: builtin kernels)"),
         "batch": BATCH,
         "pin": PIN,
+        "precision": precision_param("fp32", "fp16"),
     }
 
     @classmethod
@@ -103,7 +104,7 @@ class TfliteCpu(Device):
             "runtime_version": importlib.metadata.version(dist),
             "threads": self.options["threads"],
             "xnnpack": bool(self.options["xnnpack"]),
-            "precision": "fp32",
+            "precision": self.precision,
             "batch": self.batch,
             "hwnas_version": __version__,
             **host_facts(),

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hwnas import __version__
-from hwnas.devices.base import BATCH, GPU_INDEX, PIN, Device, DeviceError, Param, Runner
+from hwnas.devices.base import BATCH, GPU_INDEX, PIN, Device, DeviceError, Param, Runner, precision_param
 from hwnas.devices.host import host_facts
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -90,7 +90,7 @@ class _OrtDevice(Device):
             "runtime_version": _ort().__version__,
             "provider": self.provider,
             "graph_optimization": self.options["opt"],
-            "precision": "fp32",
+            "precision": self.precision,
             "batch": self.batch,
             "hwnas_version": __version__,
             **self._hardware(),
@@ -111,6 +111,7 @@ class OrtCpu(_OrtDevice):
         "opt": OPT,
         "batch": BATCH,
         "pin": PIN,
+        "precision": precision_param("fp32", "int8"),
     }
 
     @classmethod

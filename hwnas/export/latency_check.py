@@ -6,7 +6,8 @@ the rounds as its noise; more rounds when the first ones land within noise of th
 round is watched (:mod:`hwnas.latency.disturbance`): one taken while other processes competed for
 the CPU is re-taken after a pause. With a LUT, the architecture's predicted latency (calibrated
 where the LUT holds a calibration) goes beside it; the LUT must describe the device, unless
-forced. The verdict of each budgeted file is returned by name, so the caller can fail.
+forced; the prediction goes beside the file of the LUT's precision (an int8 LUT predicts the int8
+file, profiled with ``precision=int8``). The verdict of each budgeted file is returned by name, so the caller can fail.
 """
 
 from __future__ import annotations
@@ -58,13 +59,14 @@ def check_latency(
     return each measured file's verdict by file name."""
     if budget_ms is not None and not (math.isfinite(budget_ms) and budget_ms > 0):
         raise HwnasError(f"the latency budget must be a finite number of ms > 0, got {budget_ms}")
-    predicted = None
+    predicted, lut_precision = None, None
     if lut is not None:
         from hwnas.latency.predictor import LatencyPredictor
 
         predictor = LatencyPredictor.from_lut(lut)
         predictor.table.check_device(device.fingerprint(), force=force)
         predicted = predictor.predict(arch)
+        lut_precision = str(predictor.table.fingerprint.get("precision", "fp32"))
     verdicts: dict[str, Verdict] = {}
     for item in results:
         if item.format != device.format:
@@ -72,7 +74,7 @@ def check_latency(
         shape = tuple(int(v) for v in item.card["input"]["shape"]) if "batch" not in item.card["input"]["shape"] else (
             1, *item.card["input"]["shape"][1:])  # fmt: skip
         item.measured_ms, item.noise_ms, verdict = measure_file(device, item.path.read_bytes(), shape, budget_ms)
-        item.predicted_ms = predicted if item.precision == "fp32" else None
+        item.predicted_ms = predicted if item.precision == lut_precision else None  # int8 LUT: the int8 file
         item.device = device.spec
         if verdict is not None:
             item.verdict = verdict.to_dict()

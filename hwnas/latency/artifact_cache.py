@@ -1,8 +1,8 @@
 """On-disk cache of converted models, so a re-run never converts a kernel (or a network) twice.
 
 Location: ``$HWNAS_CACHE``, else ``$XDG_CACHE_HOME/hwnas``, else ``~/.cache/hwnas``. Entries are
-keyed by format, the version of hwnas's kernel-model code, converter version, batch and kernel
-key; files are written atomically.
+keyed by format, the version of hwnas's kernel-model code, converter version, batch, precision
+and kernel key; files are written atomically.
 """
 
 from __future__ import annotations
@@ -36,9 +36,13 @@ class ArtifactCache:
     """Converted models of one format and batch size: one-kernel models (``kind="kernels"``, keyed by
     kernel key) or whole networks (``kind="models"``, keyed by a hash of the architecture string)."""
 
-    def __init__(self, fmt: str, batch: int = 1, root: Path | None = None, kind: str = "kernels") -> None:
+    def __init__(
+        self, fmt: str, batch: int = 1, root: Path | None = None, kind: str = "kernels", precision: str = "fp32"
+    ) -> None:
         self.fmt = fmt
+        self.precision = precision
         tag = f"{fmt}-v{KERNEL_MODELS_VERSION}-{_converter_version(fmt)}-b{batch}"
+        tag += "" if precision == "fp32" else f"-{precision}"
         self.dir = (root or cache_root()) / f"{kind}-{tag}"
         self.batch = batch
 

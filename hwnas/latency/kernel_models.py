@@ -14,6 +14,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -96,3 +97,39 @@ ARTIFACT_BUILDERS: dict[str, Callable[[Sequence[Kernel], int], list[bytes]]] = {
     "onnx": onnx_artifacts,
     "tflite": tflite_artifacts,
 }
+# The precisions a LUT can be profiled in, per format, in the form export produces them.
+PRECISIONS = {"onnx": ("fp32", "int8"), "tflite": ("fp32", "fp16"), "torch": ("fp32",)}
+CALIBRATION_BATCHES = 4  # random-normal batches that calibrate an int8 model's ranges for timing
+
+
+def random_calibration(input_shape: tuple[int, ...], seed: int) -> list[np.ndarray]:
+    """Batches of standard-normal inputs, seeded: the ranges int8 timing models are quantized with
+    (latency does not depend on the ranges, only on the ops, which are those of export's form)."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(input_shape).astype(np.float32) for _ in range(CALIBRATION_BATCHES)]
+
+
+def at_precision(
+    fp32: Sequence[bytes], fmt: str, precision: str, shapes: Sequence[tuple[int, ...]], input_name: str
+) -> list[bytes]:
+    """Models converted at fp32 in the form export ships at ``precision``: ONNX static QDQ int8
+    (:func:`hwnas.export.convert.onnx_export.onnx_int8`), TFLite float16 weights
+    (:func:`hwnas.export.convert.tflite_export.fp16_weights`)."""
+    if precision not in PRECISIONS.get(fmt, ()):
+        raise ValueError(f"no {precision} form for {fmt} models; choose from {', '.join(PRECISIONS.get(fmt, ()))}")
+    if precision == "fp32":
+        return list(fp32)
+    if fmt == "onnx":
+        from hwnas.export.convert.onnx_export import onnx_int8
+
+        return [onnx_int8(d, random_calibration(s, zlib.crc32(d[:4096])), input_name=input_name)
+                for d, s in zip(fp32, shapes, strict=True)]  # fmt: skip
+    from hwnas.export.convert.tflite_export import fp16_weights
+
+    return [fp16_weights(d) for d in fp32]
+
+
+def kernel_artifacts(kernels: Sequence[Kernel], fmt: str, batch: int = 1, precision: str = "fp32") -> list[bytes]:
+    """The timing models of ``kernels`` in format ``fmt`` at ``precision``."""
+    fp32 = ARTIFACT_BUILDERS[fmt](kernels, batch)
+    return at_precision(fp32, fmt, precision, [kernel_input_shape(k, batch) for k in kernels], "x")

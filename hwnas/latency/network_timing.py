@@ -23,7 +23,7 @@ from torch import nn
 from hwnas.devices.base import Device, Runner, TimingConfig
 from hwnas.latency.artifact_cache import ArtifactCache
 from hwnas.latency.disturbance import Guard, GuardConfig, Measured
-from hwnas.latency.kernel_models import to_onnx
+from hwnas.latency.kernel_models import at_precision, to_onnx
 from hwnas.latency.profiler import measure_rounds
 from hwnas.latency.store import LutStore, device_id
 from hwnas.nas.models.builder import build_model
@@ -49,15 +49,18 @@ def network_key(arch: Architecture) -> str:
     return hashlib.sha256(arch.to_str().encode()).hexdigest()[:32]
 
 
-def network_artifacts(archs: Sequence[Architecture], fmt: str, batch: int = 1) -> list[bytes]:
-    """Convert networks to ``onnx`` or ``tflite`` bytes."""
+def network_artifacts(archs: Sequence[Architecture], fmt: str, batch: int = 1, precision: str = "fp32") -> list[bytes]:
+    """Convert networks to ``onnx`` or ``tflite`` bytes, at ``precision`` in the form export ships."""
+    shapes = [network_input_shape(a, batch) for a in archs]
     if fmt == "onnx":
-        return [to_onnx(network_module(a), network_input_shape(a, batch)) for a in archs]
-    if fmt == "tflite":
+        fp32 = [to_onnx(network_module(a), s) for a, s in zip(archs, shapes, strict=True)]
+    elif fmt == "tflite":
         from hwnas.export.convert.tflite_batch import convert_batch
 
-        return convert_batch([(network_module(a), network_input_shape(a, batch)) for a in archs])
-    raise ValueError(f"no converter for format {fmt!r}")
+        fp32 = convert_batch([(network_module(a), s) for a, s in zip(archs, shapes, strict=True)])
+    else:
+        raise ValueError(f"no converter for format {fmt!r}")
+    return at_precision(fp32, fmt, precision, shapes, "x")
 
 
 def _ensure_converted(
@@ -67,7 +70,7 @@ def _ensure_converted(
     chunk = _TFLITE_CHUNK if cache.fmt == "tflite" else 1
     for i in range(0, len(missing), chunk):
         part = missing[i : i + chunk]
-        for a, data in zip(part, network_artifacts(part, cache.fmt, cache.batch), strict=True):
+        for a, data in zip(part, network_artifacts(part, cache.fmt, cache.batch, cache.precision), strict=True):
             cache.put(network_key(a), data)
         on_chunk(len(part))
     return {a.to_str(): cache.get(network_key(a)) or b"" for a in archs}
@@ -95,7 +98,7 @@ def measure_networks(
     with progress_bar(progress) as bar:
         artifacts: dict[str, bytes] = {}
         if device.format != "torch" and needed:
-            cache = ArtifactCache(device.format, device.batch, kind="models")
+            cache = ArtifactCache(device.format, device.batch, kind="models", precision=device.precision)
             task = bar.add_task(f"converting networks to {device.format}", total=len(needed))
             artifacts = _ensure_converted(needed, cache, lambda n: bar.advance(task, n))
         watch = Guard(device, timing, planned=sum(len(t) for t in todo_rounds), config=guard or GuardConfig())

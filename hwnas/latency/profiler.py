@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from hwnas.devices.base import Device, Runner, TimingConfig
 from hwnas.latency.artifact_cache import ArtifactCache
 from hwnas.latency.disturbance import Guard, GuardConfig, Measured, outlying_rounds
-from hwnas.latency.kernel_models import ARTIFACT_BUILDERS, kernel_input_shape, kernel_module
+from hwnas.latency.kernel_models import kernel_artifacts, kernel_input_shape, kernel_module
 from hwnas.latency.store import LutStore
 from hwnas.nas.spaces.kernels import Kernel
 from hwnas.progress import progress_bar
@@ -103,6 +103,10 @@ def measure_rounds(
     return measured, busy
 
 
+def _build(kernels: Sequence[Kernel], batch: int, fmt: str, precision: str) -> list[bytes]:
+    return kernel_artifacts(kernels, fmt, batch, precision)
+
+
 def load_kernel(device: Device, kernel: Kernel, cache: ArtifactCache | None) -> Runner:
     """Load one kernel's model on the device, from the cache for file-based formats."""
     shape = kernel_input_shape(kernel, device.batch)
@@ -111,7 +115,7 @@ def load_kernel(device: Device, kernel: Kernel, cache: ArtifactCache | None) -> 
     assert cache is not None
     data = cache.get(kernel.key)
     if data is None:
-        [data] = ARTIFACT_BUILDERS[device.format]([kernel], device.batch)
+        [data] = kernel_artifacts([kernel], device.format, device.batch, device.precision)
         cache.put(kernel.key, data)
     return device.load(data, shape)
 
@@ -138,7 +142,7 @@ def profile(
     store.set_meta("timing", timing.__dict__)
     store.set_meta("rounds", rounds)
     if device.format != "torch":
-        cache = cache or ArtifactCache(device.format, device.batch)
+        cache = cache or ArtifactCache(device.format, device.batch, precision=device.precision)
     with progress_bar(progress) as bar:
         if cache is not None:
             needed = sorted({k for t in todo_rounds for k in t})
@@ -147,7 +151,9 @@ def profile(
                 task = bar.add_task(f"converting to {device.format}", total=missing)
                 t0 = time.perf_counter()
                 report.converted = cache.ensure(
-                    needed, ARTIFACT_BUILDERS[device.format], on_chunk=lambda n: bar.advance(task, n)
+                    needed,
+                    functools.partial(_build, fmt=device.format, precision=device.precision),
+                    on_chunk=lambda n: bar.advance(task, n),
                 )
                 report.convert_s = time.perf_counter() - t0
         watch = Guard(device, timing, planned=total, config=guard or GuardConfig())

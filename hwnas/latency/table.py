@@ -121,6 +121,22 @@ class LatencyTable:
         self.require(keys)
         return [self.lookup(k) for k in keys]
 
+    def compare(self, other: LatencyTable) -> pd.DataFrame:
+        """Per kernel type, over the kernels both tables hold: how many, the sum of each table's
+        latencies, ``ratio`` = this table's sum / the other's, and how many kernels are slower here
+        (e.g. an int8 LUT against the fp32 LUT of the same device: ratio > 1 is int8 slower)."""
+        a = self.df.set_index("key")
+        b = other.df.set_index("key")
+        common = a.index.intersection(b.index)
+        both = pd.DataFrame({"op": a.loc[common, "op"], "this_ms": a.loc[common, "latency_ms"],
+                             "other_ms": b.loc[common, "latency_ms"]})  # fmt: skip
+        both["slower"] = both["this_ms"] > both["other_ms"]
+        g = both.groupby("op")
+        out = pd.DataFrame({"kernels": g.size(), "this_ms": g["this_ms"].sum(), "other_ms": g["other_ms"].sum(),
+                            "slower": g["slower"].sum()})  # fmt: skip
+        out["ratio"] = out["this_ms"] / out["other_ms"]
+        return out.reset_index()
+
     def check_device(self, fingerprint: dict[str, Any], force: bool = False) -> None:
         """Refuse a device other than the one the LUT was measured on, unless ``force``."""
         diff = fingerprint_mismatch(self.fingerprint, fingerprint)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,7 @@ def validate(
     seed: int = 0,
     progress: bool = True,
     force: bool = False,
+    before_timing: Callable[[], None] | None = None,
 ) -> Validation:
     """Measure ``samples`` architectures of ``space`` on ``device`` and score the LUT ``lut``.
 
@@ -190,6 +191,8 @@ def validate(
         raise HwnasError(f"{lut}: its calibration was fitted on another device; refit with --fit, or pass --force")
     exclude = frozenset(old.fit_archs) if old else frozenset()
     archs = stratified_sample(space, raw.raw, samples, seed=seed, exclude=exclude)
+    if before_timing is not None:
+        before_timing()
     with LutStore.open(lut) as store:
         store.conn.execute("PRAGMA journal_mode=WAL")
         measured = measure_networks(archs, device, store, rounds=rounds, timing=timing, seed=seed, progress=progress)

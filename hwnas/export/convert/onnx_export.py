@@ -56,7 +56,7 @@ def onnx_bytes(
     return bytes(optimized.SerializeToString())
 
 
-def onnx_int8(fp32: bytes, calibration: Sequence[np.ndarray]) -> bytes:
+def onnx_int8(fp32: bytes, calibration: Sequence[np.ndarray], input_name: str = INPUT) -> bytes:
     """Static QDQ int8 quantization of an ONNX model, calibrated on ``calibration`` batches (NCHW)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -72,7 +72,7 @@ def onnx_int8(fp32: bytes, calibration: Sequence[np.ndarray]) -> bytes:
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             x = next(self.items, None)
-            return None if x is None else {INPUT: x.astype(np.float32)}
+            return None if x is None else {input_name: x.astype(np.float32)}
 
     with tempfile.TemporaryDirectory(prefix="hwnas-q-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"

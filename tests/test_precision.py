@@ -1,0 +1,132 @@
+"""Precision as a LUT dimension: kernels timed in the form export ships (ONNX QDQ int8, TFLite
+fp16 weights), LUTs that know their precision, and the errors when precisions are mixed."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from hwnas.devices import open_device
+from hwnas.latency.kernel_models import kernel_artifacts, kernel_input_shape, kernel_module
+from hwnas.latency.table import LatencyTable
+from hwnas.nas import get_space
+
+from conftest import FAST_TIMING, run_cli
+
+
+def _conv_kernel():
+    return next(k for k in get_space("tiny").kernels() if k.op == "conv" and k.cin > 3)
+
+
+def test_int8_kernel_models_are_qdq_and_compute_the_fp32_kernel() -> None:
+    import onnxruntime as ort
+    import torch
+
+    kernel = _conv_kernel()
+    [data] = kernel_artifacts([kernel], "onnx", 1, "int8")
+    ops = [n.op_type for n in onnx.load_from_string(data).graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and "Conv" in ops
+    x = np.random.default_rng(1).standard_normal(kernel_input_shape(kernel, 1)).astype(np.float32)
+    (y8,) = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    with torch.no_grad():
+        y = kernel_module(kernel)(torch.from_numpy(x)).numpy()
+    # 8-bit: close to the fp32 kernel, relative to the output's range; not bit-equal
+    err = np.abs(y8 - y).max() / np.abs(y).max()
+    assert 0 < err < 0.1, err
+
+
+def test_fp16_kernel_models_store_half_weights_and_compute_the_fp32_kernel() -> None:
+    import torch
+
+    from hwnas.devices.litert import open_interpreter
+
+    kernel = _conv_kernel()
+    [fp32], [fp16] = kernel_artifacts([kernel], "tflite", 1, "fp32"), kernel_artifacts([kernel], "tflite", 1, "fp16")
+    interp = open_interpreter(fp16)
+    dtypes = {str(t["dtype"].__name__) for t in interp.get_tensor_details()}
+    assert "float16" in dtypes
+    interp.allocate_tensors()
+    x = np.random.default_rng(2).standard_normal(kernel_input_shape(kernel, 1)).astype(np.float32)
+    inp = interp.get_input_details()[0]
+    interp.set_tensor(inp["index"], x.transpose(0, 2, 3, 1))  # the TFLite kernel models take NHWC
+    interp.invoke()
+    y16 = interp.get_tensor(interp.get_output_details()[0]["index"])
+    with torch.no_grad():
+        y = kernel_module(kernel)(torch.from_numpy(x)).numpy().transpose(0, 2, 3, 1)
+    assert np.abs(y16 - y).max() <= 1e-2 * max(1.0, np.abs(y).max())
+    assert "float16" not in {str(t["dtype"].__name__) for t in open_interpreter(fp32).get_tensor_details()}
+
+
+def test_an_int8_lut_knows_its_precision_and_is_refused_as_fp32(tmp_path: Path) -> None:
+    lut = tmp_path / "i8.lut"
+    proc = run_cli("profile", "--space", "tiny", "--device", "ort-cpu:threads=1", "--precision", "int8", "--out",
+                   str(lut), "--rounds", "1", "--no-progress", *FAST_TIMING)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "precision=int8" in proc.stdout
+    table = LatencyTable.load(lut)
+    assert table.fingerprint["precision"] == "int8" and len(table) == len(get_space("tiny").kernels())
+    # the same LUT through an fp32 device: one line naming the precision
+    proc = run_cli("lut", "validate", str(lut), "--space", "tiny", "--device", "ort-cpu:threads=1", "--samples", "4",
+                   "--no-progress", *FAST_TIMING)  # fmt: skip
+    assert proc.returncode == 2 and "precision: 'int8' vs 'fp32'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    # validated against whole int8 networks, on the int8 device
+    proc = run_cli("lut", "validate", str(lut), "--space", "tiny", "--device", "ort-cpu:threads=1", "--precision",
+                   "int8", "--samples", "6", "--rounds", "1", "--no-progress", "--out", str(tmp_path / "v"),
+                   *FAST_TIMING)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    with sqlite3.connect(lut) as conn:
+        assert conn.execute("SELECT COUNT(DISTINCT arch) FROM models").fetchone()[0] == 6
+    # with the fp32 LUT of the same device: the per-op comparison, and a warning for each slower op
+    f32 = tmp_path / "f32.lut"
+    assert run_cli("profile", "--space", "tiny", "--device", "ort-cpu:threads=1", "--out", str(f32), "--rounds", "1",
+                   "--no-progress", *FAST_TIMING).returncode == 0  # fmt: skip
+    proc = run_cli("lut", "show", str(lut), "--compare", str(f32))
+    assert proc.returncode == 0, proc.stderr
+    a, b = table.df.set_index("key"), LatencyTable.load(f32).df.set_index("key")
+    for op in sorted(set(a["op"])):
+        ratio = a.loc[a["op"] == op, "latency_ms"].sum() / b.loc[b["op"] == op, "latency_ms"].sum()
+        assert f"{ratio:.2f}" in proc.stdout
+        warned = f"warning: {op} kernels are predicted slower in i8.lut (int8)" in proc.stderr
+        assert warned == (ratio > 1), op
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--device", "ort-cpu", "--precision", "fp8"], ["invalid choice: 'fp8'", "'fp32', 'fp16', 'int8'"]),
+        (["--device", "ort-cpu", "--precision", "fp16"], ["precision='fp16'", "allowed: fp32, int8"]),
+        (["--device", "tflite-cpu", "--precision", "int8"], ["precision='int8'", "allowed: fp32, fp16"]),
+        (["--device", "torch-cpu", "--precision", "int8"], ["torch-cpu times fp32 models only"]),
+        (["--device", "ort-cpu:precision=int8", "--precision", "fp32"], ["contradicts", "precision=int8"]),
+    ],
+)
+def test_bad_precisions_get_one_line(tmp_path: Path, args: list[str], words: list[str]) -> None:
+    out = tmp_path / "x.lut"
+    proc = run_cli("profile", "--space", "tiny", "--out", str(out), *args)
+    assert proc.returncode == 2
+    assert all(w in proc.stderr for w in words), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_a_lut_from_another_runtime_version_is_refused(tmp_path: Path) -> None:
+    lut = tmp_path / "t.lut"
+    assert run_cli("profile", "--space", "tiny", "--device", "ort-cpu:threads=1", "--out", str(lut), "--rounds", "1",
+                   "--no-progress", *FAST_TIMING).returncode == 0  # fmt: skip
+    with sqlite3.connect(lut) as conn:
+        fp = json.loads(conn.execute("SELECT value FROM meta WHERE name = 'fingerprint'").fetchone()[0])
+        real = fp["runtime_version"]
+        fp["runtime_version"] = "0.0.1"
+        conn.execute("UPDATE meta SET value = ? WHERE name = 'fingerprint'", (json.dumps(fp),))
+    proc = run_cli("lut", "validate", str(lut), "--space", "tiny", "--device", "ort-cpu:threads=1", "--samples", "4",
+                   "--no-progress")  # fmt: skip
+    assert proc.returncode == 2 and f"runtime_version: '0.0.1' vs '{real}'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "--force" in proc.stderr
+    device = open_device("ort-cpu:threads=1")
+    assert device.fingerprint()["runtime_version"] == real
