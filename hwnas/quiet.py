@@ -12,7 +12,8 @@ from collections.abc import Iterator
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Send file descriptor 2 to /dev/null (C++ logging of LiteRT, TensorFlow Lite and torchao
-    writes there, below Python), turn off litert-torch's progress bars and Python warnings."""
+    writes there, below Python) and Python's ``sys.stdout`` too (ONNX Runtime's int8 calibration
+    prints there), turn off litert-torch's progress bars and Python warnings."""
     old_env = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
     os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
     sys.stderr.flush()
@@ -20,7 +21,7 @@ def quiet() -> Iterator[None]:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
             warnings.simplefilter("ignore")
             yield
     finally:

@@ -16,6 +16,7 @@ import numpy as np
 from hwnas import __version__
 from hwnas.devices.base import BATCH, PIN, Device, DeviceError, Param, Runner, precision_param
 from hwnas.devices.host import host_facts
+from hwnas.quiet import quiet
 
 _MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 
@@ -35,7 +36,8 @@ def open_interpreter(data: bytes, threads: int | None = None) -> Any:
     kwargs: dict[str, Any] = {"model_content": bytes(data)}
     if threads is not None:
         kwargs["num_threads"] = threads
-    return module.Interpreter(**kwargs)
+    with quiet():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on stderr
+        return module.Interpreter(**kwargs)
 
 
 class TfliteRunner(Runner):
@@ -91,8 +93,9 @@ class TfliteCpu(Device):
         if not self.options["xnnpack"]:
             kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            interpreter = module.Interpreter(**kwargs)
-            return TfliteRunner(interpreter, self.batch)
+            with quiet():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on stderr
+                interpreter = module.Interpreter(**kwargs)
+                return TfliteRunner(interpreter, self.batch)
         except (ValueError, RuntimeError) as exc:
             raise DeviceError(f"{self.kind} cannot load the model: {str(exc).splitlines()[0][:200]}") from None
 

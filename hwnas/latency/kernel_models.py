@@ -88,9 +88,12 @@ def onnx_artifacts(kernels: Sequence[Kernel], batch: int = 1) -> list[bytes]:
 
 
 def tflite_artifacts(kernels: Sequence[Kernel], batch: int = 1) -> list[bytes]:
-    from hwnas.export.convert.tflite_batch import convert_batch
+    from hwnas.quiet import quiet
 
-    return convert_batch([(kernel_module(k), kernel_input_shape(k, batch)) for k in kernels])
+    with quiet():  # litert-torch's import and conversion log to stderr (absl, torchao, oneDNN)
+        from hwnas.export.convert.tflite_batch import convert_batch
+
+        return convert_batch([(kernel_module(k), kernel_input_shape(k, batch)) for k in kernels])
 
 
 ARTIFACT_BUILDERS: dict[str, Callable[[Sequence[Kernel], int], list[bytes]]] = {

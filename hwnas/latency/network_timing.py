@@ -55,9 +55,12 @@ def network_artifacts(archs: Sequence[Architecture], fmt: str, batch: int = 1, p
     if fmt == "onnx":
         fp32 = [to_onnx(network_module(a), s) for a, s in zip(archs, shapes, strict=True)]
     elif fmt == "tflite":
-        from hwnas.export.convert.tflite_batch import convert_batch
+        from hwnas.quiet import quiet
 
-        fp32 = convert_batch([(network_module(a), s) for a, s in zip(archs, shapes, strict=True)])
+        with quiet():  # litert-torch's import and conversion log to stderr
+            from hwnas.export.convert.tflite_batch import convert_batch
+
+            fp32 = convert_batch([(network_module(a), s) for a, s in zip(archs, shapes, strict=True)])
     else:
         raise ValueError(f"no converter for format {fmt!r}")
     return at_precision(fp32, fmt, precision, shapes, "x")
