@@ -565,14 +565,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise HwnasError("--budget-ms needs --device, the device to measure the files on")
     if args.lut and not args.device:
         raise HwnasError("--lut needs --device, the device the LUT describes and the files are measured on")
-    if args.nhwc and "tflite" not in formats:
-        raise HwnasError("--nhwc sets the input layout of TFLite files; add tflite to --format, or drop --nhwc")
+    for flag in ("nhwc", "nchw"):
+        if getattr(args, flag) and "tflite" not in formats:
+            raise HwnasError(f"--{flag} sets the input layout of TFLite files (ONNX files are NCHW); add tflite to "
+                             f"--format, or drop --{flag}")  # fmt: skip
     device = open_device(args.device) if args.device else None
     child = load_child(args.arch, args.weights)
     outcome = export_and_check(child, args.out, formats, precisions, data=args.data,
                                calibration_images=args.calibration_images, check_images=args.check_images,
                                device=device, lut=args.lut, budget_ms=args.budget_ms, force=args.force,
-                               stem=args.name or (child.arch.name or "model"), nhwc=args.nhwc,
+                               stem=args.name or (child.arch.name or "model"), nhwc=not args.nchw,
                                dynamic_batch=args.dynamic_batch, simplify=args.simplify)  # fmt: skip
     results, over, noisy = outcome.files, outcome.over_budget, outcome.within_noise
     console.print(export_table(results, f"exported {child.arch.to_str()}"))
@@ -915,7 +917,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", default="onnx,tflite", help="comma-separated: onnx, tflite (default both)")
     ex.add_argument("--fp16", action="store_true", help="also a TFLite file with float16 weights")
     ex.add_argument("--int8", action="store_true", help="also int8 files (post-training, calibrated on --data)")
-    ex.add_argument("--nhwc", action="store_true", help="TFLite input in NHWC order (camera layout)")
+    layout = ex.add_mutually_exclusive_group()
+    layout.add_argument("--nhwc", action="store_true", help="TFLite input in NHWC order, camera frames' layout and "
+                        "TFLite's convention (the default; the LUT's TFLite kernels are NHWC too)")  # fmt: skip
+    layout.add_argument("--nchw", action="store_true", help="TFLite input in NCHW order, as PyTorch and the ONNX file "
+                        "(adds layout transposes on a phone)")  # fmt: skip
     ex.add_argument("--dynamic-batch", action="store_true", help="ONNX input with a dynamic batch dimension")
     ex.add_argument("--simplify", action="store_true",
                     help="optimize the ONNX graph with onnxscript (2-3%% faster on ONNX Runtime CPU)")  # fmt: skip

@@ -116,7 +116,7 @@ it = Interpreter(model_path=folder + "/m-fp32.tflite")
 it.allocate_tensors()
 rows = []
 for i in range(len(x)):
-    it.set_tensor(it.get_input_details()[0]["index"], x[i:i+1])
+    it.set_tensor(it.get_input_details()[0]["index"], x[i:i+1].transpose(0, 2, 3, 1).copy())  # NHWC by default
     it.invoke()
     rows.append(it.get_tensor(it.get_output_details()[0]["index"]).copy())
 print(json.dumps({"hwnas_loaded": any(m.startswith("hwnas") for m in sys.modules),
@@ -274,10 +274,11 @@ def test_cards_from_an_image_folder_carry_its_class_names_preprocessing_and_one_
     sig = Interpreter(model_path=str(tmp_path / "x" / "m-fp32.tflite")).get_signature_list()
     assert sig == {cards["tflite"]["signature"]: {"inputs": ["input"], "outputs": ["logits"]}}
     x = rng.standard_normal((1, 3, arch.resolution, arch.resolution)).astype(np.float32)
-    scope: dict[str, object] = {"x": x}
-    for fmt, card in cards.items():  # the card's own snippet runs, in the folder of the file
+    assert (cards["onnx"]["input"]["layout"], cards["tflite"]["input"]["layout"]) == ("NCHW", "NHWC")  # the defaults
+    for fmt, card in cards.items():  # the card's own snippet runs, in the folder of the file, on the card's layout
         import os
 
+        scope: dict[str, object] = {"x": x.transpose(0, 2, 3, 1).copy() if card["input"]["layout"] == "NHWC" else x}
         here = os.getcwd()
         os.chdir(tmp_path / "x")
         try:

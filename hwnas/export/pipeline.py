@@ -139,7 +139,7 @@ def export_child(
     out: Path,
     formats: Sequence[str],
     precisions: Sequence[str] = ("fp32",),
-    nhwc: bool = False,
+    nhwc: bool = True,
     dynamic_batch: bool = False,
     check_inputs: np.ndarray | None = None,
     calibration: Sequence[np.ndarray] = (),
