@@ -569,9 +569,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         if getattr(args, flag) and "tflite" not in formats:
             raise HwnasError(f"--{flag} sets the input layout of TFLite files (ONNX files are NCHW); add tflite to "
                              f"--format, or drop --{flag}")  # fmt: skip
+    gates = None
+    if args.budget_gates is not None:
+        gates = [g.strip() for g in args.budget_gates.split(",") if g.strip()]
+        bad = [g for g in gates if g not in ("fp32", "fp16", "int8")]
+        if bad or not gates:
+            raise HwnasError(
+                f"--budget-gates {args.budget_gates!r}: give precisions from fp32, fp16, int8, e.g. fp32,int8"
+            )
     device = open_device(args.device) if args.device else None
     child = load_child(args.arch, args.weights)
-    outcome = export_and_check(child, args.out, formats, precisions, data=args.data,
+    outcome = export_and_check(child, args.out, formats, precisions, data=args.data, gates=gates,
                                calibration_images=args.calibration_images, check_images=args.check_images,
                                device=device, lut=args.lut, budget_ms=args.budget_ms, force=args.force,
                                stem=args.name or (child.arch.name or "model"), nhwc=not args.nchw,
@@ -581,6 +589,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     console.print(f"model cards: <file>.json beside each file, in {results[0].path.parent if results else args.out}")
     for name, v in outcome.verdicts.items():
         console.print(f"{name}: {v.text()}")
+    if outcome.not_gated:
+        console.print(f"reported, not gated (the budget gates {', '.join(outcome.gates)}; --budget-gates): "
+                      + "; ".join(outcome.not_gated))  # fmt: skip
+    _warn_int8_agreement(results, args.min_int8_agreement)
     if over or noisy:
         msg = "; ".join(over + noisy)
         if args.allow_over_budget:
@@ -594,6 +606,15 @@ def cmd_export(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 3
     return 0
+
+
+def _warn_int8_agreement(results: list[Any], threshold: float) -> None:
+    for r in results:
+        if r.precision == "int8" and r.top1_agreement is not None and r.top1_agreement < threshold:
+            print(f"hwnas: warning: {r.path.name} agrees with fp32 PyTorch on {r.top1_agreement:.1%} of the check "
+                  f"images, under {threshold:.0%} (--min-int8-agreement): int8 changes this model's answers; "
+                  "check its accuracy before shipping it, or calibrate on more images (--calibration-images)",
+                  file=sys.stderr)  # fmt: skip
 
 
 def export_table(results: list[Any], title: str) -> Table:
@@ -935,8 +956,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--device", metavar="SPEC", help="measure the files of its format there")
     ex.add_argument("--lut", help="LUT of --device, for the predicted latency")
-    ex.add_argument("--budget-ms", type=_positive_float, help="fail (exit 1) when a measured file is over this")
+    ex.add_argument("--budget-ms", type=_positive_float,
+                    help="judge the measured files against it: exit 1 over beyond the noise, 3 within noise of it")  # fmt: skip
     ex.add_argument("--allow-over-budget", action="store_true", help="report an over-budget file, exit 0")
+    ex.add_argument("--budget-gates", metavar="P,P", help="precisions the budget gates; files of others are reported "
+                    "only (default: fp32,int8 on a CPU device, where fp16 weights are dequantized; all elsewhere)")  # fmt: skip
+    ex.add_argument("--min-int8-agreement", type=_share, default=0.95, help="warn when an int8 file's top-1 agrees "
+                    "with fp32 PyTorch on fewer of the check images")  # fmt: skip
     ex.add_argument("--force", action="store_true", help="use a LUT measured on another device")
     ex.add_argument("--name", help="file name stem (default: the architecture's name, or 'model')")
     ex.add_argument("--out", default="export", help="output folder (default ./export)")

@@ -157,29 +157,51 @@ def train_and_save(
     return result
 
 
+def default_gates(device: Device | None) -> tuple[str, ...]:
+    """The precisions a latency budget gates by default: on a CPU, fp32 and int8 (fp16 files are for
+    GPU delegates; a CPU runtime dequantizes their weights and runs fp32); elsewhere every one."""
+    if device is not None and device.kind.endswith("-cpu"):
+        return ("fp32", "int8")
+    return ("fp32", "fp16", "int8")
+
+
 @dataclass
 class ExportOutcome:
-    """The files written (with their checks and latency) and their budget verdicts, by file name."""
+    """The files written (with their checks and latency) and their budget verdicts, by file name.
+    Only the files of a precision in ``gates`` can fail the budget; the others are reported."""
 
     files: list[Exported]
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     device: str = ""
+    gates: tuple[str, ...] = ("fp32", "fp16", "int8")
+
+    def _judged(self, outcome: str, gated: bool) -> list[str]:
+        from hwnas.export.latency_check import judged
+
+        precision = {f.path.name: f.precision for f in self.files}
+        chosen = {n: v for n, v in self.verdicts.items() if (precision.get(n) in self.gates) == gated}
+        return judged(chosen, outcome, self.device)
 
     @property
     def over_budget(self) -> list[str]:
-        """Files over the budget beyond the measured noise, one line each."""
-        from hwnas.export.latency_check import judged
+        """Gated files over the budget beyond the measured noise, one line each."""
         from hwnas.latency.verdict import OVER
 
-        return judged(self.verdicts, OVER, self.device)
+        return self._judged(OVER, True)
 
     @property
     def within_noise(self) -> list[str]:
-        """Files over the budget by less than the measured noise, one line each."""
-        from hwnas.export.latency_check import judged
+        """Gated files over the budget by less than the measured noise, one line each."""
         from hwnas.latency.verdict import NOISE
 
-        return judged(self.verdicts, NOISE, self.device)
+        return self._judged(NOISE, True)
+
+    @property
+    def not_gated(self) -> list[str]:
+        """Files of other precisions that are not within budget: reported, never failed."""
+        from hwnas.latency.verdict import NOISE, OVER
+
+        return self._judged(OVER, False) + self._judged(NOISE, False)
 
 
 def export_and_check(
@@ -195,10 +217,12 @@ def export_and_check(
     budget_ms: float | None = None,
     force: bool = False,
     stem: str = "model",
+    gates: Sequence[str] | None = None,
     **options: Any,
 ) -> ExportOutcome:
     """Export ``child``; with ``device``, measure the files it runs (and predict with ``lut``).
 
+    ``gates``: the precisions the budget can fail (default :func:`default_gates`).
     ``data`` supplies the int8 calibration images and the real images of the checks; ``options``
     go to :func:`hwnas.export.pipeline.export_child` (``nhwc``, ``dynamic_batch``, ``simplify``).
     """
@@ -217,7 +241,8 @@ def export_and_check(
                          labelled=labelled, stem=stem, **options)  # fmt: skip
     if device is None:
         return ExportOutcome(files)
-    return ExportOutcome(files, check_latency(files, child.arch, device, lut, budget_ms, force=force), device.spec)
+    verdicts = check_latency(files, child.arch, device, lut, budget_ms, force=force)
+    return ExportOutcome(files, verdicts, device.spec, tuple(gates) if gates is not None else default_gates(device))
 
 
 def bench_file(

@@ -158,7 +158,7 @@ def test_cli_export_with_int8_cards_and_the_budget(trained_tiny: Path, tmp_path:
     base = ["export", "--weights", str(trained_tiny / "child.safetensors"), "--format", "onnx,tflite", "--int8", "--data",
             "synthetic:n=400,size=24", "--check-images", "100", "--calibration-images", "20", "--out", str(out),
             "--name", "m", "--device", "ort-cpu:threads=1"]  # fmt: skip
-    proc = run_cli(*base, "--budget-ms", "1000")
+    proc = strict = run_cli(*base, "--budget-ms", "1000", "--min-int8-agreement", "0.999")
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(f"m-{p}.{f}{j}" for f in ("onnx", "tflite") for p in ("fp32", "int8") for j in ("", ".json"))
@@ -183,6 +183,23 @@ def test_cli_export_with_int8_cards_and_the_budget(trained_tiny: Path, tmp_path:
     proc = run_cli(*quick)
     assert proc.returncode == 1 and "over budget" in proc.stderr and "--allow-over-budget" in proc.stderr
     assert run_cli(*quick, "--allow-over-budget").returncode == 0
+    # per-precision gates: on a CPU device the budget gates fp32 and int8; fp16 files are reported only
+    gated = ["export", "--weights", str(trained_tiny / "child.safetensors"), "--format", "tflite", "--fp16", "--out",
+             str(tmp_path / "g"), "--name", "g", "--device", "tflite-cpu:threads=1", "--budget-ms", "0.00001"]  # fmt: skip
+    proc = run_cli(*gated)
+    assert proc.returncode == 1 and "g-fp32.tflite" in proc.stderr and "g-fp16.tflite" not in proc.stderr
+    assert "reported, not gated" in proc.stdout and "g-fp16.tflite" in proc.stdout.split("reported, not gated")[1]
+    proc = run_cli(*gated, "--budget-gates", "int8")  # no int8 file: nothing is gated
+    assert proc.returncode == 0, proc.stderr
+    assert "reported, not gated" in proc.stdout
+    proc = run_cli(*gated, "--budget-gates", "fp8")
+    assert proc.returncode == 2 and "--budget-gates 'fp8'" in proc.stderr
+    # the int8 agreement threshold: a warning exactly when the card's agreement is under it
+    for fmt in ("onnx", "tflite"):
+        agreement = json.loads((out / f"m-int8.{fmt}.json").read_text())["checks"]["top1_agreement_vs_fp32"]
+        assert (f"m-int8.{fmt} agrees with fp32 PyTorch on {agreement:.1%}" in strict.stderr) == (agreement < 0.999), (
+            fmt
+        )
 
 
 def test_export_bad_inputs_leave_nothing_behind(trained_tiny: Path, tmp_path: Path) -> None:
