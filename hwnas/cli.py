@@ -489,6 +489,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     )  # fmt: skip
     _fit_threads(args.torch_device)
     search = Search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    from hwnas.nas.search.data import fit_notes
+
+    for note in fit_notes(search.splits, max(search.space.resolutions)):
+        print(f"hwnas: note: {note}", file=sys.stderr)
     console.print(
         f"searching {search.space.name} for {cfg.cost} <= {search.cost.fmt(budget)} (space spans "
         f"{search.cost.fmt(search.cheapest)} to {search.cost.fmt(search.costliest)}); "
@@ -545,6 +549,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     result = train_and_save(arch, args.data, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                             limit=args.limit, seed=args.seed, split_seed=args.split_seed, init=args.init, run=args.run,
                             torch_device=args.torch_device, progress=not args.no_progress)  # fmt: skip
+    for note in result.notes:
+        print(f"hwnas: note: {note}", file=sys.stderr)
     test_text = f", test accuracy {result.test_acc:.2%}" if result.test_acc is not None else ""
     console.print(f"{arch.to_str()}: val accuracy {result.val_acc:.2%}{test_text} after {args.epochs} epochs "
                   f"({result.seconds:.0f} s); wrote {args.out}")  # fmt: skip

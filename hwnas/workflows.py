@@ -137,7 +137,7 @@ def train_and_save(
     ``split_seed`` picks the validation images; ``seed`` the initialization and the batch order.
     """
     from hwnas.errors import HwnasError
-    from hwnas.nas.search.data import load_test_images, make_splits
+    from hwnas.nas.search.data import fit_notes, load_test_images, make_splits
     from hwnas.nas.search.loop import load_images_for
     from hwnas.nas.search.slicing import sliced_child_of_run
     from hwnas.nas.search.training import save_child, train_child
@@ -154,6 +154,7 @@ def train_and_save(
     result = train_child(arch, splits, epochs=epochs, lr=lr, batch_size=batch_size, init=start, seed=seed,
                          device=make_device(torch_device), progress=progress)  # fmt: skip
     save_child(out, result, arch, splits, {"init": init, "data": data, "epochs": epochs})
+    result.notes = fit_notes(splits, arch.resolution)
     return result
 
 

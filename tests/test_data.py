@@ -153,3 +153,29 @@ def test_real_cifar10_archive() -> None:
     test = load_test_images(str(SHARED_DATA / "cifar10-jpeg.npz"), 10)
     assert test is not None and len(test) == 10_000 and test.x.shape[1:] == (3, 32, 32)
     assert torch.bincount(test.y).tolist() == [1000] * 10
+
+
+def test_greyscale_npz_with_class_names_is_converted_and_says_so(tmp_path: Path) -> None:
+    from hwnas.export.child_file import load_child
+    from hwnas.nas import get_space
+
+    from conftest import run_cli
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "grey.npz"
+    names = np.array(["zero", "one", "two", "three"])
+    np.savez(path, x=rng.integers(0, 256, (80, 28, 28), dtype=np.uint8), y=np.arange(80) % 4, classes=names)
+    arch = get_space("tiny").sample(0)
+    arch.save(tmp_path / "a.json")
+    proc = run_cli("train", "--arch", str(tmp_path / "a.json"), "--data", str(path), "--epochs", "1", "--out",
+                   str(tmp_path / "c.safetensors"), "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "hwnas: note: grey: 1-channel images repeated to the space's 3 channels" in proc.stderr
+    assert f"28x28 images are resized to {arch.resolution}x{arch.resolution}" in proc.stderr
+    child = load_child(None, tmp_path / "c.safetensors")
+    assert child.meta["classes"] == names.tolist()
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), y=np.arange(8) % 4, classes=names[:2])
+    proc = run_cli("train", "--arch", str(tmp_path / "a.json"), "--data", str(bad), "--epochs", "1", "--out",
+                   str(tmp_path / "d.safetensors"))  # fmt: skip
+    assert proc.returncode == 2 and "classes must be a 1-D array of at least 4 names" in proc.stderr

@@ -6,7 +6,8 @@ Sources (``load_images(spec)``):
   built-in procedural dataset (oriented colour gratings, one orientation and tint per class, with
   random phase, frequency jitter and noise). It needs no download and is learnable in minutes on
   a CPU; it exists for the demo and the tests and says nothing about real accuracy.
-* a ``.npz`` with ``x`` (uint8 ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]``) and ``y``;
+* a ``.npz`` with ``x`` (uint8 ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]``) and ``y``,
+  and optionally ``classes`` (one name per label, text);
 * a ``.npz`` in the CIFAR-10 JPEG archive form (``data``, ``offsets``, ``label``, ``split``: each
   image's JPEG bytes concatenated, with labels and a train/test flag), from any path;
 * a folder of class sub-folders holding image files (ImageFolder layout).
@@ -22,7 +23,7 @@ import io
 import math
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,7 @@ class DataSplits:
     test: Images | None
     mean: torch.Tensor  # per channel, of the training images, in [0, 1] units
     std: torch.Tensor
+    notes: list[str] = field(default_factory=list)  # conversions applied to fit the space, in words
 
 
 # --- sources --------------------------------------------------------------------------------
@@ -125,8 +127,11 @@ def _npz(path: Path, split: str) -> Images:
         z = read_npz(path, ["data", "offsets", "label", "split"])
         return _jpeg_archive(path, z, split)
     if {"x", "y"} <= keys:
-        z = read_npz(path, ["x", "y"])
-        return _arrays(path, z["x"], z["y"])
+        z = read_npz(path, ["x", "y", *(["classes"] if "classes" in keys else [])])
+        images = _arrays(path, z["x"], z["y"])
+        if "classes" in z:
+            images.classes = _class_names(path, z["classes"], images.num_classes)
+        return images
     raise DataError(
         f"{path}: an .npz needs arrays x and y, or data/offsets/label (JPEG archive); it has {sorted(keys)}"
     )
@@ -147,6 +152,15 @@ def _labels(path: Path, y: np.ndarray, n: int, name: str = "y") -> np.ndarray:
     if n and (y.min() < 0 or y.max() >= MAX_CLASSES):
         raise DataError(f"{path}: {name} must hold class indices in [0, {MAX_CLASSES}), got {y.min()}..{y.max()}")
     return y.astype(np.int64)
+
+
+def _class_names(path: Path, names: np.ndarray, needed: int) -> list[str]:
+    """An npz's optional ``classes``: one name per class index, as text."""
+    if names.ndim != 1 or names.dtype.kind not in "US" or len(names) < needed:
+        raise DataError(f"{path}: classes must be a 1-D array of at least {needed} names (text), one per label; "
+                        f"got {names.dtype} of shape {names.shape}")  # fmt: skip
+    out = [str(n.decode() if isinstance(n, bytes) else n)[:200] for n in names.tolist()]
+    return out
 
 
 def _arrays(path: Path, x: np.ndarray, y: np.ndarray) -> Images:
@@ -271,6 +285,9 @@ def make_splits(
     if n_classes > num_classes:
         raise DataError(f"{train.name} has {n_classes} classes but the space classifies {num_classes}; "
                         "use a space with as many classes")  # fmt: skip
+    notes = []
+    if train.x.shape[1] != in_channels:
+        notes.append(f"{train.name}: {train.x.shape[1]}-channel images repeated to the space's {in_channels} channels")
     train = _channels(train, in_channels)
     test = _channels(test, in_channels) if test is not None else None
     g = torch.Generator().manual_seed(seed)
@@ -284,7 +301,15 @@ def make_splits(
     val, alpha, weights = order[:n_val], order[n_val : n_val + n_alpha], order[n_val + n_alpha :]
     x = train.x[weights].float() / 255
     mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-3)
-    return DataSplits(train.subset(weights), train.subset(alpha), train.subset(val), test, mean, std)
+    return DataSplits(train.subset(weights), train.subset(alpha), train.subset(val), test, mean, std, notes)
+
+
+def fit_notes(splits: DataSplits, resolution: int) -> list[str]:
+    """What is done to the data to fit a network of ``resolution`` px, in words (empty: nothing)."""
+    h, w = splits.weights.x.shape[-2:]
+    size = [] if (h, w) == (resolution, resolution) else [
+        f"{w}x{h} images are resized to {resolution}x{resolution} (bilinear) for the network"]  # fmt: skip
+    return [*splits.notes, *size]
 
 
 def _channels(images: Images, in_channels: int) -> Images:

@@ -75,6 +75,7 @@ class TrainResult:
     test_acc: float | None
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # conversions of the data (see data.fit_notes)
 
 
 def train_child(
