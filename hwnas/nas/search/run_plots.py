@@ -27,6 +27,7 @@ def write_plots(out: Path, metrics: list[dict[str, Any]], probs: list[dict[str, 
     matplotlib.use("Agg")
     import pandas as pd
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if not metrics:
         return []
@@ -37,6 +38,7 @@ def write_plots(out: Path, metrics: list[dict[str, Any]], probs: list[dict[str, 
     ax.axhline(float(m["budget"].iloc[0]), color="red", lw=1, label="budget")
     ax.set_xlabel("epoch")
     ax.set_ylabel(unit)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2 = ax.twinx()
     ax2.plot(m["epoch"], m["val_acc"], color="green", marker="s", label="val accuracy (argmax)")
     ax2.set_ylabel("accuracy")
@@ -60,6 +62,9 @@ def write_plots(out: Path, metrics: list[dict[str, Any]], probs: list[dict[str, 
             ax.plot(rows_["epoch"], rows_["prob"], label=str(choice))
         ax.set_title(f"{'network' if layer < 0 else f'layer {layer}'}: {factor}", fontsize=9)
         ax.set_ylim(0, 1)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("probability", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=6, loc="upper left", ncol=2)
     for ax in list(axes.flat)[len(groups) :]:
         ax.axis("off")
