@@ -3,6 +3,12 @@
 Usage:
     python benchmarks/lut_accuracy.py --lut FILE --space cifar --device ort-cpu:threads=1 \
         [--samples 100] [--repeats 20] [--workdir DIR]
+    python benchmarks/lut_accuracy.py --profile --space cifar --device ort-cpu:threads=1 [--busy]
+
+``--profile`` first profiles the space on the device into the work folder (instead of copying
+``--lut``). ``--busy`` starts a bounded busy loop (a child process spinning on the last core, at
+most ``--busy-max-s`` seconds) before anything is timed and stops it at the end, so the whole
+table, profile included, is measured beside a neighbour that holds one core.
 
 Copies the LUT into the work folder, runs ``hwnas lut validate COPY --fit`` (half the samples fit
 the calibration, the other half are scored), then measures the architecture with the median
@@ -33,7 +39,10 @@ from hwnas.nas.spaces.arch import Architecture
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--lut", required=True)
+    ap.add_argument("--lut")
+    ap.add_argument("--profile", action="store_true", help="profile the space into the work folder first")
+    ap.add_argument("--busy", action="store_true", help="a busy loop on the last core while everything is timed")
+    ap.add_argument("--busy-max-s", type=float, default=3600.0)
     ap.add_argument("--space", required=True)
     ap.add_argument("--device", required=True)
     ap.add_argument("--samples", type=int, default=100)
@@ -43,7 +52,39 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="hwnas-acc-"))
     work.mkdir(parents=True, exist_ok=True)
     lut = work / f"{args.space}-{args.device.replace(':', '_').replace(',', '_')}.lut"
-    shutil.copyfile(args.lut, lut)
+    busy = _start_busy(args.busy_max_s) if args.busy else None
+    try:
+        _run(args, work, lut)
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+
+
+def _start_busy(max_s: float) -> subprocess.Popen[bytes]:
+    """A child process spinning on the last core for at most ``max_s`` seconds."""
+    core = (os.cpu_count() or 1) - 1
+    code = (f"import os, time\nos.sched_setaffinity(0, {{{core}}})\nend = time.monotonic() + {max_s}\n"
+            "while time.monotonic() < end: pass\n")  # fmt: skip
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def _run(args: argparse.Namespace, work: Path, lut: Path) -> None:
+    import time
+
+    t0 = time.perf_counter()
+    if args.profile:
+        lut.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "hwnas", "profile", "--space", args.space, "--device", args.device, "--out",
+               str(lut), "--no-progress"]  # fmt: skip
+        res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, COLUMNS="160"))
+        sys.stderr.write(res.stdout[-2000:] + res.stderr[-2000:])
+        if res.returncode:
+            raise SystemExit(res.returncode)
+    else:
+        if not args.lut:
+            raise SystemExit("give --lut FILE, or --profile")
+        shutil.copyfile(args.lut, lut)
     out = work / f"{lut.stem}-validation"
     cmd = [sys.executable, "-m", "hwnas", "lut", "validate", str(lut), "--space", args.space, "--device", args.device,
            "--samples", str(args.samples), "--fit", "--no-progress", "--out", str(out)]  # fmt: skip
@@ -76,7 +117,8 @@ def main() -> None:
     reps_a = np.array(reps)
     med = float(np.median(reps_a))
     dev_rel = np.abs(reps_a - med) / med
-    print(f"<!-- {date.today()}, {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()} -->")
+    print(f"<!-- {date.today()}, {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, "
+          f"busy loop on the last core: {'yes' if args.busy else 'no'}, {time.perf_counter() - t0:.0f} s -->")  # fmt: skip
     print("| space | device | scored | within 10% raw -> cal | within 5% cal | RMSPE raw -> cal | "
           "Kendall tau raw -> cal | Spearman cal | FLOPs tau | model |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")

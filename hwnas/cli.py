@@ -487,8 +487,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         split_seed=args.split_seed, sandwich=args.sandwich, sampled_child=args.sampled_child,
         evolution=args.evolution, torch_device=args.torch_device,
     )  # fmt: skip
-    _fit_threads(args.torch_device)
     search = Search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    _fit_threads(args.torch_device)
     from hwnas.nas.search.data import fit_notes
 
     for note in fit_notes(search.splits, max(search.space.resolutions)):
@@ -545,10 +545,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     arch = Architecture.load(args.arch)
     if args.init == "supernet" and not args.run:
         raise HwnasError("--init supernet needs --run RUN, the search folder whose supernet to slice")
-    _fit_threads(args.torch_device)
     result = train_and_save(arch, args.data, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                             limit=args.limit, seed=args.seed, split_seed=args.split_seed, init=args.init, run=args.run,
-                            torch_device=args.torch_device, progress=not args.no_progress)  # fmt: skip
+                            torch_device=args.torch_device, progress=not args.no_progress,
+                            before_training=lambda: _fit_threads(args.torch_device))  # fmt: skip
     for note in result.notes:
         print(f"hwnas: note: {note}", file=sys.stderr)
     test_text = f", test accuracy {result.test_acc:.2%}" if result.test_acc is not None else ""

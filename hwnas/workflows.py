@@ -130,6 +130,7 @@ def train_and_save(
     run: str | Path | None = None,
     torch_device: str = "cpu",
     progress: bool = True,
+    before_training: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train ``arch`` on ``data`` and write the child file ``out``.
 
@@ -151,6 +152,8 @@ def train_and_save(
     test = load_test_images(data, arch.num_classes)
     splits = make_splits(train, test, arch.in_channels, arch.num_classes, limit=limit, seed=split_seed)
     start = sliced_child_of_run(run, arch) if init == "supernet" and run is not None else None
+    if before_training is not None:  # the inputs are checked: about to train
+        before_training()
     result = train_child(arch, splits, epochs=epochs, lr=lr, batch_size=batch_size, init=start, seed=seed,
                          device=make_device(torch_device), progress=progress)  # fmt: skip
     save_child(out, result, arch, splits, {"init": init, "data": data, "epochs": epochs})
@@ -235,6 +238,10 @@ def export_and_check(
         raise HwnasError("int8 needs calibration images: give the training data")
     if budget_ms is not None and device is None:
         raise HwnasError("a latency budget needs a device to measure the files on")
+    if lut is not None and device is not None:  # a LUT of another device fails before anything is written
+        from hwnas.latency.predictor import LatencyPredictor
+
+        LatencyPredictor.from_lut(lut).table.check_device(device.fingerprint(), force=force)
     check, calibration, labelled = (
         export_images(data, child, calibration_images, check_images) if data else (None, [], None)
     )

@@ -131,7 +131,8 @@ class SearchConfig:
             self.warmup_epochs = min(self.epochs - 1, round(0.2 * self.epochs))
         if self.epochs < 1 or self.warmup_epochs is None or not 0 <= self.warmup_epochs < self.epochs:
             raise HwnasError(
-                f"need epochs >= 1 and 0 <= warm-up epochs < epochs; got {self.epochs}, {self.warmup_epochs}"
+                f"--warmup-epochs {self.warmup_epochs} must be at least 0 and below --epochs {self.epochs} (the warm-up "
+                "epochs count inside the epochs; leave --warmup-epochs out for 20% of them)"
             )
         if not (0 < self.tau_end <= self.tau_start):
             raise HwnasError("need 0 < --tau-end <= --tau-start")
