@@ -589,7 +589,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                                calibration_images=args.calibration_images, check_images=args.check_images,
                                device=device, lut=args.lut, budget_ms=args.budget_ms, force=args.force,
                                stem=args.name or (child.arch.name or "model"), nhwc=not args.nchw,
-                               dynamic_batch=args.dynamic_batch, simplify=args.simplify)  # fmt: skip
+                               dynamic_batch=args.dynamic_batch, simplify=args.simplify,
+                               progress=not args.no_progress)  # fmt: skip
     results, over, noisy = outcome.files, outcome.over_budget, outcome.within_noise
     console.print(export_table(results, f"exported {child.arch.to_str()}"))
     console.print(f"model cards: <file>.json beside each file, in {results[0].path.parent if results else args.out}")
@@ -972,6 +973,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--force", action="store_true", help="use a LUT measured on another device")
     ex.add_argument("--name", help="file name stem (default: the architecture's name, or 'model')")
     ex.add_argument("--out", default="export", help="output folder (default ./export)")
+    ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     ex.set_defaults(func=cmd_export)
 
     dm = sub.add_parser("demo", help="the whole pipeline on the cifar space and built-in data, in minutes")

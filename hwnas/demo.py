@@ -140,7 +140,7 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
     say("[5/5] exporting ONNX and TFLite, checking them against PyTorch and the budget")
     outcome = export_and_check(child, out / "export", ["onnx", "tflite"], ["fp32"], data=cfg.data,
                                calibration_images=50, check_images=200, device=device, lut=str(lut),
-                               budget_ms=budget, stem="demo")  # fmt: skip
+                               budget_ms=budget, stem="demo", progress=cfg.progress)  # fmt: skip
     files, report.over_budget, report.within_noise = outcome.files, outcome.over_budget, outcome.within_noise
     report.steps.append(("export", time.perf_counter() - t0, ", ".join(
         f"{f.path.name}: |diff| {f.max_abs_diff:.1e}" + (f", measured {f.measured_ms:.3f} ms" if f.measured_ms else "")

@@ -3,6 +3,9 @@ status text that a long job updates (``task.fields["status"]``)."""
 
 from __future__ import annotations
 
+import sys
+
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
@@ -12,4 +15,5 @@ def progress_bar(enabled: bool, status: bool = False) -> Progress:
                TextColumn("ETA"), TimeRemainingColumn()]  # fmt: skip
     if status:
         columns.append(TextColumn("{task.fields[status]}"))
-    return Progress(*columns, disable=not enabled, transient=False)
+    # The console keeps the stdout of now: converters' prints silenced later (hwnas.quiet) do not hide the bar.
+    return Progress(*columns, disable=not enabled, transient=False, console=Console(file=sys.stdout))

@@ -222,6 +222,7 @@ def export_and_check(
     force: bool = False,
     stem: str = "model",
     gates: Sequence[str] | None = None,
+    progress: bool = False,
     **options: Any,
 ) -> ExportOutcome:
     """Export ``child``; with ``device``, measure the files it runs (and predict with ``lut``).
@@ -245,8 +246,19 @@ def export_and_check(
     check, calibration, labelled = (
         export_images(data, child, calibration_images, check_images) if data else (None, [], None)
     )
-    files = export_child(child, Path(out), formats, precisions, check_inputs=check, calibration=calibration,
-                         labelled=labelled, stem=stem, **options)  # fmt: skip
+    from hwnas.progress import progress_bar
+
+    n_files = sum(1 for f in formats for p in precisions if not (f == "onnx" and p == "fp16"))
+    with progress_bar(progress) as bar:
+        task = bar.add_task("exporting", total=n_files)
+
+        def on_file(name: str) -> None:
+            done = bar.tasks[0].description != "exporting"
+            bar.update(task, description=f"converting and checking {name}", advance=1 if done else 0)
+
+        files = export_child(child, Path(out), formats, precisions, check_inputs=check, calibration=calibration,
+                             labelled=labelled, stem=stem, on_file=on_file, **options)  # fmt: skip
+        bar.update(task, description="exported", completed=n_files)
     if device is None:
         return ExportOutcome(files)
     verdicts = check_latency(files, child.arch, device, lut, budget_ms, force=force)

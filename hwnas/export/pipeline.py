@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +146,7 @@ def export_child(
     labelled: tuple[np.ndarray, np.ndarray] | None = None,
     stem: str = "model",
     simplify: bool = False,
+    on_file: Callable[[str], None] | None = None,
 ) -> list[Exported]:
     """Export ``child`` (see the module docstring); ``check_inputs`` are normalized NCHW images
     (random ones when None), ``labelled`` real images with labels for int8 agreement and accuracy."""
@@ -171,6 +172,8 @@ def export_child(
         for precision in precisions:
             if fmt == "onnx" and precision == "fp16":
                 continue
+            if on_file is not None:
+                on_file(f"{stem}-{precision}.{fmt}" + (" (int8 calibration)" if precision == "int8" else ""))
             t0 = time.perf_counter()
             if fmt == "onnx":
                 data = onnx_bytes(model, shape, dynamic_batch, simplify)
