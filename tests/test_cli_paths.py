@@ -51,6 +51,7 @@ def test_search_flag_errors(tmp_path: Path, flags: list[str], words: list[str]) 
     assert not out.exists()
 
 
+@pytest.mark.tour  # a search and a training: CI runs it after the default suite
 def test_search_resume_refuses_changed_settings_and_train_needs_a_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "run"
     base = ["search", "--space", "tiny", "--data", DATA, "--epochs", "2", "--out", str(out), "--no-progress"]
@@ -68,6 +69,7 @@ def test_search_resume_refuses_changed_settings_and_train_needs_a_checkpoint(tmp
     assert not (tmp_path / "c.safetensors").exists()
 
 
+@pytest.mark.tour  # a training, a profile and an export: CI runs it after the default suite
 def test_export_lut_prediction_and_flag_errors(tmp_path: Path) -> None:
     space = get_space("tiny")
     arch = space.sample(2)

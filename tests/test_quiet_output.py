@@ -7,9 +7,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from hwnas.nas import get_space
 
 from conftest import FAST_TIMING, run_cli
+
+pytestmark = pytest.mark.tour  # minutes of conversions; CI runs it after the default suite
 
 # what each of those libraries printed before hwnas silenced them
 NOISE = re.compile(
