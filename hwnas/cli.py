@@ -569,12 +569,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise HwnasError("--int8 needs calibration images: give --data (the training data)")
     if args.budget_ms is not None and not args.device:
         raise HwnasError("--budget-ms needs --device, the device to measure the files on")
+    for flag in ("budget_gates", "allow_over_budget"):
+        if getattr(args, flag) not in (None, False) and args.budget_ms is None:
+            name = "--" + flag.replace("_", "-")
+            raise HwnasError(f"{name} qualifies --budget-ms; give --budget-ms MS (and --device), or drop {name}")
     if args.lut and not args.device:
         raise HwnasError("--lut needs --device, the device the LUT describes and the files are measured on")
     for flag in ("nhwc", "nchw"):
         if getattr(args, flag) and "tflite" not in formats:
             raise HwnasError(f"--{flag} sets the input layout of TFLite files (ONNX files are NCHW); add tflite to "
                              f"--format, or drop --{flag}")  # fmt: skip
+    for flag in ("dynamic_batch", "simplify"):
+        if getattr(args, flag) and "onnx" not in formats:
+            name = "--" + flag.replace("_", "-")
+            raise HwnasError(f"{name} applies to ONNX files only; add onnx to --format, or drop {name}")
     gates = None
     if args.budget_gates is not None:
         gates = [g.strip() for g in args.budget_gates.split(",") if g.strip()]

@@ -226,6 +226,11 @@ def test_export_bad_inputs_leave_nothing_behind(trained_tiny: Path, tmp_path: Pa
     assert "needs calibration images" in err("--weights", weights, "--int8")
     assert "--lut needs --device" in err("--weights", weights, "--lut", str(tmp_path / "x.lut"))
     assert "--nhwc sets the input layout of TFLite" in err("--weights", weights, "--format", "onnx", "--nhwc")
+    assert "--nchw sets the input layout of TFLite" in err("--weights", weights, "--format", "onnx", "--nchw")
+    for flag in ("--dynamic-batch", "--simplify"):  # every flag is applied or refused, for every format
+        assert f"{flag} applies to ONNX files only" in err("--weights", weights, "--format", "tflite", flag)
+    assert "--budget-gates qualifies --budget-ms" in err("--weights", weights, "--budget-gates", "fp32")
+    assert "--allow-over-budget qualifies --budget-ms" in err("--weights", weights, "--allow-over-budget")
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     assert "cannot write there" in run_cli("export", "--weights", weights, "--out", str(blocker / "sub")).stderr

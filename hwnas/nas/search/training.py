@@ -106,7 +106,9 @@ def train_child(
     history = []
     start = time.perf_counter()
     with progress_bar(progress, status=True) as bar:
-        task = bar.add_task(f"training {arch.name or 'child'}", total=epochs * steps_per_epoch, status="")
+        # a short description: a long architecture name squeezed the bar and its counts out of the line
+        name = arch.name if arch.name and len(arch.name) <= 20 else "child"
+        task = bar.add_task(f"training {name}", total=epochs * steps_per_epoch, status="")
         for epoch in range(epochs):
             model.train()
             gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
