@@ -34,7 +34,7 @@ def measure_file(
 
     def one_round() -> tuple[float, bool]:
         watch.planned += 1
-        m = watch.measure(lambda: runner)
+        m = watch.measure(lambda: runner, close=False)  # the same runner serves every round
         return m.stats.median_ms, m.disturbed
 
     try:

@@ -74,8 +74,9 @@ class Guard:
         cap = int(self.config.cap * self.planned) if self.config.enabled else 0
         return max(0, cap - self.retaken - self.remeasured_rounds)
 
-    def measure(self, load: Callable[[], Runner]) -> Measured:
-        """Load once, time, and re-time while the span was disturbed (within retries and cap)."""
+    def measure(self, load: Callable[[], Runner], close: bool = True) -> Measured:
+        """Load once, time, and re-time while the span was disturbed (within retries and cap);
+        the runner is closed afterwards unless ``close`` is False (a runner the caller reuses)."""
         runner = load()
         try:
             attempts = 0
@@ -88,7 +89,8 @@ class Guard:
                 self.retaken += 1
                 self.sleep(self.config.backoff_s * 2 ** (attempts - 1))
         finally:
-            runner.close()
+            if close:
+                runner.close()
         disturbed = bool(why)
         self.still_disturbed += disturbed
         return Measured(stats, cond, attempts, disturbed)
