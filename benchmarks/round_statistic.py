@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from hwnas.devices import Stats, TimingConfig, open_device
+from hwnas.devices.base import time_samples
 from hwnas.latency.kernel_models import kernel_artifacts, kernel_input_shape
 from hwnas.latency.network_timing import network_artifacts, network_input_shape
 from hwnas.latency.predictor import LatencyPredictor, fit_calibration
@@ -53,21 +54,8 @@ STATISTICS: dict[str, Callable[[list[float]], float]] = {
 
 
 def _samples(run: Callable[[], object], cfg: TimingConfig) -> list[float]:
-    """hwnas's timing loop (warm-up by count and time, then runs until count and time), keeping every run."""
-    clock = time.perf_counter_ns
-    start, warm = clock(), 0
-    while warm < cfg.warmup_runs or clock() - start < cfg.warmup_s * 1e9:
-        run()
-        warm += 1
-    out: list[float] = []
-    t0 = clock()
-    while True:
-        a = clock()
-        run()
-        b = clock()
-        out.append((b - a) / 1e6)
-        if len(out) >= cfg.min_runs and b - t0 >= cfg.min_time_s * 1e9:
-            return out
+    """Every timed run of hwnas's timing loop, in ms."""
+    return [ns / 1e6 for ns in time_samples(run, cfg)[0]]
 
 
 def _time_all(device, items: Mapping[str, tuple[bytes, tuple[int, ...]]], rounds: int, seed: int):

@@ -76,8 +76,9 @@ class Stats:
         return asdict(self)
 
 
-def time_calls(run: Callable[[], object], cfg: TimingConfig) -> Stats:
-    """Warm up, then time ``run()`` one call at a time (see :class:`TimingConfig`)."""
+def time_samples(run: Callable[[], object], cfg: TimingConfig) -> tuple[list[int], int, float]:
+    """Warm up, then time ``run()`` one call at a time (see :class:`TimingConfig`); returns every
+    timed run in ns, the number of warm-up runs, and the seconds spent in both."""
     clock = time.perf_counter_ns
     start = clock()
     warm = 0
@@ -97,7 +98,12 @@ def time_calls(run: Callable[[], object], cfg: TimingConfig) -> Stats:
             break
         if n >= cfg.max_runs or (n >= 3 and elapsed >= cfg.max_time_s * 1e9):
             break
-    return Stats.from_samples(samples, warm, (clock() - start) / 1e9)
+    return samples, warm, (clock() - start) / 1e9
+
+
+def time_calls(run: Callable[[], object], cfg: TimingConfig) -> Stats:
+    """:func:`time_samples`, summarized."""
+    return Stats.from_samples(*time_samples(run, cfg))
 
 
 @contextmanager
