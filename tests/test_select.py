@@ -140,3 +140,21 @@ def test_the_best_at_each_resolution_matches_brute_force(seed: int) -> None:
         assert got[r].resolution == r and lo <= COST.of(got[r]) <= hi
         assert scores.of(SPACE, got[r]) == pytest.approx(max(s for s, _ in feasible), abs=1e-9)
     assert len(got) > 1  # the band at this budget has networks at more than one resolution
+
+
+def test_an_architectures_score_is_its_resolutions_plus_every_layers_option_score() -> None:
+    """Scores.of against a hand sum (the selection tests compare the program with brute force through
+    Scores.of itself, so a wrong sum there would go unseen)."""
+    scores = _random_scores(7)
+    for arch, _ in ALL[:: max(1, len(ALL) // 40)]:
+        want = scores.res[SPACE.resolutions.index(arch.resolution)]
+        for layer, block, option_scores in zip(SPACE.layers, arch.blocks, scores.options, strict=True):
+            j = next(i for i, o in enumerate(layer.options) if (o.op, o.c, o.e) == (block.op, block.c, block.e))
+            want += option_scores[j]
+        assert scores.of(SPACE, arch) == pytest.approx(want, abs=1e-12)
+
+
+def test_uniform_scores_are_all_zero() -> None:
+    u = uniform_scores(SPACE)
+    assert u.res == [0.0] * len(SPACE.resolutions)
+    assert u.options == [[0.0] * len(layer.options) for layer in SPACE.layers]
