@@ -114,6 +114,12 @@ def test_a_checkpoint_reads_back_as_written(tmp_path: Path) -> None:
     assert torch.equal(got["net"]["w"], torch.arange(4.0)) and got["metrics"] == [{"epoch": 1}]
 
 
+def test_a_checkpoint_at_epoch_0_is_valid(tmp_path: Path) -> None:
+    """``epoch`` counts finished epochs: 0 is a count (the search writes from 1 on), only a negative is corrupt."""
+    write_search_checkpoint(tmp_path / "checkpoint.safetensors", {**_state(), "epoch": 0})
+    assert read_search_checkpoint(tmp_path)["epoch"] == 0
+
+
 def test_writing_a_checkpoint_without_a_field_is_refused() -> None:
     state = _state()
     del state["timing"], state["rng"]
