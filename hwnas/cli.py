@@ -16,10 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from hwnas import __version__
+from hwnas.devices.agent.__main__ import add_serve_arguments
 from hwnas.errors import HwnasError
 
 if TYPE_CHECKING:
-    from hwnas.devices import TimingConfig
+    from hwnas.devices import Device, TimingConfig
 
 console = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
 
@@ -159,6 +160,12 @@ def cmd_space_show(args: argparse.Namespace) -> None:
 
 
 # --- devices, profile, lut, bench ------------------------------------------------------------
+def cmd_agent_serve(args: argparse.Namespace) -> int:
+    from hwnas.devices.agent.__main__ import serve
+
+    return serve(args)
+
+
 def cmd_devices(args: argparse.Namespace) -> None:
     from hwnas.devices import DEVICE_KINDS
 
@@ -168,7 +175,8 @@ def cmd_devices(args: argparse.Namespace) -> None:
         params = ", ".join(f"{n}={_show_default(p.default)}" for n, p in cls.params.items())
         t.add_row(kind, "yes" if why is None else f"no: {why}", cls.format, params)
     console.print(t)
-    console.print("A spec sets parameters after a colon, e.g. ort-cpu:threads=1 or tflite-cpu:threads=4,xnnpack=0.")
+    console.print("A spec sets parameters after a colon, e.g. ort-cpu:threads=1, tflite-cpu:threads=4,xnnpack=0, "
+                  "remote:192.168.1.20:8765,runtime=tflite-cpu (an agent: hwnas agent serve) or adb:SERIAL.")  # fmt: skip
 
 
 def _positive_int(text: str) -> int:
@@ -233,11 +241,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from hwnas.workflows import ProfileInterrupted, profile_space
 
     space = get_space(args.space)
-    device = open_device(_with_precision(args.device, args.precision))
+    if len(args.device) > 1 or len(args.out) > 1:
+        return _profile_farm(args, space)
+    device = open_device(_with_precision(args.device[0], args.precision))
+    args.out = args.out[0]
     try:
         report = profile_space(space, device, args.out, rounds=args.rounds, timing=_timing(args), seed=args.seed,
                                progress=not args.no_progress, force=args.force,
-                               before_timing=lambda: _warn_if_busy(device.threads))  # fmt: skip
+                               before_timing=lambda: _warn_if_busy(device))  # fmt: skip
     except ProfileInterrupted as stop:
         print(
             f"hwnas: interrupted; {stop.saved} measurements are saved in {args.out} ({stop.new} from this run); "
@@ -260,6 +271,35 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_farm(args: argparse.Namespace, space: Any) -> int:
+    from hwnas.devices import open_device
+    from hwnas.workflows import profile_farm
+
+    devices = [open_device(_with_precision(spec, args.precision)) for spec in args.device]
+    results = profile_farm(space, devices, args.out, rounds=args.rounds, timing=_timing(args), seed=args.seed,
+                           progress=not args.no_progress, force=args.force)  # fmt: skip
+    t = Table(
+        "device",
+        "LUT",
+        "status",
+        "measured now",
+        "in the LUT",
+        title=f"profile of {space.name} on {len(devices)} devices",
+    )
+    for r in results:
+        status = "finished" if r.error is None else "stopped"
+        t.add_row(r.device, str(r.lut), status, str(r.report.measured if r.report else "-"), str(r.saved))
+    console.print(t)
+    failed = [r for r in results if r.error is not None]
+    for r in failed:
+        print(f"hwnas: {r.device} stopped: {r.error}", file=sys.stderr)
+    if failed:
+        print(f"hwnas: {len(failed)} of {len(results)} devices did not finish; what they measured is saved: run the "
+              "same command again to resume them (finished devices are skipped)", file=sys.stderr)  # fmt: skip
+        return 3
+    return 0
+
+
 def _with_precision(spec: str, precision: str | None) -> str:
     """``spec`` with ``precision=`` set from ``--precision`` (which must agree with one in the spec)."""
     if precision is None:
@@ -276,10 +316,13 @@ def _with_precision(spec: str, precision: str | None) -> str:
     return spec if given else spec + ("," if ":" in spec else ":") + f"precision={precision}"
 
 
-def _warn_if_busy(threads: int) -> None:
+def _warn_if_busy(device: Device) -> None:
+    """Warn when this machine is busy; a device on another machine reports its own conditions per measurement."""
     from hwnas.workflows import busy_warning
 
-    text = busy_warning(threads)
+    if not device.runs_here:
+        return
+    text = busy_warning(device.threads)
     if text:
         print(f"hwnas: warning: {text}", file=sys.stderr)
 
@@ -402,12 +445,15 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
     from hwnas.nas import get_space
 
     space = get_space(args.space)
-    device = open_device(_with_precision(args.device, args.precision))
+    if len(args.device) > 1 or len(args.out) > 1:
+        return _profile_farm(args, space)
+    device = open_device(_with_precision(args.device[0], args.precision))
+    args.out = args.out[0]
     try:
         result = validate(
             args.file, space, device, args.samples, fit=args.fit, fit_share=args.fit_share, model=args.model,
             rounds=args.rounds, timing=_timing(args), seed=args.seed, progress=not args.no_progress, force=args.force,
-            before_timing=lambda: _warn_if_busy(device.threads),
+            before_timing=lambda: _warn_if_busy(device),
         )  # fmt: skip
     except KeyboardInterrupt:
         print(
@@ -802,15 +848,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--kernels", action="store_true", help="print every distinct kernel key, one per line")
     s.set_defaults(func=cmd_space_show)
 
+    ag = sub.add_parser("agent", help="the device agent: serve this machine's runtimes to 'remote:' devices")
+    ag_sub = ag.add_subparsers(dest="sub", required=True, metavar="SUBCOMMAND")
+    ags = ag_sub.add_parser("serve", help="time ONNX/TFLite models for remote clients (token from --token-file or "
+                            "$HWNAS_AGENT_TOKEN)", allow_abbrev=False)  # fmt: skip
+    add_serve_arguments(ags)
+    ags.set_defaults(func=cmd_agent_serve)
+
     d = sub.add_parser("devices", help="which devices are usable here, and their parameters")
     d.set_defaults(func=cmd_devices)
 
     pr = sub.add_parser("profile", help="time every kernel of a search space on a device into a LUT")
     pr.add_argument("--space", required=True, metavar="NAME|FILE", help="search space (preset name or YAML/JSON file)")
-    pr.add_argument(
-        "--device", required=True, metavar="SPEC", help="device spec, e.g. ort-cpu:threads=1 (see 'hwnas devices')"
-    )
-    pr.add_argument("--out", required=True, metavar="FILE", help="the LUT file; an existing one is resumed or extended")
+    pr.add_argument("--device", required=True, action="append", metavar="SPEC",
+                    help="device spec, e.g. ort-cpu:threads=1 or remote:HOST:PORT (see 'hwnas devices'); repeat it to "
+                    "profile several devices at once (a farm), each into its own --out")  # fmt: skip
+    pr.add_argument("--out", required=True, action="append", metavar="FILE",
+                    help="the LUT file; an existing one is resumed or extended; one per --device, in the same order")  # fmt: skip
     pr.add_argument(
         "--rounds",
         type=_positive_int,

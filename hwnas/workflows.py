@@ -2,6 +2,7 @@
 
 * :func:`profile_space`: time every kernel of a space on a device into a LUT (created, resumed or
   extended), and record which spaces the LUT covers and what the last profile did;
+  :func:`profile_farm`: the same on several devices at once, one LUT each;
 * :func:`train_and_save`: load a dataset, split it, train an architecture (from scratch or from
   a search's supernet) and write the child file;
 * :func:`export_and_check`: export a trained child to ONNX / TFLite, check the files against
@@ -89,6 +90,8 @@ def profile_space(
     progress: bool = True,
     force: bool = False,
     before_timing: Callable[[], None] | None = None,
+    bar: Any = None,
+    label: str | None = None,
 ) -> ProfileReport:
     """Profile ``space`` on ``device`` into ``lut``; the LUT's ``spaces`` list gains this space.
     ``before_timing`` runs once the LUT is open and checked (e.g. to warn about a busy machine).
@@ -106,7 +109,8 @@ def profile_space(
         if before_timing is not None:
             before_timing()
         try:
-            report = profile(space.kernels(), device, store, rounds=rounds, timing=timing, seed=seed, progress=progress)
+            report = profile(space.kernels(), device, store, rounds=rounds, timing=timing, seed=seed, progress=progress,
+                             bar=bar, label=label)  # fmt: skip
         except KeyboardInterrupt:
             saved = store.count()
             raise ProfileInterrupted(saved, saved - before) from None
@@ -114,6 +118,86 @@ def profile_space(
             "last_profile", {**report.__dict__, "space": space.name, "overhead_ratio": report.overhead_ratio}
         )
     return report
+
+
+@dataclass
+class FarmResult:
+    """How one device of a farm profile ended: its report, or the error that stopped it."""
+
+    device: str
+    lut: Path
+    report: ProfileReport | None = None
+    error: str | None = None
+    saved: int = 0  # measurements in its LUT at the end
+
+
+def profile_farm(
+    space: SearchSpace,
+    devices: Sequence[Device],
+    luts: Sequence[str | Path],
+    rounds: int = 3,
+    timing: TimingConfig | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    force: bool = False,
+) -> list[FarmResult]:
+    """Profile ``space`` on several devices at once, one thread per device, each into its own LUT.
+
+    One LUT per device keeps every existing command (validate, search, export) unchanged, and a
+    LUT is the device's identity. The kernel models are converted first, once per format, then
+    every device is timed in its own thread. A device that fails (an agent killed, a phone
+    unplugged) stops only itself: the others go on, and what it measured is in its LUT, so the
+    same command resumes it. At most one of the devices may run on this machine, or they would
+    time each other.
+    """
+    import threading
+
+    from hwnas.errors import HwnasError
+    from hwnas.latency.artifact_cache import ArtifactCache
+    from hwnas.latency.profiler import convert_kernels
+    from hwnas.latency.store import LutStore
+    from hwnas.progress import progress_bar
+
+    if len(devices) != len(luts):
+        raise HwnasError(f"give one --out per --device ({len(devices)} devices, {len(luts)} --out)")
+    paths = [Path(p).resolve() for p in luts]
+    if len(set(paths)) != len(paths):
+        raise HwnasError("two devices would write the same LUT; give each --device its own --out")
+    here = [d.spec for d in devices if d.runs_here]
+    if len(here) > 1:
+        raise HwnasError(f"{', '.join(here)} all run on this machine and would time each other; profile them one "
+                         "after another, or through agents on other machines")  # fmt: skip
+    results = [FarmResult(d.spec, Path(p)) for d, p in zip(devices, luts, strict=True)]
+    with progress_bar(progress) as bar:
+        kernels = sorted(set(space.kernels()))
+        for d in devices:  # conversion uses torch: once per format, before any timing
+            if d.format != "torch":
+                cache = ArtifactCache(d.format, d.batch, precision=d.precision)
+                convert_kernels(kernels, d, cache, bar, d.spec)
+
+        def run(device: Device, result: FarmResult) -> None:
+            try:
+                result.report = profile_space(space, device, result.lut, rounds=rounds, timing=timing, seed=seed,
+                                              force=force, bar=bar, label=device.spec)  # fmt: skip
+            except HwnasError as exc:
+                result.error = str(exc)
+            except Exception as exc:  # a device's own failure must not stop the others
+                result.error = f"{type(exc).__name__}: {exc}"
+            if result.lut.exists():
+                try:
+                    with LutStore.open(result.lut) as store:
+                        result.saved = store.count()
+                except HwnasError:
+                    pass
+
+        threads = [threading.Thread(target=run, args=(d, r), name=d.spec, daemon=True)
+                   for d, r in zip(devices, results, strict=True)]  # fmt: skip
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)  # a short join keeps Ctrl-C deliverable
+    return results
 
 
 def train_and_save(
@@ -274,7 +358,8 @@ def bench_file(
     first when the measurement lands within its noise of the budget)."""
     import statistics
 
-    from hwnas.devices.conditions import CpuSnapshot, between
+    from hwnas.devices.base import Stats
+    from hwnas.devices.conditions import Conditions, CpuSnapshot, between
     from hwnas.devices.isolated import measure_isolated, model_format
     from hwnas.errors import HwnasError
     from hwnas.latency.verdict import EXTRA_ROUNDS, judge, near, noise_of
@@ -294,12 +379,23 @@ def bench_file(
     if model_format(data) != fmt:
         raise HwnasError(f"{path}: not a {fmt} model file (its first bytes are not a {fmt} header); truncated?")
     before = CpuSnapshot.take()
-    stats, input_shapes = measure_isolated(device.spec, data, timing, rounds, str(path))
+    remote: list[Conditions] = []
+
+    def measure(n: int) -> tuple[list[Stats], list[list[int]]]:
+        if device.runs_here:  # a file from outside: loaded and timed in a memory-capped child process
+            return measure_isolated(device.spec, data, timing, n, str(path))
+        runner = device.load(data)  # an agent or a phone: it runs there, behind its own isolation
+        taken = [device.measure_watched(runner, timing) for _ in range(n)]
+        remote.extend(c for _, c in taken)
+        return [s for s, _ in taken], [list(s) for s in runner.input_shapes]
+
+    stats, input_shapes = measure(rounds)
     verdict = judge([s.median_ms for s in stats], budget_ms) if budget_ms is not None else None
     if verdict is not None and budget_ms is not None and near(verdict):
-        stats += measure_isolated(device.spec, data, timing, EXTRA_ROUNDS, str(path))[0]
+        stats += measure(EXTRA_ROUNDS)[0]
         verdict = judge([s.median_ms for s in stats], budget_ms)
-    cond = between(before, CpuSnapshot.take())
+    # the machine the model ran on: this one, or the agent's (the worst of its spans)
+    cond = between(before, CpuSnapshot.take()) if device.runs_here else max(remote, key=lambda c: c.others_cores or 0)
     medians = [s.median_ms for s in stats]
     return {
         "model": str(path), "device": device.spec, "fingerprint": device.fingerprint(), "input_shapes": input_shapes,

@@ -168,6 +168,7 @@ class Device(ABC):
     summary: ClassVar[str]
     params: ClassVar[dict[str, Param]] = {}
     positional: ClassVar[str | None] = None  # a bare value in the spec sets this param
+    runs_here: ClassVar[bool] = True  # False: models run on another machine (an agent, a phone over adb)
 
     def __init__(self, **options: Any) -> None:
         self.options = {name: options.get(name, p.default) for name, p in self.params.items()}

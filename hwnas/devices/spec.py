@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from hwnas.devices.adb import AdbDevice
 from hwnas.devices.base import Device, DeviceError, Param
 from hwnas.devices.litert import TfliteCpu
 from hwnas.devices.onnxruntime import OrtCpu, OrtCuda
+from hwnas.devices.remote import RemoteDevice
 from hwnas.devices.torch_devices import TorchCpu, TorchCuda
 
-DEVICE_KINDS: dict[str, type[Device]] = {cls.kind: cls for cls in (OrtCpu, TfliteCpu, TorchCpu, TorchCuda, OrtCuda)}
+DEVICE_KINDS: dict[str, type[Device]] = {
+    cls.kind: cls for cls in (OrtCpu, TfliteCpu, TorchCpu, TorchCuda, OrtCuda, RemoteDevice, AdbDevice)
+}
 
 
 def _value(kind: str, name: str, p: Param, text: str) -> Any:

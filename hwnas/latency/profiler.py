@@ -18,8 +18,9 @@ import functools
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hwnas.devices.base import Device, Runner, TimingConfig
 from hwnas.latency.artifact_cache import ArtifactCache
@@ -28,6 +29,9 @@ from hwnas.latency.kernel_models import kernel_artifacts, kernel_input_shape, ke
 from hwnas.latency.store import LutStore
 from hwnas.nas.spaces.kernels import Kernel
 from hwnas.progress import progress_bar
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 T = TypeVar("T")
 
@@ -120,6 +124,16 @@ def load_kernel(device: Device, kernel: Kernel, cache: ArtifactCache | None) -> 
     return device.load(data, shape)
 
 
+def convert_kernels(kernels: Sequence[Kernel], device: Device, cache: ArtifactCache, bar: Any, label: str) -> int:
+    """Convert the kernels not yet in ``cache`` to the device's format; returns how many were converted."""
+    missing = len(cache.missing(kernels))
+    if not missing:
+        return 0
+    task = bar.add_task(f"{label}: converting to {device.format}", total=missing)
+    return cache.ensure(kernels, functools.partial(_build, fmt=device.format, precision=device.precision),
+                        on_chunk=lambda n: bar.advance(task, n))  # fmt: skip
+
+
 def profile(
     kernels: Sequence[Kernel],
     device: Device,
@@ -130,8 +144,13 @@ def profile(
     progress: bool = True,
     cache: ArtifactCache | None = None,
     guard: GuardConfig | None = None,
+    bar: Progress | None = None,
+    label: str | None = None,
 ) -> ProfileReport:
-    """Measure every ``(kernel, round)`` not yet in ``store``; see the module docstring."""
+    """Measure every ``(kernel, round)`` not yet in ``store``; see the module docstring.
+
+    ``bar``: a progress bar shared with other profiles running at once (a device farm), whose
+    tasks are then named by ``label`` (default: the device kind)."""
     start = time.perf_counter()
     timing = timing or TimingConfig()
     unique = sorted(set(kernels))
@@ -143,19 +162,12 @@ def profile(
     store.set_meta("rounds", rounds)
     if device.format != "torch":
         cache = cache or ArtifactCache(device.format, device.batch, precision=device.precision)
-    with progress_bar(progress) as bar:
+    label = label or device.kind
+    with nullcontext(bar) if bar is not None else progress_bar(progress) as bar:
         if cache is not None:
-            needed = sorted({k for t in todo_rounds for k in t})
-            missing = len(cache.missing(needed))
-            if missing:
-                task = bar.add_task(f"converting to {device.format}", total=missing)
-                t0 = time.perf_counter()
-                report.converted = cache.ensure(
-                    needed,
-                    functools.partial(_build, fmt=device.format, precision=device.precision),
-                    on_chunk=lambda n: bar.advance(task, n),
-                )
-                report.convert_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            report.converted = convert_kernels(sorted({k for t in todo_rounds for k in t}), device, cache, bar, label)
+            report.convert_s = time.perf_counter() - t0
         watch = Guard(device, timing, planned=total, config=guard or GuardConfig())
 
         def save(kernel: Kernel, r: int, m: Measured, replace: bool) -> None:
@@ -170,7 +182,7 @@ def profile(
 
         report.measured, report.busy_s = measure_rounds(
             todo_rounds, lambda k: k.key, lambda k: load_kernel(device, k, cache), save, stored, watch, bar,
-            f"timing on {device.kind}", seed)  # fmt: skip
+            f"timing on {label}", seed)  # fmt: skip
     report.retaken, report.remeasured, report.still_disturbed = (
         watch.retaken, watch.remeasured_rounds, watch.still_disturbed)  # fmt: skip
     report.wall_s = time.perf_counter() - start
