@@ -284,3 +284,20 @@ def test_tls_with_a_self_signed_certificate(tmp_path, models) -> None:
             untrusted.fingerprint()
     finally:
         a.stop()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "ort-cpu", "--device", "tflite-cpu", "--out", "a.lut"], "one --out per --device"),
+        (
+            ["--device", "ort-cpu", "--device", "tflite-cpu", "--out", "a.lut", "--out", "b.lut"],
+            "would time each other",
+        ),
+        (["--device", "remote:h:1", "--device", "remote:h:2", "--out", "a.lut", "--out", "a.lut"], "the same LUT"),
+    ],
+)
+def test_farm_arguments_that_cannot_work_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = run_cli("profile", "--space", "tiny", *args, cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("*.lut"))

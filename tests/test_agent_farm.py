@@ -1,4 +1,6 @@
-"""Profiling a device farm: two agents in subprocesses profiled at once, one killed -9 mid-profile."""
+"""Profiling a device farm: two agents in subprocesses profiled at once, one killed -9 mid-profile.
+
+Marked ``tour`` (a user's journey, about 1.5 minutes): CI runs it after the default suite."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from hwnas.latency.store import LutStore, identity
 from hwnas.nas import get_space
 
 from conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.tour
 
 TIMING = ("--warmup-runs", "2", "--warmup-ms", "1", "--min-runs", "10", "--min-time-ms", "5")
 
@@ -133,20 +137,3 @@ def test_an_agent_killed_mid_profile_stops_only_itself_and_a_rerun_resumes_it(tm
     finally:
         a.stop()
         b.stop()
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--device", "ort-cpu", "--device", "tflite-cpu", "--out", "a.lut"], "one --out per --device"),
-        (
-            ["--device", "ort-cpu", "--device", "tflite-cpu", "--out", "a.lut", "--out", "b.lut"],
-            "would time each other",
-        ),
-        (["--device", "remote:h:1", "--device", "remote:h:2", "--out", "a.lut", "--out", "a.lut"], "the same LUT"),
-    ],
-)
-def test_farm_arguments_that_cannot_work_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:
-    proc = run_cli("profile", "--space", "tiny", *args, cwd=tmp_path)
-    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
-    assert not list(tmp_path.glob("*.lut"))
