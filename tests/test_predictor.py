@@ -232,3 +232,106 @@ def test_the_scale_bound_binds_where_an_unconstrained_fit_goes_negative() -> Non
     free_rel = np.sqrt(np.mean(np.square((x @ free - y) / y)))
     bound_rel = np.sqrt(np.mean(np.square((x @ coef - y) / y)))
     assert bound_rel >= free_rel - 1e-12  # the bound costs fit, as it must
+
+
+# --- written from the mutation run's survivors (TESTING.md): every field, default and statistic ------
+def _calibration() -> Calibration:
+    return Calibration(model="per-op", scale={"conv": 1.5, "se": 0.25}, per_kernel_ms={"conv": 0.01, "add": -0.002},
+                       offset_ms=0.03, stats={"n": 9.0, "rmspe": 0.04}, fit_archs=("r32 a", "r24 b"),
+                       device={"kind": "ort-cpu", "threads": 1}, fitted_at=1234.5)  # fmt: skip
+
+
+def test_a_calibration_reads_back_field_by_field_with_its_names() -> None:
+    cal = _calibration()
+    data = json.loads(json.dumps(cal.to_dict()))
+    assert set(data) == {"model", "scale", "per_kernel_ms", "offset_ms", "stats", "fit_archs", "device", "fitted_at"}
+    assert data["stats"] == {"n": 9.0, "rmspe": 0.04} and data["fit_archs"] == ["r32 a", "r24 b"]
+    assert data["device"] == {"kind": "ort-cpu", "threads": 1} and data["fitted_at"] == 1234.5
+    back = Calibration.from_dict(data, "x.lut")
+    assert back == cal  # every field, by value
+    minimal = {k: data[k] for k in ("model", "scale", "per_kernel_ms", "offset_ms")}
+    bare = Calibration.from_dict(minimal, "x.lut")
+    assert (bare.stats, bare.fit_archs, bare.device, bare.fitted_at) == ({}, (), {}, 0.0)
+    assert bare.model == "per-op" and bare.offset_ms == 0.03
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        ({"model": "quadratic"}, "unknown model 'quadratic'"),
+        ({"scale": {"warp": 1.0}}, "unknown kernel ops ['warp']"),
+        ({"per_kernel_ms": {"conv": 0.1, "zz": 0.0}}, "unknown kernel ops ['zz']"),
+        ({"offset_ms": "fast"}, "ValueError"),
+    ],
+)
+def test_a_damaged_calibration_names_what_is_wrong(edit: dict, words: str) -> None:
+    data = {**_calibration().to_dict(), **edit}
+    with pytest.raises(LutError, match=r"^x\.lut: damaged calibration .*refit it with 'hwnas lut validate --fit'") as e:
+        Calibration.from_dict(data, "x.lut")
+    assert words in str(e.value)
+    missing = {k: v for k, v in _calibration().to_dict().items() if k != "offset_ms"}
+    with pytest.raises(LutError, match="KeyError: 'offset_ms'"):
+        Calibration.from_dict(missing, "x.lut")
+
+
+def test_an_op_the_calibration_does_not_name_costs_its_lut_latency() -> None:
+    cal = _calibration()
+    kernels = {k.op: k for k in get_space("cifar").kernels()}
+    assert cal.kernel_cost(kernels["conv"], 2.0) == pytest.approx(1.5 * 2.0 + 0.01)
+    assert cal.kernel_cost(kernels["se"], 2.0) == pytest.approx(0.25 * 2.0)  # scaled, no per-kernel term
+    assert cal.kernel_cost(kernels["add"], 2.0) == pytest.approx(2.0 - 0.002)  # scale 1, its per-kernel term
+    assert cal.kernel_cost(kernels["dwconv"], 2.0) == 2.0  # not named at all: the LUT latency itself
+
+
+def test_the_design_matrix_against_a_hand_count(lut: Path) -> None:
+    from hwnas.latency.predictor import design_matrix
+
+    table = LatencyTable.load(lut)
+    arch = get_space("cifar").sample(7)
+    kernels = arch_kernels(arch)
+    per_op = {op: sum(fake_latency(k) for k in kernels if k.op == op) for op in KERNEL_OPS}
+    counts = {op: sum(1 for k in kernels if k.op == op) for op in KERNEL_OPS}
+    full = design_matrix(table, [arch], "full")[0]
+    assert full.tolist() == pytest.approx([*per_op.values(), *counts.values(), 1.0], rel=1e-12)
+    linear = design_matrix(table, [arch], "linear")[0]
+    assert linear.tolist() == pytest.approx([sum(per_op.values()), len(kernels), 1.0], rel=1e-12)
+    per_op_row = design_matrix(table, [arch, arch], "per-op")
+    assert per_op_row.shape == (2, 1 + len(KERNEL_OPS) + 1)
+    assert per_op_row[1].tolist() == pytest.approx([sum(per_op.values()), *counts.values(), 1.0], rel=1e-12)
+
+
+def test_the_fit_statistics_against_an_independent_computation(lut: Path) -> None:
+    import time
+
+    space = get_space("cifar")
+    table = LatencyTable.load(lut)
+    archs = [space.sample(s) for s in range(200, 214)]
+    noise = np.random.default_rng(5).normal(0, 0.08, len(archs))
+    measured = [true_latency(a) * (1 + e) for a, e in zip(archs, noise, strict=True)]
+    t0 = time.time()
+    cal = fit_calibration(table, archs, measured, FP, model="linear")
+    t1 = time.time()
+    pred = LatencyPredictor(table, cal)
+    y = np.array(measured)
+    p = np.array([pred.predict(a) for a in archs])  # the calibration as the search uses it
+    rel = (p - y) / y
+    assert cal.stats["n"] == len(archs)
+    assert cal.stats["rmse_ms"] == pytest.approx(float(np.sqrt(np.mean((p - y) ** 2))), rel=1e-9)
+    assert cal.stats["rmspe"] == pytest.approx(float(np.sqrt(np.mean(rel**2))), rel=1e-9)
+    assert cal.stats["within_10"] == pytest.approx(float(np.mean(np.abs(rel) <= 0.10)))
+    assert 0 < cal.stats["within_10"] < 1  # the noise puts some networks on each side of 10%
+    assert set(cal.stats) == {"n", "rmse_ms", "rmspe", "within_10", "loo_rmspe", "loo_rmspe_linear"}
+    assert cal.stats["loo_rmspe"] == cal.stats["loo_rmspe_linear"] > cal.stats["rmspe"]
+    assert cal.fit_archs == tuple(a.to_str() for a in archs)
+    assert cal.device == {k: v for k, v in FP.items() if k not in ("hwnas_version", "os")}
+    assert t0 <= cal.fitted_at <= t1
+    assert set(cal.scale) == set(cal.per_kernel_ms) == set(KERNEL_OPS)
+    assert len(set(cal.scale.values())) == 1  # linear: one scale for every op
+
+
+def test_a_lut_without_a_calibration_reads_none_and_a_garbled_one_is_refused(lut: Path) -> None:
+    assert read_calibration(LatencyTable.load(lut)) is None
+    with LutStore.open(lut) as store:
+        store.set_meta("calibration", "not json {")
+    with pytest.raises(LutError, match="damaged calibration"):
+        read_calibration(LatencyTable.load(lut))
