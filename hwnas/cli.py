@@ -445,10 +445,7 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
     from hwnas.nas import get_space
 
     space = get_space(args.space)
-    if len(args.device) > 1 or len(args.out) > 1:
-        return _profile_farm(args, space)
-    device = open_device(_with_precision(args.device[0], args.precision))
-    args.out = args.out[0]
+    device = open_device(_with_precision(args.device, args.precision))
     try:
         result = validate(
             args.file, space, device, args.samples, fit=args.fit, fit_share=args.fit_share, model=args.model,

@@ -301,3 +301,31 @@ def test_farm_arguments_that_cannot_work_are_one_line_errors(tmp_path: Path, arg
     proc = run_cli("profile", "--space", "tiny", *args, cwd=tmp_path)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("*.lut"))
+
+
+def test_jobs_run_one_at_a_time(agent, models) -> None:
+    """Two clients at once: the agent's two timings never overlap, so together they take at least the
+    sum of their spans on the agent (as the agent measured them), and the agent says it is busy."""
+    import threading
+
+    devices = [_remote(agent), _remote(agent)]
+    runners = [devices[0].load(models["onnx"]), devices[1].load(models["onnx2"])]
+    slow = TimingConfig(warmup_runs=1, warmup_s=0.0, min_runs=3, min_time_s=0.6, max_time_s=2.0)
+    spans: list[tuple[float, float, float]] = []
+
+    def run(i: int) -> None:
+        t0 = time.monotonic()
+        _, cond = devices[i].measure_watched(runners[i], slow)
+        spans.append((t0, time.monotonic(), cond.seconds))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    busy = False
+    while any(t.is_alive() for t in threads):
+        busy = busy or agent.health()["busy"]
+        time.sleep(0.05)
+    assert len(spans) == 2 and busy
+    together = max(s[1] for s in spans) - min(s[0] for s in spans)
+    assert all(s[2] >= 0.6 for s in spans)
+    assert together >= spans[0][2] + spans[1][2]

@@ -137,3 +137,21 @@ def test_an_agent_killed_mid_profile_stops_only_itself_and_a_rerun_resumes_it(tm
     finally:
         a.stop()
         b.stop()
+
+
+def test_validate_and_bench_work_through_an_agent_unchanged(tmp_path: Path) -> None:
+    """The commands that take a device take a remote one: profile, lut validate (whole networks
+    converted here, timed there) and bench; the LUT's device check passes for the same agent device."""
+    a = AgentProcess(tmp_path / "a").start()
+    try:
+        spec = a.spec(token_file=a.token_file)
+        lut = tmp_path / "a.lut"
+        proc = run_cli(*_farm_cmd([spec], [lut], 1))
+        assert proc.returncode == 0, proc.stderr
+        proc = run_cli("lut", "validate", str(lut), "--space", "tiny", "--device", spec, "--samples", "5",
+                       "--out", str(tmp_path / "val"), "--no-progress", *TIMING)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        assert "Kendall" in proc.stdout or "tau" in proc.stdout
+        assert a.health()["jobs"] >= len(get_space("tiny").kernels()) + 5
+    finally:
+        a.stop()
