@@ -329,3 +329,16 @@ def test_jobs_run_one_at_a_time(agent, models) -> None:
     together = max(s[1] for s in spans) - min(s[0] for s in spans)
     assert all(s[2] >= 0.6 for s in spans)
     assert together >= spans[0][2] + spans[1][2]
+
+
+def test_the_export_latency_check_measures_through_an_agent(agent, models) -> None:
+    """Export's check (rounds, noise, verdict) runs unchanged on a remote device."""
+    from hwnas.export.latency_check import measure_file
+    from hwnas.latency.verdict import OVER, WITHIN
+
+    device = _remote(agent)
+    ms, noise, verdict = measure_file(device, models["onnx3"], (1,), budget_ms=1000.0)
+    assert verdict is not None and verdict.outcome == WITHIN and 0 < ms < 1000 and noise >= 0
+    assert len(verdict.rounds_ms) >= 3 and verdict.measured_ms == ms
+    _, _, verdict = measure_file(device, models["onnx3"], (1,), budget_ms=ms / 100)
+    assert verdict is not None and verdict.outcome == OVER
