@@ -35,9 +35,10 @@ def _child(arch, seed: int = 0) -> Child:
 
 def _archs() -> list:
     """FBNetV2-F1 and 5 random architectures of each preset. The default run keeps two of each small
-    preset (8-17 s each on 2 cores, and the suite must stay under 15 minutes); the other three and
-    the ImageNet-size random ones (about 30 s each) run with ``-m slow``."""
-    out = [pytest.param(get_arch("FBNetV2-F1"), id="FBNetV2-F1")]
+    preset (8-17 s each on 2 cores, and the suite must stay under 15 minutes); FBNetV2-F1 runs with
+    the tour (``-m tour``, in CI); the other three and the ImageNet-size random ones (about 30 s
+    each) run with ``-m slow``."""
+    out = [pytest.param(get_arch("FBNetV2-F1"), id="FBNetV2-F1", marks=[pytest.mark.tour])]  # 45 s: with the tour
     for name in ("tiny", "cifar", "fbnetv2"):
         space = get_space(name)
         out += [pytest.param(space.sample(100 + i), id=f"{name}-{i}",
@@ -153,6 +154,7 @@ def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, after the default suite
 def test_cli_export_with_int8_cards_and_the_budget(trained_tiny: Path, tmp_path: Path) -> None:
     out = tmp_path / "files"
     base = ["export", "--weights", str(trained_tiny / "child.safetensors"), "--format", "onnx,tflite", "--int8", "--data",
@@ -206,6 +208,7 @@ def test_the_budget_gates_the_precisions_that_make_sense_on_the_device(trained_t
     assert proc.returncode == 2 and "--budget-gates 'fp8'" in proc.stderr
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, after the default suite
 def test_export_bad_inputs_leave_nothing_behind(trained_tiny: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.json"
     get_space("tiny").sample(6).save(other)

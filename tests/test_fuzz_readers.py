@@ -387,6 +387,7 @@ def test_the_library_refuses_non_finite_budgets(budget: float) -> None:
 
 
 # --- the same inputs through the real command line ---------------------------------------------------
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, after the default suite
 def test_crafted_corpus_through_the_cli(tmp_path: Path, child_bytes: bytes, lut_bytes: bytes) -> None:
     """Each crafted file through its command: exit 2, one line on stderr, no traceback, nothing written."""
     from conftest import run_cli

@@ -160,6 +160,7 @@ def _search_cmd(out: Path, epochs: int = 6) -> list[str]:
             "--out", str(out), "--no-progress", "--seed", "3"]  # fmt: skip
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, after the default suite
 def test_kill_mid_epoch_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     full = subprocess.run(_search_cmd(tmp_path / "full"), capture_output=True, text=True, env=env, cwd=ROOT)
@@ -184,6 +185,7 @@ def test_kill_mid_epoch_then_resume_gives_the_uninterrupted_result(tmp_path: Pat
     pd.testing.assert_series_equal(a["expected_cost"], b["expected_cost"], rtol=1e-6)
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, after the default suite
 def test_search_bad_inputs(tmp_path: Path) -> None:
     def err(*args: str) -> str:
         proc = run_cli("search", "--space", "tiny", "--out", str(tmp_path / "r"), "--no-progress", *args)
@@ -214,6 +216,7 @@ def test_a_run_made_before_a_setting_existed_resumes_as_it_was_made() -> None:
     assert SearchConfig(space="tiny", budget=1.0).sampled_child is True
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, after the default suite
 def test_search_with_a_lut_that_lacks_kernels_names_them_and_the_command(tmp_path: Path) -> None:
     lut = tmp_path / "tiny.lut"
     proc = run_cli("profile", "--space", "tiny", "--device", "ort-cpu:threads=1", "--out", str(lut), "--rounds", "1",
@@ -237,6 +240,7 @@ def test_search_with_a_lut_that_lacks_kernels_names_them_and_the_command(tmp_pat
     assert cost.of(arch) <= budget
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, after the default suite
 def test_train_from_scratch_and_from_the_supernet(tmp_path: Path) -> None:
     out = tmp_path / "run"
     Search(_config(tmp_path, budget=1.0, epochs=2), out, progress=False).run()
@@ -307,6 +311,7 @@ def test_a_negative_evolution_budget_is_refused(tmp_path: Path) -> None:
         Search(_config(tmp_path, evolution=-1), tmp_path / "x", progress=False)
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, after the default suite
 @pytest.mark.parametrize("children", ["sandwich", "sampled_child"])
 def test_child_training_resumes_where_an_uninterrupted_run_ends(tmp_path: Path, children: str) -> None:
     cfg = {children: True, "epochs": 3, "warmup_epochs": 1}
@@ -324,6 +329,7 @@ def test_child_training_resumes_where_an_uninterrupted_run_ends(tmp_path: Path, 
     assert plain.metrics[0]["train_ce"] != pytest.approx(full.metrics[0]["train_ce"], rel=1e-6)  # it trains otherwise
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, after the default suite
 def test_train_once_search_many_derives_one_architecture_per_budget_in_its_band(
     tmp_path: Path, tiny_flops: list[float]
 ) -> None:
@@ -416,6 +422,7 @@ def test_the_first_repair_step_is_the_cheapest_loss_of_probability_per_unit_save
     assert d.steps[0].startswith(f"repair: {best[1]} (")
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, after the default suite
 def test_a_many_budget_search_returns_the_main_budgets_candidates(tmp_path: Path, tiny_flops: list[float]) -> None:
     budgets = [tiny_flops[int(q * (len(tiny_flops) - 1))] * 1.0001 for q in (0.3, 0.7)]
     cfg = _config(tmp_path, budget=budgets[0], budgets=budgets, epochs=2)
