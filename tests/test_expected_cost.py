@@ -68,3 +68,16 @@ def test_bad_inputs() -> None:
         cost(res, probs[:-1])
     with pytest.raises(ValueError, match="not an architecture of the space"):
         one_hot_choices(space, get_space("cifar").sample(0))
+
+
+def test_a_search_costs_expected_cost_has_the_dtype_asked_for() -> None:
+    """The search runs the expected cost in float32 (beside float32 logits, on any device); selection
+    asks for float64 to compare it exactly with the discrete cost."""
+    from hwnas.nas.search.cost import make_cost
+
+    space = get_space("tiny")
+    cost = make_cost("flops", space)
+    res, probs = one_hot_choices(space, space.sample(0))
+    assert cost.expected(space)(res, probs).dtype == torch.float32
+    exact = cost.expected(space, dtype=torch.float64)(res, probs)
+    assert exact.dtype == torch.float64 and float(exact) == pytest.approx(cost.of(space.sample(0)), rel=1e-12)
