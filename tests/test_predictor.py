@@ -335,3 +335,48 @@ def test_a_lut_without_a_calibration_reads_none_and_a_garbled_one_is_refused(lut
         store.set_meta("calibration", "not json {")
     with pytest.raises(LutError, match="damaged calibration"):
         read_calibration(LatencyTable.load(lut))
+
+
+def test_the_fit_checks_its_input_and_takes_exactly_min_fit_networks(lut: Path) -> None:
+    from hwnas.latency.predictor import MIN_FIT
+
+    space = get_space("cifar")
+    table = LatencyTable.load(lut)
+    archs = [space.sample(s) for s in range(300, 300 + MIN_FIT)]
+    small = [0.4 + 0.01 * i for i in range(MIN_FIT)]  # sub-millisecond networks are ordinary
+    cal = fit_calibration(table, archs, small, FP, model="linear")
+    assert cal.stats["n"] == MIN_FIT == 8
+    with pytest.raises(LutError, match="at least 8 measured architectures, got 7; raise --samples"):
+        fit_calibration(table, archs[:-1], small[:-1], FP, model="linear")
+    with pytest.raises(ValueError, match=r"^one measurement per architecture$"):
+        fit_calibration(table, archs, small[:-1], FP)
+    for bad in (0.0, -0.1):
+        with pytest.raises(ValueError, match=r"^measured latencies must be positive$"):
+            fit_calibration(table, archs, [*small[:-1], bad], FP)
+
+
+def test_the_reported_leave_one_out_error_is_that_of_refits_without_each_network(lut: Path) -> None:
+    """Computed again through the public fit: each network predicted by a calibration fitted on the
+    others. The device saves time per kernel (a negative constant), so a fold that bounded every
+    coefficient at zero would differ."""
+    space = get_space("cifar")
+    table = LatencyTable.load(lut)
+    archs = [space.sample(s) for s in range(400, 412)]
+    noise = np.random.default_rng(6).normal(0, 0.05, len(archs))
+    measured = [(0.8 * sum(fake_latency(k) for k in arch_kernels(a)) - 0.02 * len(arch_kernels(a)) + 0.5) * (1 + e)
+                for a, e in zip(archs, noise, strict=True)]  # fmt: skip
+    cal = fit_calibration(table, archs, measured, FP, model="linear")
+    assert min(cal.per_kernel_ms.values()) < 0  # a coefficient the fit must leave unbounded
+    errors = []
+    for i in range(len(archs)):
+        rest = [j for j in range(len(archs)) if j != i]
+        fold = fit_calibration(table, [archs[j] for j in rest], [measured[j] for j in rest], FP, model="linear")
+        errors.append((LatencyPredictor(table, fold).predict(archs[i]) - measured[i]) / measured[i])
+    assert cal.stats["loo_rmspe"] == pytest.approx(float(np.sqrt(np.mean(np.square(errors)))), rel=1e-6)
+
+
+def test_a_calibration_that_is_not_json_is_refused_naming_the_lut(lut: Path) -> None:
+    with sqlite3.connect(lut) as conn:
+        conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('calibration', 'not json {')")
+    with pytest.raises(LutError, match=rf"^{lut}: damaged calibration"):
+        read_calibration(LatencyTable.load(lut))
