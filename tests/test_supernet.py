@@ -195,3 +195,61 @@ def test_soft_op_weights_are_renormalised_over_the_non_skip_ops() -> None:
     only_skip[skip] = 1.0
     with torch.no_grad():
         assert torch.allclose(out(full), (1 - s) * out(renorm) + s * out(only_skip), atol=1e-5)
+
+
+def _search_folder(folder, net: SuperNet, config: dict) -> None:
+    from hwnas.nas.search.checkpoints import rng_states, write_search_checkpoint
+
+    state = {"config": config, "epoch": 1, "net": net.state_dict(), "w_opt": {}, "w_sched": {}, "a_opt": {},
+             "lambda": 0.0, "metrics": [], "probs": [], "timing": {}, "rng": rng_states()}  # fmt: skip
+    write_search_checkpoint(folder / "checkpoint.safetensors", state)
+
+
+@pytest.mark.parametrize("paths", ["masked", None])
+def test_a_child_sliced_from_a_search_folder_equals_the_saved_supernet(tmp_path, paths) -> None:
+    """What ``train --init supernet`` starts from, read in process (the CLI test runs it in a child)."""
+    from hwnas.nas.search.slicing import sliced_child_of_run
+
+    torch.manual_seed(1)
+    space = get_space("tiny")
+    net = SuperNet(space, paths=paths or "masked")
+    _randomize_bn(net, 2)
+    _search_folder(tmp_path, net, {"space": "tiny", **({"paths": paths} if paths else {})})
+    net.eval()
+    for arch in (space.sample(3), space.largest()):
+        child = sliced_child_of_run(tmp_path, arch).eval()
+        x = torch.randn(2, 3, arch.resolution, arch.resolution)
+        with torch.no_grad():
+            want, got = net(x, arch=arch), child(x)
+        assert want.std(0).mean() > 1e-4
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_search_folder_that_cannot_give_a_child_names_why(tmp_path) -> None:
+    from hwnas.errors import HwnasError
+    from hwnas.nas.search.slicing import sliced_child_of_run
+
+    tiny = SuperNet(get_space("tiny"))
+    arch = get_space("tiny").sample(0)
+    for config, words in [({"space": 3}, "corrupt content (config.space or config.paths)"),
+                          ({"space": "tiny", "paths": "weird"}, "corrupt content (config.space or config.paths)"),
+                          ({"space": "cifar"}, "the supernet weights do not fit space 'cifar'")]:  # fmt: skip
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        folder.mkdir()
+        _search_folder(folder, tiny, config)
+        with pytest.raises(
+            HwnasError, match=r"checkpoint\.safetensors: " + words.replace("(", r"\(").replace(")", r"\)")
+        ):
+            sliced_child_of_run(folder, arch)
+    folder = tmp_path / "explicit"
+    folder.mkdir()
+    _search_folder(folder, SuperNet(get_space("tiny"), paths="explicit"), {"space": "tiny", "paths": "explicit"})
+    with pytest.raises(
+        HwnasError, match=r"^init from the supernet: weights can be sliced from the masked supernet only"
+    ):
+        sliced_child_of_run(folder, arch)
+    folder = tmp_path / "ok"
+    folder.mkdir()
+    _search_folder(folder, tiny, {"space": "tiny"})
+    with pytest.raises(HwnasError, match=r"^init from the supernet: .* is not an architecture of the space tiny"):
+        sliced_child_of_run(folder, get_space("cifar").sample(0))
