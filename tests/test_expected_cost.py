@@ -9,7 +9,7 @@ import torch
 
 from hwnas.nas import get_space
 from hwnas.nas.search.cost import discrete_cost, expected_cost, one_hot_choices
-from hwnas.nas.spaces.kernels import Kernel
+from hwnas.nas.spaces.kernels import Kernel, arch_kernels
 
 
 def fake_latency(k: Kernel) -> float:
@@ -81,3 +81,64 @@ def test_a_search_costs_expected_cost_has_the_dtype_asked_for() -> None:
     assert cost.expected(space)(res, probs).dtype == torch.float32
     exact = cost.expected(space, dtype=torch.float64)(res, probs)
     assert exact.dtype == torch.float64 and float(exact) == pytest.approx(cost.of(space.sample(0)), rel=1e-12)
+
+
+# --- make_cost, in process (the CLI tests run it in a child process, out of mutmut's sight) -------------
+def test_flops_and_params_costs_count_what_fvcore_counts() -> None:
+    from hwnas.nas.models.counting import count_arch
+    from hwnas.nas.search.cost import make_cost
+
+    space = get_space("tiny")
+    flops, params = make_cost("flops", space), make_cost("params", space)
+    assert (flops.name, flops.unit, flops.offset, params.name, params.unit) == (
+        "flops",
+        "MFLOPs",
+        0.0,
+        "params",
+        "Mparams",
+    )
+    for arch in (space.sample(1), space.largest()):
+        counted = count_arch(arch)
+        assert flops.of(arch) == pytest.approx(counted.flops / 1e6, rel=1e-12)
+        assert params.of(arch) == pytest.approx(counted.params / 1e6, rel=1e-12)
+        assert flops.fmt(flops.of(arch)).endswith(" MFLOPs")
+    small, small_cost = flops.smallest(space)
+    big, big_cost = flops.largest(space)
+    assert small_cost == flops.of(small) < big_cost == flops.of(big)
+    assert all(small_cost <= flops.of(space.sample(s)) <= big_cost for s in range(20))
+
+
+def test_a_latency_cost_is_the_luts_prediction_and_names_what_it_lacks(tmp_path) -> None:
+    from hwnas.devices import Stats
+    from hwnas.errors import HwnasError
+    from hwnas.latency.predictor import LatencyPredictor
+    from hwnas.latency.store import LutStore
+    from hwnas.nas.search.cost import make_cost
+
+    space = get_space("tiny")
+    fp = {"kind": "ort-cpu", "runtime": "onnxruntime", "runtime_version": "1.0", "threads": 1, "batch": 1,
+          "cpu_model": "X", "hwnas_version": "0.1.0", "os": "Linux 1"}  # fmt: skip
+    lut = tmp_path / "t.lut"
+    kernels = sorted(set(space.kernels()))
+    with LutStore.create_or_open(lut, fp, "ort-cpu:threads=1") as store:
+        for k in kernels:
+            ms = fake_latency(k)
+            store.add(k.key, 0, Stats(ms, ms, ms, ms, 0.0, 10, 2, 0.01))
+    cost = make_cost("latency", space, lut)
+    assert (cost.name, cost.unit, cost.source, cost.offset) == ("latency", "ms", str(lut), 0.0)
+    arch = space.sample(5)
+    assert cost.of(arch) == pytest.approx(LatencyPredictor.from_lut(lut).predict(arch), rel=1e-12)
+    assert cost.of(arch) == pytest.approx(sum(fake_latency(k) for k in arch_kernels(arch)), rel=1e-12)
+    with pytest.raises(HwnasError, match=r"^--cost latency needs a LUT: --lut FILE \(make one with 'hwnas profile'\)$"):
+        make_cost("latency", space)
+    with pytest.raises(HwnasError, match=r"^unknown cost 'energy'; choose one of latency, flops, params$"):
+        make_cost("energy", space)
+    partial = tmp_path / "p.lut"
+    with LutStore.create_or_open(partial, fp, "ort-cpu:threads=1") as store:
+        for k in kernels[5:]:
+            store.add(k.key, 0, Stats(1.0, 1.0, 1.0, 1.0, 0.0, 10, 2, 0.01))
+    shown = ", ".join(k.key for k in kernels[:3])
+    with pytest.raises(HwnasError) as e:
+        make_cost("latency", space, partial)
+    assert str(e.value) == (f"{partial} lacks 5 kernel(s) of the space tiny ({shown} and 2 more); add them with "
+                            f"'hwnas profile --space tiny --device ort-cpu:threads=1 --out {partial}'")  # fmt: skip
