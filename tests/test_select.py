@@ -158,3 +158,81 @@ def test_uniform_scores_are_all_zero() -> None:
     u = uniform_scores(SPACE)
     assert u.res == [0.0] * len(SPACE.resolutions)
     assert u.options == [[0.0] * len(layer.options) for layer in SPACE.layers]
+
+
+# --- the derivation's repair, in cases whose answer is known by construction (mutation survivors) ---------
+def _peaked(space, arch, mass: float = 0.9):
+    """Choice probabilities with ``mass`` on ``arch``'s resolution and options, the rest spread evenly."""
+    res = torch.full((len(space.resolutions),), (1 - mass) / max(1, len(space.resolutions) - 1), dtype=torch.float64)
+    res[space.resolutions.index(arch.resolution)] = mass
+    probs = []
+    for layer, b in zip(space.layers, arch.blocks, strict=True):
+        p = torch.full((len(layer.options),), (1 - mass) / max(1, len(layer.options) - 1), dtype=torch.float64)
+        p[next(i for i, o in enumerate(layer.options) if (o.op, o.c, o.e) == (b.op, b.c, b.e))] = mass
+        probs.append(p)
+    return res, probs
+
+
+def test_a_start_no_single_change_can_cheapen_restarts_from_the_cheapest_network() -> None:
+    """A cost under which every single change of the start adds new, dear kernels: the repair cannot
+    move, so the derivation must start again from the cheapest network (the space's exact minimum)."""
+    from hwnas.nas.search.cost import SearchCost
+    from hwnas.nas.search.derive import derive
+    from hwnas.nas.spaces.kernels import arch_kernels
+
+    space = get_space("tiny")
+    start = space.largest()
+    own, cheap = set(arch_kernels(start)), set(arch_kernels(space.smallest()))
+    # skipping layer 2 (tiny's one skippable layer) drops its kernels: make those free, so it saves nothing
+    options = [layer.options[[(o.op, o.c, o.e) for o in layer.options].index((b.op, b.c, b.e))]
+               for layer, b in zip(space.layers, start.blocks, strict=True)]  # fmt: skip
+    options[2] = next(o for o in space.layers[2].options if o.op == "skip" and o.c == start.blocks[2].c)
+    free = own - set(arch_kernels(space.architecture(start.resolution, options))) | cheap
+    cost = SearchCost("toy", "u", lambda k: 0.0 if k in free else 1.0 if k in own else 10.0)
+    lowest, lowest_cost = cost.smallest(space)
+    assert cost.of(start) > lowest_cost + 1
+    d = derive(space, cost, lowest_cost + 0.5, *_peaked(space, start))
+    assert d.argmax == start and d.argmax_cost == cost.of(start)
+    assert d.steps[0].startswith("repair: no single change helps; start from the cheapest architecture")
+    assert d.arch == lowest and d.cost == lowest_cost
+
+
+def test_the_first_repair_step_loses_the_least_probability_per_unit_saved() -> None:
+    """The first repair move, found again by enumerating every single change of the start."""
+    from hwnas.nas.search.derive import derive
+
+    space = get_space("tiny")
+    cost = make_cost("flops", space)
+    start = space.largest()
+    res, probs = _peaked(space, start, mass=0.6)
+    g = torch.Generator().manual_seed(3)
+    probs = [(p + 0.3 * torch.rand(len(p), generator=g, dtype=torch.float64)).softmax(0) for p in probs]
+    d = derive(space, cost, cost.of(start) * 0.97, res, probs)
+    choice = [int(p.argmax()) for p in probs]
+    now = cost.of(d.argmax)
+    best = None
+    for i, layer in enumerate(space.layers):
+        for j in range(len(layer.options)):
+            if j == choice[i]:
+                continue
+            ch = list(choice)
+            ch[i] = j
+            saved = now - cost.of(
+                space.architecture(d.argmax.resolution, [space.layers[k].options[c] for k, c in enumerate(ch)])
+            )
+            if saved > 0:
+                lost = math.log(float(probs[i][choice[i]])) - math.log(float(probs[i][j]))
+                if best is None or lost / saved < best[0]:
+                    best = (lost / saved, i)
+    for r in range(len(space.resolutions)):  # a resolution change is a move too
+        if space.resolutions[r] != d.argmax.resolution:
+            arch = space.architecture(space.resolutions[r], [space.layers[k].options[c] for k, c in enumerate(choice)])
+            saved = now - cost.of(arch)
+            if saved > 0:
+                lost = math.log(float(res[space.resolutions.index(d.argmax.resolution)])) - math.log(float(res[r]))
+                if best is None or lost / saved < best[0]:
+                    best = (lost / saved, -1)
+    assert best is not None and d.steps and d.steps[0].startswith("repair: ")
+    want = "resolution" if best[1] == -1 else f"layer {best[1]}:"
+    assert d.steps[0].startswith(f"repair: {want}"), (d.steps[0], best)
+    assert d.cost <= cost.of(start) * 0.97 * (1 + 1e-9)
