@@ -236,3 +236,24 @@ def test_the_first_repair_step_loses_the_least_probability_per_unit_saved() -> N
     want = "resolution" if best[1] == -1 else f"layer {best[1]}:"
     assert d.steps[0].startswith(f"repair: {want}"), (d.steps[0], best)
     assert d.cost <= cost.of(start) * 0.97 * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_the_top_of_the_band_is_distinct_in_band_and_in_score_order_beginning_with_the_best(seed: int) -> None:
+    """top_in_band against brute force over all of tiny's architectures: every answer lies in the
+    band (below as well as above), none twice, best first, and the first is the band's best."""
+    from hwnas.nas.search.select import top_in_band
+
+    hi = _gap_budget(0.7)
+    lo = _gap_budget(0.4)
+    scores = _random_scores(seed)
+    top = top_in_band(SPACE, COST, scores, lo, hi, k=12, buckets=20000)
+    feasible = sorted((scores.of(SPACE, a) for a, c in ALL if lo <= c <= hi), reverse=True)
+    cheaper = max(scores.of(SPACE, a) for a, c in ALL if c < lo)
+    assert cheaper > feasible[0]  # the scenario: the band's floor excludes better-scoring networks
+    assert 3 <= len(top) <= 12 and len(set(top)) == len(top)
+    assert all(lo <= COST.of(a) <= hi for a in top)
+    got = [scores.of(SPACE, a) for a in top]
+    assert got == sorted(got, reverse=True)
+    assert got[0] == pytest.approx(feasible[0], abs=1e-9)
+    assert top_in_band(SPACE, COST, scores, lo, hi, k=2, buckets=20000) == top[:2]
