@@ -40,7 +40,8 @@ def model_format(data: bytes) -> str | None:
     return None
 
 
-def _limit(memory_mb: int) -> None:  # runs in the child before exec
+def limit_child(memory_mb: int) -> None:
+    """In a child process before exec: cap its address space at ``memory_mb`` MiB, no core dumps."""
     import resource
 
     cap = memory_mb * 2**20
@@ -58,7 +59,7 @@ def measure_isolated(spec: str, data: bytes, timing: TimingConfig, rounds: int, 
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "hwnas.devices.isolated", request], input=data, capture_output=True,
-            timeout=timeout_s, preexec_fn=(lambda: _limit(memory_mb)) if os.name == "posix" else None,
+            timeout=timeout_s, preexec_fn=(lambda: limit_child(memory_mb)) if os.name == "posix" else None,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         raise DeviceError(f"{source}: the runtime did not finish loading and timing it in {timeout_s:.0f} s") from None

@@ -14,18 +14,11 @@ import time
 from typing import Any
 
 from hwnas.devices.base import DeviceError
+from hwnas.devices.isolated import limit_child
 
 
 class JobError(DeviceError):
     """A job the worker could not do (the message is for the client); the agent itself is fine."""
-
-
-def _limit(memory_mb: int) -> None:  # in the child, before exec
-    import resource
-
-    cap = memory_mb * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 class Supervisor:
@@ -45,7 +38,7 @@ class Supervisor:
             self._buffer = b""
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "hwnas.devices.agent.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                preexec_fn=(lambda: _limit(self.memory_mb)) if os.name == "posix" else None,
+                preexec_fn=(lambda: limit_child(self.memory_mb)) if os.name == "posix" else None,
             )  # fmt: skip
         return self.proc
 
