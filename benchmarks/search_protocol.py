@@ -39,7 +39,7 @@ import time
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -67,12 +67,44 @@ def _worker_init(data: str, space_name: str, limit: int, split_seed: int, thread
     _WORKER["space"] = space
 
 
-def _retrain_job(arch_str: str, seed: int, epochs: int, torch_device: str, bf16: bool) -> tuple[str, dict[str, float]]:
+def _retrain_job(arch_str: str, seed: int, epochs: int, torch_device: str, bf16: bool, batch_size: int,
+                 lr: float) -> tuple[str, dict[str, float]]:  # fmt: skip
     space = _WORKER["space"]
     arch = Architecture.from_str(arch_str, space.num_classes, space.in_channels)
     r = train_child(arch, _WORKER["splits"], epochs=epochs, seed=seed, device=torch_device_of(torch_device),
-                    progress=False, bf16=bf16)  # fmt: skip
+                    progress=False, bf16=bf16, batch_size=batch_size, lr=lr)  # fmt: skip
     return f"{arch_str}|seed{seed}", {"val": r.val_acc, "test": r.test_acc or 0.0, "seconds": r.seconds}
+
+
+def _key(a: Architecture, seed: int) -> str:
+    return f"{a.to_str()}|seed{seed}"
+
+
+def _unique(jobs: list[tuple[Architecture, int]]) -> list[tuple[Architecture, int]]:
+    seen: set[str] = set()
+    return [j for j in jobs if not (_key(*j) in seen or seen.add(_key(*j)))]  # type: ignore[func-returns-value]
+
+
+def _elapsed(started: float) -> str:
+    return f"{(time.perf_counter() - started) / 60:.1f} min in"
+
+
+def null_derivation(folder: Path, space: SearchSpace) -> Architecture:
+    """What the selection picks from uniform alphas, as a search's ``candidates.json`` records it."""
+    candidates = json.loads((folder / "candidates.json").read_text())
+    row = next(c for c in candidates if c["how"].startswith("null"))
+    return Architecture.from_str(row["arch"], space.num_classes, space.in_channels)
+
+
+def _arms(args: argparse.Namespace, work: Path, space: SearchSpace,
+          baselines: dict[str, list[tuple[Architecture, int]]]) -> dict[str, list[tuple[Architecture, int]]]:  # fmt: skip
+    """Every arm, with the searches that have ended so far."""
+    ended = [(i, sd) for i, sd in enumerate(args.search_seeds) if (work / f"search-seed{sd}" / "arch.json").exists()]
+    first = work / f"search-seed{args.search_seeds[0]}"
+    searched = [(Architecture.load(work / f"search-seed{sd}" / "arch.json"), args.retrain_seeds[i % len(args.retrain_seeds)])
+                for i, sd in ended]  # fmt: skip
+    null = [(null_derivation(first, space), args.retrain_seeds[0])] if (first / "candidates.json").exists() else []
+    return {"searched": searched, "null derivation": null, **baselines}
 
 
 def _search_job(cfg: dict[str, Any], out: str, threads: int) -> float:
@@ -80,6 +112,20 @@ def _search_job(cfg: dict[str, Any], out: str, threads: int) -> float:
     start = time.perf_counter()
     Search(SearchConfig(**cfg), out, resume=has_search_checkpoint(out), progress=False).run()
     return time.perf_counter() - start
+
+
+def _supernet_scores_job(folder: str, arch_strs: list[str]) -> dict[str, float]:
+    """Each architecture's validation accuracy through a finished search's supernet, BatchNorm
+    re-estimated for it (the supernet side of the ranking's Kendall tau)."""
+    cfg = SearchConfig.from_saved(json.loads((Path(folder) / "config.json").read_text()))
+    supernet = Search(cfg, folder, resume=True, progress=False)
+    out = {}
+    for arch_str in arch_strs:
+        a = Architecture.from_str(arch_str, supernet.space.num_classes, supernet.space.in_channels)
+        supernet._recalibrate_bn(a)
+        out[arch_str] = evaluate(supernet.net, supernet.splits.val, supernet.splits.mean, supernet.splits.std,
+                                 supernet.device, arch=a)  # fmt: skip
+    return out
 
 
 def torch_device_of(name: str) -> torch.device:
@@ -179,13 +225,19 @@ def main() -> None:
     ap.add_argument("--reuse", help="results.json of another protocol run (same data, split, recipe): networks it "
                                     "retrained are not retrained again")  # fmt: skip
     ap.add_argument("--retrain-epochs", type=int, default=10)
+    ap.add_argument("--search-batch-size", type=int, default=64, help="hwnas search's --batch-size (default: its own)")
+    ap.add_argument(
+        "--search-lr", type=float, default=0.05, help="the search's weight learning rate (default: its own)"
+    )
+    ap.add_argument("--retrain-batch-size", type=int, default=64, help="every retrained network's batch size")
+    ap.add_argument("--retrain-lr", type=float, default=0.05, help="every retrained network's learning rate")
     ap.add_argument("--retrain-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--random", type=int, default=5)
     ap.add_argument("--tau-archs", type=int, default=12)
     ap.add_argument("--device", default="ort-cpu:threads=1", help="where the final networks are timed ('' to skip)")
     ap.add_argument("--torch-device", default="cpu")
     ap.add_argument("--bf16", action="store_true", help="retrain under bfloat16 autocast (GPU)")
-    ap.add_argument("--jobs", type=int, default=1, help="retrain this many networks at once (processes)")
+    ap.add_argument("--jobs", type=int, default=1, help="run this many searches and retrainings at once (processes)")
     ap.add_argument("--workdir", required=True)
     args = ap.parse_args()
     work = Path(args.workdir)
@@ -207,61 +259,100 @@ def main() -> None:
     dev = torch_device(args.torch_device)
     started = time.perf_counter()
 
-    # searches (in parallel processes with --jobs > 1: several runs at once on one GPU)
+    # One pool runs the searches and the retraining side by side (several runs at once on one GPU):
+    # the baselines need no search, so they train while the searches run; a searched network is
+    # retrained as soon as its search ends, ahead of any baseline still waiting.
     cfgs = {seed: SearchConfig(space=space.name, budget=budget, cost=args.cost, lut=args.lut, data=args.data,
                                limit=args.limit, epochs=args.search_epochs, seed=seed, split_seed=args.split_seed,
                                sandwich=args.sandwich, sampled_child=args.sampled_child, torch_device=args.torch_device,
+                               batch_size=args.search_batch_size, lr=args.search_lr,
                                **({"evolution": args.evolution} if args.evolution is not None else {}))
             for seed in args.search_seeds}  # fmt: skip
-    pending = [seed for seed in args.search_seeds if not (work / f"search-seed{seed}" / "arch.json").exists()]
-    if pending:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        n = min(args.jobs, len(pending))
-        threads = max(1, (os.cpu_count() or 1) // n)
-        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-            runs = pool.map(_search_job, [asdict(cfgs[sd]) for sd in pending],
-                            [str(work / f"search-seed{sd}") for sd in pending], [threads] * len(pending))  # fmt: skip
-            for seed, seconds in zip(pending, runs, strict=True):
-                results.setdefault("search_seconds", {})[str(seed)] = seconds
-                save()
-                print(f"searched seed {seed} ({seconds:.0f} s)", flush=True)
-    searched = [Architecture.load(work / f"search-seed{seed}" / "arch.json") for seed in args.search_seeds]
-    first = work / f"search-seed{args.search_seeds[0]}"
-    candidates = json.loads((first / "candidates.json").read_text())
-    null_row = next(c for c in candidates if c["how"].startswith("null"))
-    null = Architecture.from_str(null_row["arch"], space.num_classes, space.in_channels)
     mbv2 = mobilenet_v2_style(space, cost, *band)
     randoms = random_in_band(space, cost, *band, args.random, seed=12345)
-
-    arms: dict[str, list[tuple[Architecture, int]]] = {
-        "searched": [(a, args.retrain_seeds[i % len(args.retrain_seeds)]) for i, a in enumerate(searched)],
-        "null derivation": [(null, args.retrain_seeds[0])],
+    ranked = spread(space, cost, args.tau_archs, seed=777) if args.tau_archs > 1 else []
+    first_seed = args.search_seeds[0]
+    first = work / f"search-seed{first_seed}"
+    baseline_arms: dict[str, list[tuple[Architecture, int]]] = {
         "MobileNetV2-style": [(mbv2, s) for s in args.retrain_seeds] if mbv2 is not None else [],
         "random in band": [(a, args.retrain_seeds[0]) for a in randoms],
     }
-    ranked = spread(space, cost, args.tau_archs, seed=777)
-    jobs = {f"{a.to_str()}|seed{sd}": (a, sd) for items in arms.values() for a, sd in items}
-    jobs.update({f"{a.to_str()}|seed{args.retrain_seeds[0]}": (a, args.retrain_seeds[0]) for a in ranked})
     done = results.setdefault("retrained", {})
-    todo = [(key, a, sd) for key, (a, sd) in jobs.items() if key not in done]
-    print(f"{len(jobs)} networks to retrain, {len(todo)} not done yet; {args.jobs} at a time", flush=True)
-    if todo:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+    baseline_jobs = [(a, sd) for items in baseline_arms.values() for a, sd in items]
+    baseline_jobs += [(a, args.retrain_seeds[0]) for a in ranked]
 
-        threads = max(1, (os.cpu_count() or 1) // args.jobs) if dev.type == "cpu" else 1
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+    def searched_jobs(seed: int) -> list[tuple[Architecture, int]]:
+        """The networks a finished search adds: its selection, and for the first seed the null derivation."""
+        folder = work / f"search-seed{seed}"
+        index = args.search_seeds.index(seed)
+        jobs = [(Architecture.load(folder / "arch.json"), args.retrain_seeds[index % len(args.retrain_seeds)])]
+        if seed == first_seed:
+            jobs.append((null_derivation(folder, space), args.retrain_seeds[0]))
+        return jobs
+
+    pending = [seed for seed in args.search_seeds if not (work / f"search-seed{seed}" / "arch.json").exists()]
+    queue: list[tuple[Architecture, int]] = []
+    for seed in args.search_seeds:
+        if seed not in pending:
+            queue += searched_jobs(seed)
+    queue += baseline_jobs
+    queue = _unique([(a, sd) for a, sd in queue if _key(a, sd) not in done])
+    print(f"{len(pending)} searches and {len(queue)} retrainings to run (more once the searches end); "
+          f"{args.jobs} at a time", flush=True)  # fmt: skip
+    if pending or queue:
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+        n_jobs = max(1, args.jobs)
+        threads = max(1, (os.cpu_count() or 1) // n_jobs) if dev.type == "cpu" else 1
+        with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
                                  initargs=(args.data, space.name, args.limit, args.split_seed, threads)) as pool:  # fmt: skip
-            futures = [pool.submit(_retrain_job, a.to_str(), sd, args.retrain_epochs, args.torch_device, args.bf16)
-                       for _key, a, sd in todo]  # fmt: skip
-            for f in as_completed(futures):
-                key, row = f.result()
-                done[key] = row
-                save()
-                print(f"retrained {key}: test {row['test']:.2%} ({row['seconds']:.0f} s)", flush=True)
-                write_text_atomic(work / "table.md", _partial(done, jobs, arms))
+            running: dict[Future[Any], tuple[str, Any]] = {}
+            for seed in pending:
+                f = pool.submit(_search_job, asdict(cfgs[seed]), str(work / f"search-seed{seed}"), threads)
+                running[f] = ("search", seed)
+
+            def fill() -> None:
+                while queue and len(running) < n_jobs:
+                    a, sd = queue.pop(0)
+                    f = pool.submit(_retrain_job, a.to_str(), sd, args.retrain_epochs, args.torch_device, args.bf16,
+                                    args.retrain_batch_size, args.retrain_lr)  # fmt: skip
+                    running[f] = ("retrain", _key(a, sd))
+
+            def score_ranked() -> None:
+                if ranked and "supernet_scores" not in results and (first / "arch.json").exists():
+                    f = pool.submit(_supernet_scores_job, str(first), [a.to_str() for a in ranked])
+                    running[f] = ("ranking", None)
+
+            score_ranked()
+            fill()
+            while running:
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for f in finished:
+                    kind, what = running.pop(f)
+                    if kind == "search":
+                        seconds = f.result()
+                        results.setdefault("search_seconds", {})[str(what)] = seconds
+                        save()
+                        print(f"searched seed {what} ({seconds:.0f} s, {_elapsed(started)})", flush=True)
+                        new = [(a, sd) for a, sd in searched_jobs(what) if _key(a, sd) not in done]
+                        queue[:0] = [j for j in new if _key(*j) not in {_key(*q) for q in queue}]
+                        if what == first_seed:
+                            score_ranked()
+                    elif kind == "ranking":
+                        results["supernet_scores"] = f.result()
+                        save()
+                        print(f"scored {len(ranked)} networks through the supernet ({_elapsed(started)})", flush=True)
+                    else:
+                        key, row = cast(tuple[str, dict[str, float]], f.result())
+                        done[key] = row
+                        save()
+                        print(f"retrained {key}: test {row['test']:.2%} ({row['seconds']:.0f} s, {_elapsed(started)})",
+                              flush=True)  # fmt: skip
+                fill()
+                write_text_atomic(work / "table.md", _partial(done, _arms(args, work, space, baseline_arms)))
+
+    arms = _arms(args, work, space, baseline_arms)
 
     def test_acc(a: Architecture, sd: int) -> float:
         return float(done[f"{a.to_str()}|seed{sd}"]["test"])
@@ -269,14 +360,11 @@ def main() -> None:
     scores = {arm: [test_acc(a, sd) for a, sd in items] for arm, items in arms.items()}
 
     # ranking: supernet accuracy against standalone accuracy
-    first_cfg = SearchConfig.from_saved(json.loads((first / "config.json").read_text()))
-    supernet = Search(first_cfg, first, resume=True, progress=False)
-    pairs = []
-    for a in ranked:
-        supernet._recalibrate_bn(a)
-        via = evaluate(supernet.net, supernet.splits.val, supernet.splits.mean, supernet.splits.std, supernet.device,
-                       arch=a)  # fmt: skip
-        pairs.append((via, test_acc(a, args.retrain_seeds[0]), cost.of(a)))
+    if ranked and "supernet_scores" not in results:
+        results["supernet_scores"] = _supernet_scores_job(str(first), [a.to_str() for a in ranked])
+        save()
+    via = results.get("supernet_scores", {})
+    pairs = [(via[a.to_str()], test_acc(a, args.retrain_seeds[0]), cost.of(a)) for a in ranked]
     from scipy import stats
 
     tau = (
@@ -298,10 +386,11 @@ def main() -> None:
     print(table)
 
 
-def _partial(done: dict[str, Any], jobs: dict[str, Any], arms: dict[str, list[tuple[Architecture, int]]]) -> str:
+def _partial(done: dict[str, Any], arms: dict[str, list[tuple[Architecture, int]]]) -> str:
     """The table so far (written after every retrained network)."""
-    lines = [f"{len([k for k in jobs if k in done])} of {len(jobs)} networks retrained", "| arm | test accuracies so far |",
-             "|---|---|"]  # fmt: skip
+    keys = {_key(a, sd) for items in arms.values() for a, sd in items}
+    lines = [f"{len([k for k in keys if k in done])} of the arms' {len(keys)} networks retrained so far",
+             "| arm | test accuracies so far |", "|---|---|"]  # fmt: skip
     for arm, items in arms.items():
         got = [done[f"{a.to_str()}|seed{sd}"]["test"] for a, sd in items if f"{a.to_str()}|seed{sd}" in done]
         lines.append(f"| {arm} | {', '.join(f'{v:.2%}' for v in got) or '-'} |")

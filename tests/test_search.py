@@ -266,9 +266,12 @@ def test_unknown_cost_in_the_library() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (--torch-device cuda)")
 def test_search_on_cuda_resumes_from_its_checkpoint_where_an_uninterrupted_run_ends(tmp_path: Path) -> None:
-    """The checkpoint holds CPU tensors; resuming on the GPU must put weights and optimizer state back there."""
+    """The checkpoint holds CPU tensors; resuming on the GPU must put weights and optimizer state back there,
+    and continue the same random stream (on an H200 the Gumbel noise came from the CUDA generator, which
+    the checkpoint did not hold, and the resumed run's expected cost drifted 0.3-4% from the uninterrupted one)."""
     cfg = _config(tmp_path, epochs=3, torch_device="cuda")
     full = Search(cfg, tmp_path / "full", progress=False).run()
+    twice = Search(_config(tmp_path, epochs=3, torch_device="cuda"), tmp_path / "full2", progress=False).run()
     short = Search(_config(tmp_path, epochs=3, torch_device="cuda"), tmp_path / "part", progress=False)
     for _ in range(2):  # two epochs of run(), then stop, as a killed run would
         short.metrics.append(short._epoch(lambda: None))
@@ -280,7 +283,9 @@ def test_search_on_cuda_resumes_from_its_checkpoint_where_an_uninterrupted_run_e
     assert again.derivation.arch == full.derivation.arch
     a = [m["expected_cost"] for m in again.metrics]
     b = [m["expected_cost"] for m in full.metrics]
-    assert a == pytest.approx(b, rel=1e-4)  # cuDNN may reorder sums; the run is otherwise the same
+    floor = max(abs(x - y) / y for x, y in zip([m["expected_cost"] for m in twice.metrics], b, strict=True))
+    # cuDNN may reorder sums between two runs; resuming must add nothing beyond that noise floor
+    assert a == pytest.approx(b, rel=max(1e-4, 3 * floor))
 
 
 def test_the_split_seed_and_not_the_search_seed_picks_the_held_out_images(tmp_path: Path) -> None:

@@ -253,3 +253,30 @@ def test_a_search_folder_that_cannot_give_a_child_names_why(tmp_path) -> None:
     _search_folder(folder, tiny, {"space": "tiny"})
     with pytest.raises(HwnasError, match=r"^init from the supernet: .* is not an architecture of the space tiny"):
         sliced_child_of_run(folder, get_space("cifar").sample(0))
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_gumbel_noise_comes_from_the_cpu_generator_a_checkpoint_stores(hard: bool) -> None:
+    """On a GPU, noise drawn on the logits' device used the CUDA generator, which a checkpoint does
+    not store: a resumed GPU search drew other noise than an uninterrupted one (seen on an H200)."""
+    from torch.nn import functional as F
+
+    from hwnas.nas.search.supernet import Factor
+
+    factor = Factor(5)
+    with torch.no_grad():
+        factor.alpha.copy_(torch.tensor([0.3, -1.0, 2.0, 0.0, 0.5]))
+    torch.manual_seed(11)
+    got = factor.sample(0.7, hard=hard)
+    torch.manual_seed(11)  # the library's own sampler, on the CPU, from the same generator state
+    want = F.gumbel_softmax(factor.alpha, tau=0.7, hard=hard)
+    assert torch.equal(got, want)
+    torch.manual_seed(11)  # by hand: softmax((alpha - log Exp(1)) / tau), drawn from the CPU generator
+    soft = ((factor.alpha.detach() - torch.empty(5).exponential_().log()) / 0.7).softmax(0)
+    assert torch.allclose(got.detach(), F.one_hot(soft.argmax(), 5).float() if hard else soft)
+    state = torch.get_rng_state()  # what a checkpoint keeps: the same state gives the same draw
+    first = factor.sample(0.7, hard=hard)
+    torch.set_rng_state(state)
+    assert torch.equal(factor.sample(0.7, hard=hard), first)
+    (got * torch.arange(5.0)).sum().backward()
+    assert factor.alpha.grad is not None and factor.alpha.grad.abs().sum() > 1e-3  # straight-through when hard

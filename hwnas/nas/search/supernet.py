@@ -79,7 +79,16 @@ class Factor(nn.Module):
         return self.alpha.softmax(0)
 
     def sample(self, tau: float, hard: bool = False) -> torch.Tensor:
-        return F.gumbel_softmax(self.alpha, tau=tau, hard=hard)
+        """Gumbel-softmax over the logits (straight-through one-hot with ``hard``). The noise is drawn
+        from torch's CPU generator whatever device the logits are on, so a search draws the same
+        noise on a CPU and a GPU, and a checkpoint (which stores that generator's state) resumes the
+        same stream on a GPU; on a CPU this is what ``F.gumbel_softmax`` draws."""
+        noise = -torch.empty(self.alpha.shape, dtype=self.alpha.dtype).exponential_().log()
+        soft = ((self.alpha + noise.to(self.alpha.device)) / tau).softmax(-1)
+        if not hard:
+            return soft
+        one_hot = torch.zeros_like(soft).scatter_(-1, soft.argmax(-1, keepdim=True), 1.0)
+        return one_hot - soft.detach() + soft
 
 
 class SuperLayer(nn.Module):
