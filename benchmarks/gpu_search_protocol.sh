@@ -6,6 +6,9 @@
 # in band x8, MobileNetV2-style x3 (retrain seeds), the null derivation, then (if time is left) 12
 # networks over the range for Kendall tau. results.json, table.md and the log reach $OUT as they come
 # and when the time limit ($LIMIT s, default 470) stops the run; the GPU tests run beside it first.
+# On an H200 the whole protocol takes about 12 minutes (BENCHMARKS.md, "GPU protocol"), more than one
+# device call: call it twice on the same warm machine (LIMIT=490, then LIMIT=280); the second call
+# resumes the searches from their checkpoints in $WORK and retrains only what is missing.
 #
 # Before the call, here:  mkdir -p .data && cp ../shared/data/cifar10-jpeg.npz .data/ && echo /.data/ >> .git/info/exclude
 # and carry ".data" and ".whl" (fvcore and its needs, see benchmarks/gpu_check.sh).
