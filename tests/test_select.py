@@ -257,3 +257,107 @@ def test_the_top_of_the_band_is_distinct_in_band_and_in_score_order_beginning_wi
     assert got == sorted(got, reverse=True)
     assert got[0] == pytest.approx(feasible[0], abs=1e-9)
     assert top_in_band(SPACE, COST, scores, lo, hi, k=2, buckets=20000) == top[:2]
+
+
+def test_the_name_given_reaches_every_selected_architecture_and_none_is_invented() -> None:
+    hi = _gap_budget(0.45)
+    scores = _random_scores(1)
+    assert best_in_band(SPACE, COST, scores, 0.9 * hi, hi, name="pick").name == "pick"  # type: ignore[union-attr]
+    assert best_in_band(SPACE, COST, scores, 0.9 * hi, hi).name == ""  # type: ignore[union-attr]
+    per_res = best_per_resolution(SPACE, COST, scores, 0.9 * hi, hi, name="res")
+    assert per_res and {a.name for a in per_res.values()} == {"res"}
+    assert {a.name for a in best_per_resolution(SPACE, COST, scores, 0.9 * hi, hi).values()} == {""}
+
+
+def test_probabilities_of_the_wrong_length_are_refused_not_cut_short() -> None:
+    res = torch.full((len(SPACE.resolutions),), 1 / len(SPACE.resolutions))
+    probs = [torch.full((len(layer.options),), 1 / len(layer.options)) for layer in SPACE.layers]
+    probs[1] = probs[1][:-1]  # one option short: zip would silently drop the last option's score
+    with pytest.raises(ValueError):
+        log_ratio_scores(SPACE, res, probs)
+
+
+# --- the derivation: the budget check, exact budgets, and the grow step (mutation survivors) -----------
+def test_the_budget_check_refuses_zero_and_accepts_exactly_the_cheapest_cost() -> None:
+    from hwnas.nas.search.derive import InfeasibleBudget, check_budget
+
+    with pytest.raises(InfeasibleBudget, match="the budget must be positive, got 0"):
+        check_budget(SPACE, COST, 0.0)
+    cheapest = COST.smallest(SPACE)[1]  # the cost's own arithmetic: brute force's sum may differ in the last bit
+    assert cheapest == pytest.approx(min(c for _, c in ALL), rel=1e-12)
+    assert check_budget(SPACE, COST, cheapest) == pytest.approx((cheapest, max(c for _, c in ALL)), rel=1e-12)
+    with pytest.raises(InfeasibleBudget, match="below the cheapest architecture"):
+        check_budget(SPACE, COST, cheapest * (1 - 1e-6))
+
+
+def test_an_argmax_that_costs_exactly_the_budget_is_kept_as_it_is() -> None:
+    from hwnas.nas.search.derive import derive
+
+    start = SPACE.architecture(
+        SPACE.resolutions[-1], [layer.options[len(layer.options) // 2] for layer in SPACE.layers]
+    )
+    budget = COST.of(start)
+    d = derive(SPACE, COST, budget, *_peaked(SPACE, start))
+    assert d.argmax == start and d.arch == start and d.cost == budget and d.steps == []
+
+
+def _option_text(arch, i: int) -> str:
+    """Layer ``i``'s option as the derivation's steps name it: the block in the architecture's string
+    without its stride (a step names the option, which has no stride of its own)."""
+    import re
+
+    return re.sub(r"_s\d+", "", arch.to_str().split()[1 + i])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5, 6])
+def test_the_first_grow_step_loses_the_least_probability_per_unit_added_and_names_it(seed: int) -> None:
+    """The first grow move, found again by enumerating every single change of a cheap argmax that fits.
+    Seed 6 makes the resolutions almost equally likely, so its first move is to a larger resolution."""
+    from hwnas.nas.search.derive import derive
+
+    g = torch.Generator().manual_seed(seed)
+    start = SPACE.architecture(SPACE.resolutions[0 if seed == 6 else seed % len(SPACE.resolutions)],
+                               [layer.options[int(torch.randint(len(layer.options), (1,), generator=g))]
+                                for layer in SPACE.layers])  # fmt: skip
+    res, probs = _peaked(SPACE, start, mass=0.5)
+    res = (res + 0.4 * torch.rand(len(res), generator=g, dtype=torch.float64)).softmax(0)
+    if seed == 6:
+        res = torch.tensor([1.0 + 1e-3 * (r == 0) for r in range(len(SPACE.resolutions))], dtype=torch.float64)
+        res = res / res.sum()
+        probs = _peaked(SPACE, start, mass=0.9)[1]  # and every layer's change dear
+    probs = [(p + 0.4 * torch.rand(len(p), generator=g, dtype=torch.float64)).softmax(0) for p in probs]
+    r0 = int(res.argmax())
+    choice = [int(p.argmax()) for p in probs]
+    argmax = SPACE.architecture(SPACE.resolutions[r0], [SPACE.layers[i].options[j] for i, j in enumerate(choice)])
+    now = COST.of(argmax)
+    budget = max(now * (2.5 if seed == 6 else 1.6), min(c for _, c in ALL) * 1.01)  # 24 px costs 2.25x 16 px
+    if now >= 0.9 * budget:
+        pytest.skip("this draw's argmax needs no growth")
+    best = None  # (lost per unit added, step text, architecture after the move)
+    for r in range(len(SPACE.resolutions)):
+        if r != r0:
+            arch = SPACE.architecture(SPACE.resolutions[r], [SPACE.layers[i].options[j] for i, j in enumerate(choice)])
+            added = COST.of(arch) - now
+            if added > 0 and now + added <= budget:
+                lost = math.log(float(res[r0])) - math.log(float(res[r]))
+                text = f"resolution {SPACE.resolutions[r0]} -> {SPACE.resolutions[r]}"
+                if best is None or lost / added < best[0]:
+                    best = (lost / added, text, arch)
+    for i, layer in enumerate(SPACE.layers):
+        for j in range(len(layer.options)):
+            if j == choice[i]:
+                continue
+            options = [SPACE.layers[k].options[c] for k, c in enumerate(choice)]
+            options[i] = layer.options[j]
+            arch = SPACE.architecture(SPACE.resolutions[r0], options)
+            added = COST.of(arch) - now
+            if added > 0 and now + added <= budget:
+                lost = math.log(float(probs[i][choice[i]])) - math.log(float(probs[i][j]))
+                text = f"layer {i}: {_option_text(argmax, i)} -> {_option_text(arch, i)}"
+                if best is None or lost / added < best[0]:
+                    best = (lost / added, text, arch)
+    assert best is not None
+    d = derive(SPACE, COST, budget, res, probs)
+    assert d.argmax == argmax and d.steps, d.steps
+    assert seed != 6 or best[1].startswith("resolution")
+    assert d.steps[0] == f"grow: {best[1]} ({COST.fmt(COST.of(best[2]))})"
