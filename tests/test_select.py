@@ -272,6 +272,8 @@ def test_the_name_given_reaches_every_selected_architecture_and_none_is_invented
 def test_probabilities_of_the_wrong_length_are_refused_not_cut_short() -> None:
     res = torch.full((len(SPACE.resolutions),), 1 / len(SPACE.resolutions))
     probs = [torch.full((len(layer.options),), 1 / len(layer.options)) for layer in SPACE.layers]
+    with pytest.raises(ValueError):  # one layer short: zip would silently leave the last layer unscored
+        log_ratio_scores(SPACE, res, probs[:-1])
     probs[1] = probs[1][:-1]  # one option short: zip would silently drop the last option's score
     with pytest.raises(ValueError):
         log_ratio_scores(SPACE, res, probs)
