@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from hwnas.nas import get_space
 from hwnas.nas.models.builder import build_model
@@ -255,15 +256,16 @@ def test_a_search_folder_that_cannot_give_a_child_names_why(tmp_path) -> None:
         sliced_child_of_run(folder, get_space("cifar").sample(0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("hard", [False, True])
-def test_gumbel_noise_comes_from_the_cpu_generator_a_checkpoint_stores(hard: bool) -> None:
+def test_gumbel_noise_comes_from_the_cpu_generator_a_checkpoint_stores(hard: bool, dtype: torch.dtype) -> None:
     """On a GPU, noise drawn on the logits' device used the CUDA generator, which a checkpoint does
     not store: a resumed GPU search drew other noise than an uninterrupted one (seen on an H200)."""
     from torch.nn import functional as F
 
     from hwnas.nas.search.supernet import Factor
 
-    factor = Factor(5)
+    factor = Factor(5).to(dtype)
     with torch.no_grad():
         factor.alpha.copy_(torch.tensor([0.3, -1.0, 2.0, 0.0, 0.5]))
     torch.manual_seed(11)
@@ -272,11 +274,123 @@ def test_gumbel_noise_comes_from_the_cpu_generator_a_checkpoint_stores(hard: boo
     want = F.gumbel_softmax(factor.alpha, tau=0.7, hard=hard)
     assert torch.equal(got, want)
     torch.manual_seed(11)  # by hand: softmax((alpha - log Exp(1)) / tau), drawn from the CPU generator
-    soft = ((factor.alpha.detach() - torch.empty(5).exponential_().log()) / 0.7).softmax(0)
-    assert torch.allclose(got.detach(), F.one_hot(soft.argmax(), 5).float() if hard else soft)
+    soft = ((factor.alpha.detach() - torch.empty(5, dtype=dtype).exponential_().log()) / 0.7).softmax(0)
+    assert torch.allclose(got.detach(), F.one_hot(soft.argmax(), 5).to(dtype) if hard else soft)
+    if not hard:
+        torch.manual_seed(11)
+        assert torch.equal(factor.sample(0.7), got)  # soft unless asked
     state = torch.get_rng_state()  # what a checkpoint keeps: the same state gives the same draw
     first = factor.sample(0.7, hard=hard)
     torch.set_rng_state(state)
     assert torch.equal(factor.sample(0.7, hard=hard), first)
     (got * torch.arange(5.0)).sum().backward()
     assert factor.alpha.grad is not None and factor.alpha.grad.abs().sum() > 1e-3  # straight-through when hard
+
+
+# --- from the fifth mutation run: the argmax architecture, the resolution paths, the resize --------------
+def test_the_argmax_architecture_takes_every_factors_largest_logit() -> None:
+    """SuperNet.derive against the logits read by hand: op, channels and expansion per layer (a
+    skip has no expansion: 1.0), the resolution, and the name given."""
+    space = get_space("cifar")
+    net = SuperNet(space)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    want_options = []
+    for layer, sl in zip(space.layers, net.super_layers(), strict=True):
+        op = layer.ops[int(sl.op_factor.alpha.argmax())]
+        c = layer.channels[int(sl.c_factor.alpha.argmax())]
+        e = layer.expansions[int(sl.e_factor.alpha.argmax())] if parse_op(op).uses_expansion else 1.0
+        want_options.append(Option(op, c, e))
+    assert any(o.op == "skip" for o in want_options) and any(o.e != 1.0 for o in want_options)
+    want_res = space.resolutions[int(net.res_factor.alpha.argmax())]
+    got = net.derive(name="argmax")
+    assert got == space.architecture(want_res, want_options) and got.name == "argmax"
+    assert [Option(b.op, b.c, b.e) for b in got.blocks] == want_options and got.resolution == want_res
+    assert net.derive().name == ""
+
+
+def test_a_drawn_resolution_scales_the_logits_by_its_straight_through_one() -> None:
+    """forward with no resolution: the logits of the drawn resolution, times the hard sample's 1 (whose
+    gradient reaches the resolution logits), as computed step by step from the same random stream."""
+    torch.manual_seed(0)
+    space = get_space("tiny")
+    net = SuperNet(space).train()
+    x, y = torch.randn(4, 3, 24, 24), torch.tensor([0, 1, 2, 3]) % space.num_classes
+    for seed in range(6):
+        torch.manual_seed(seed)
+        net.zero_grad()
+        out = net(x, 0.7)
+        F.cross_entropy(out, y).backward()
+        grad = net.res_factor.alpha.grad.clone()
+        torch.manual_seed(seed)  # by hand: the resolution draw first, then the layers' draws at that resolution
+        net.zero_grad()
+        g_res = net.res_factor.sample(0.7, hard=True)
+        r = int(g_res.argmax())
+        logits = net(x, 0.7, resolution=space.resolutions[r])
+        assert torch.equal(out, logits)  # times exactly 1
+        F.cross_entropy(logits * g_res[r], y).backward()
+        assert torch.allclose(grad, net.res_factor.alpha.grad) and grad.abs().sum() > 0
+
+
+def test_the_default_temperature_is_one() -> None:
+    net = SuperNet(get_space("tiny")).train()
+    x = torch.randn(2, 3, 24, 24)
+    torch.manual_seed(1)
+    a = net(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, net(x, 1.0))
+
+
+def test_an_input_of_another_shape_is_resized_bilinearly_to_the_resolution() -> None:
+    """A non-square input whose height already matches must still be resized (both sides are checked)."""
+    net = SuperNet(get_space("tiny")).eval()
+    x = torch.randn(2, 3, 24, 32)
+    arch = get_space("tiny").architecture(24, [layer.options[0] for layer in get_space("tiny").layers])
+    resized = F.interpolate(x, size=(24, 24), mode="bilinear", align_corners=False)
+    assert torch.allclose(net(x, arch=arch), net(resized, arch=arch), atol=1e-6)
+    assert not torch.allclose(net(x[..., :24], arch=arch), net(resized, arch=arch), atol=1e-4)
+
+
+def test_the_resolution_loss_on_a_batch_too_small_to_split_is_one_drawn_resolutions_loss() -> None:
+    """Fewer images than resolutions: one ordinary forward (resolution drawn) instead of groups."""
+    space = get_space("tiny")
+    net = SuperNet(space).train()
+    x, y = torch.randn(1, 3, 24, 24), torch.tensor([2])
+    torch.manual_seed(3)
+    got = net.resolution_loss(x, y, 0.6)
+    torch.manual_seed(3)
+    assert torch.equal(got, F.cross_entropy(net(x, 0.6), y))
+
+
+def test_the_resolution_loss_of_a_one_resolution_space_runs_at_that_resolution() -> None:
+    import dataclasses
+
+    space = dataclasses.replace(get_space("tiny"), resolutions=(16,))
+    net = SuperNet(space).train()
+    x, y = torch.randn(4, 3, 24, 24), torch.tensor([0, 1, 2, 3]) % space.num_classes
+    torch.manual_seed(4)
+    got = net.resolution_loss(x, y, 0.6)
+    torch.manual_seed(4)
+    assert torch.equal(got, F.cross_entropy(net(x, 0.6, resolution=16), y))
+    torch.manual_seed(4)
+    assert not torch.equal(got, F.cross_entropy(net(x, 0.6, resolution=24), y))
+
+
+@pytest.mark.parametrize("batch", [2, 6])
+def test_the_resolution_loss_is_the_probability_weighted_loss_of_one_group_per_resolution(batch: int) -> None:
+    """Batch 2 is the smallest that splits: one image per resolution."""
+    space = get_space("tiny")
+    net = SuperNet(space).train()
+    with torch.no_grad():
+        net.res_factor.alpha.copy_(torch.tensor([0.4, -0.3]))
+    x, y = torch.randn(batch, 3, 24, 24), torch.arange(batch) % space.num_classes
+    torch.manual_seed(5)
+    got = net.resolution_loss(x, y, 0.3)
+    torch.manual_seed(5)  # by hand: the first half at 16 px, the second at 24 px, each at tau 0.3
+    p = net.res_factor.alpha.softmax(0)
+    h = batch // 2
+    want = p[0] * F.cross_entropy(net(x[:h], 0.3, resolution=16), y[:h])
+    want = want + p[1] * F.cross_entropy(net(x[h:], 0.3, resolution=24), y[h:])
+    assert torch.allclose(got, want, rtol=1e-6)
