@@ -394,3 +394,17 @@ def test_the_resolution_loss_is_the_probability_weighted_loss_of_one_group_per_r
     want = p[0] * F.cross_entropy(net(x[:h], 0.3, resolution=16), y[:h])
     want = want + p[1] * F.cross_entropy(net(x[h:], 0.3, resolution=24), y[h:])
     assert torch.allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("space_name", "paths"), [("tiny", "masked"), ("cifar", "masked"), ("tiny", "explicit")])
+def test_convolutions_carry_no_bias_and_masks_are_not_saved(space_name: str, paths: str) -> None:
+    """A BatchNorm follows every convolution, so a conv bias is a dead weight that the checkpoint and
+    weight decay would carry; masks and kernel rings are rebuilt from the space, never stored."""
+    net = SuperNet(get_space(space_name), paths=paths)
+    se = ("se_reduce", "se_expand", "reduce", "expand")  # squeeze-excite's 1x1 convs feed activations, not BN
+    convs = [m for name, m in net.named_modules() if isinstance(m, nn.Conv2d) and not name.endswith(se)]
+    assert len(convs) >= len(net.super_layers()) and all(m.bias is None for m in convs)
+    bn_stats = {"running_mean", "running_var", "num_batches_tracked"}
+    params = {name for name, _ in net.named_parameters()}
+    extra = [k for k in net.state_dict() if k not in params and k.rsplit(".", 1)[-1] not in bn_stats]
+    assert extra == []
