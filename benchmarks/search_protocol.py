@@ -28,6 +28,7 @@ markdown table to ``WORKDIR/table.md``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import json
 import math
@@ -73,7 +74,7 @@ def _retrain_job(arch_str: str, seed: int, epochs: int, torch_device: str, bf16:
     arch = Architecture.from_str(arch_str, space.num_classes, space.in_channels)
     r = train_child(arch, _WORKER["splits"], epochs=epochs, seed=seed, device=torch_device_of(torch_device),
                     progress=False, bf16=bf16, batch_size=batch_size, lr=lr)  # fmt: skip
-    return f"{arch_str}|seed{seed}", {"val": r.val_acc, "test": r.test_acc or 0.0, "seconds": r.seconds}
+    return _key(arch, seed), {"val": r.val_acc, "test": r.test_acc or 0.0, "seconds": r.seconds}
 
 
 def _key(a: Architecture, seed: int) -> str:
@@ -81,8 +82,10 @@ def _key(a: Architecture, seed: int) -> str:
 
 
 def _unique(jobs: list[tuple[Architecture, int]]) -> list[tuple[Architecture, int]]:
-    seen: set[str] = set()
-    return [j for j in jobs if not (_key(*j) in seen or seen.add(_key(*j)))]  # type: ignore[func-returns-value]
+    out: dict[str, tuple[Architecture, int]] = {}
+    for job in jobs:
+        out.setdefault(_key(*job), job)
+    return list(out.values())
 
 
 def _elapsed(started: float) -> str:
@@ -96,15 +99,31 @@ def null_derivation(folder: Path, space: SearchSpace) -> Architecture:
     return Architecture.from_str(row["arch"], space.num_classes, space.in_channels)
 
 
+def _search_ended(work: Path, seed: int) -> bool:
+    return (work / f"search-seed{seed}" / "arch.json").exists()
+
+
+def _searched(args: argparse.Namespace, work: Path, space: SearchSpace, seed: int) -> list[tuple[Architecture, int]]:
+    """What a finished search adds to the arms: its selection, retrained with the retrain seed of the
+    same index, and for the first search seed also the null derivation."""
+    folder = work / f"search-seed{seed}"
+    index = args.search_seeds.index(seed)
+    jobs = [(Architecture.load(folder / "arch.json"), args.retrain_seeds[index % len(args.retrain_seeds)])]
+    if index == 0:
+        jobs.append((null_derivation(folder, space), args.retrain_seeds[0]))
+    return jobs
+
+
 def _arms(args: argparse.Namespace, work: Path, space: SearchSpace,
           baselines: dict[str, list[tuple[Architecture, int]]]) -> dict[str, list[tuple[Architecture, int]]]:  # fmt: skip
     """Every arm, with the searches that have ended so far."""
-    ended = [(i, sd) for i, sd in enumerate(args.search_seeds) if (work / f"search-seed{sd}" / "arch.json").exists()]
-    first = work / f"search-seed{args.search_seeds[0]}"
-    searched = [(Architecture.load(work / f"search-seed{sd}" / "arch.json"), args.retrain_seeds[i % len(args.retrain_seeds)])
-                for i, sd in ended]  # fmt: skip
-    null = [(null_derivation(first, space), args.retrain_seeds[0])] if (first / "candidates.json").exists() else []
-    return {"searched": searched, "null derivation": null, **baselines}
+    ended = [_searched(args, work, space, seed) for seed in args.search_seeds if _search_ended(work, seed)]
+    first_ended = _search_ended(work, args.search_seeds[0])
+    return {
+        "searched": [jobs[0] for jobs in ended],
+        "null derivation": ended[0][1:] if first_ended else [],
+        **baselines,
+    }
 
 
 def _search_job(cfg: dict[str, Any], out: str, threads: int) -> float:
@@ -225,12 +244,15 @@ def main() -> None:
     ap.add_argument("--reuse", help="results.json of another protocol run (same data, split, recipe): networks it "
                                     "retrained are not retrained again")  # fmt: skip
     ap.add_argument("--retrain-epochs", type=int, default=10)
-    ap.add_argument("--search-batch-size", type=int, default=64, help="hwnas search's --batch-size (default: its own)")
-    ap.add_argument(
-        "--search-lr", type=float, default=0.05, help="the search's weight learning rate (default: its own)"
-    )
-    ap.add_argument("--retrain-batch-size", type=int, default=64, help="every retrained network's batch size")
-    ap.add_argument("--retrain-lr", type=float, default=0.05, help="every retrained network's learning rate")
+    retrain_defaults = inspect.signature(train_child).parameters
+    ap.add_argument("--search-batch-size", type=int, default=SearchConfig.batch_size,
+                    help="the search's batch size (default: hwnas search's)")  # fmt: skip
+    ap.add_argument("--search-lr", type=float, default=SearchConfig.lr,
+                    help="the search's weight learning rate (default: hwnas search's)")  # fmt: skip
+    ap.add_argument("--retrain-batch-size", type=int, default=retrain_defaults["batch_size"].default,
+                    help="every retrained network's batch size (default: hwnas train's)")  # fmt: skip
+    ap.add_argument("--retrain-lr", type=float, default=retrain_defaults["lr"].default,
+                    help="every retrained network's learning rate (default: hwnas train's)")  # fmt: skip
     ap.add_argument("--retrain-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--random", type=int, default=5)
     ap.add_argument("--tau-archs", type=int, default=12)
@@ -271,8 +293,7 @@ def main() -> None:
     mbv2 = mobilenet_v2_style(space, cost, *band)
     randoms = random_in_band(space, cost, *band, args.random, seed=12345)
     ranked = spread(space, cost, args.tau_archs, seed=777) if args.tau_archs > 1 else []
-    first_seed = args.search_seeds[0]
-    first = work / f"search-seed{first_seed}"
+    first = work / f"search-seed{args.search_seeds[0]}"
     baseline_arms: dict[str, list[tuple[Architecture, int]]] = {
         "MobileNetV2-style": [(mbv2, s) for s in args.retrain_seeds] if mbv2 is not None else [],
         "random in band": [(a, args.retrain_seeds[0]) for a in randoms],
@@ -281,20 +302,11 @@ def main() -> None:
     baseline_jobs = [(a, sd) for items in baseline_arms.values() for a, sd in items]
     baseline_jobs += [(a, args.retrain_seeds[0]) for a in ranked]
 
-    def searched_jobs(seed: int) -> list[tuple[Architecture, int]]:
-        """The networks a finished search adds: its selection, and for the first seed the null derivation."""
-        folder = work / f"search-seed{seed}"
-        index = args.search_seeds.index(seed)
-        jobs = [(Architecture.load(folder / "arch.json"), args.retrain_seeds[index % len(args.retrain_seeds)])]
-        if seed == first_seed:
-            jobs.append((null_derivation(folder, space), args.retrain_seeds[0]))
-        return jobs
-
-    pending = [seed for seed in args.search_seeds if not (work / f"search-seed{seed}" / "arch.json").exists()]
+    pending = [seed for seed in args.search_seeds if not _search_ended(work, seed)]
     queue: list[tuple[Architecture, int]] = []
     for seed in args.search_seeds:
         if seed not in pending:
-            queue += searched_jobs(seed)
+            queue += _searched(args, work, space, seed)
     queue += baseline_jobs
     queue = _unique([(a, sd) for a, sd in queue if _key(a, sd) not in done])
     print(f"{len(pending)} searches and {len(queue)} retrainings to run (more once the searches end); "
@@ -320,7 +332,7 @@ def main() -> None:
                     running[f] = ("retrain", _key(a, sd))
 
             def score_ranked() -> None:
-                if ranked and "supernet_scores" not in results and (first / "arch.json").exists():
+                if ranked and "supernet_scores" not in results and _search_ended(work, args.search_seeds[0]):
                     f = pool.submit(_supernet_scores_job, str(first), [a.to_str() for a in ranked])
                     running[f] = ("ranking", None)
 
@@ -335,9 +347,9 @@ def main() -> None:
                         results.setdefault("search_seconds", {})[str(what)] = seconds
                         save()
                         print(f"searched seed {what} ({seconds:.0f} s, {_elapsed(started)})", flush=True)
-                        new = [(a, sd) for a, sd in searched_jobs(what) if _key(a, sd) not in done]
-                        queue[:0] = [j for j in new if _key(*j) not in {_key(*q) for q in queue}]
-                        if what == first_seed:
+                        skip = set(done) | {_key(*q) for q in queue}
+                        queue[:0] = [j for j in _searched(args, work, space, what) if _key(*j) not in skip]
+                        if what == args.search_seeds[0]:
                             score_ranked()
                     elif kind == "ranking":
                         results["supernet_scores"] = f.result()
@@ -355,7 +367,7 @@ def main() -> None:
     arms = _arms(args, work, space, baseline_arms)
 
     def test_acc(a: Architecture, sd: int) -> float:
-        return float(done[f"{a.to_str()}|seed{sd}"]["test"])
+        return float(done[_key(a, sd)]["test"])
 
     scores = {arm: [test_acc(a, sd) for a, sd in items] for arm, items in arms.items()}
 
@@ -392,7 +404,7 @@ def _partial(done: dict[str, Any], arms: dict[str, list[tuple[Architecture, int]
     lines = [f"{len([k for k in keys if k in done])} of the arms' {len(keys)} networks retrained so far",
              "| arm | test accuracies so far |", "|---|---|"]  # fmt: skip
     for arm, items in arms.items():
-        got = [done[f"{a.to_str()}|seed{sd}"]["test"] for a, sd in items if f"{a.to_str()}|seed{sd}" in done]
+        got = [done[_key(a, sd)]["test"] for a, sd in items if _key(a, sd) in done]
         lines.append(f"| {arm} | {', '.join(f'{v:.2%}' for v in got) or '-'} |")
     return "\n".join(lines) + "\n"
 
