@@ -380,3 +380,32 @@ def test_a_calibration_that_is_not_json_is_refused_naming_the_lut(lut: Path) -> 
         conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('calibration', 'not json {')")
     with pytest.raises(LutError, match=rf"^{lut}: damaged calibration"):
         read_calibration(LatencyTable.load(lut))
+
+
+def test_raw_wins_when_the_measurements_are_noisier_than_the_lut(lut: Path) -> None:
+    # A device whose networks cost exactly the LUT sum, measured with large noise (a GPU at batch 1):
+    # every fitted model chases the noise; the LUT sum, fitting nothing, generalizes best.
+    space = get_space("cifar")
+    table = LatencyTable.load(lut)
+    archs = [space.sample(s) for s in range(12)]
+    noise = np.random.default_rng(0).normal(0, 0.3, len(archs)).clip(-0.6, 1.0)
+    raw = [sum(fake_latency(k) for k in arch_kernels(a)) for a in archs]
+    measured = [r * (1 + e) for r, e in zip(raw, noise, strict=True)]
+    cal = fit_calibration(table, archs, measured, FP)
+    rel = (np.asarray(raw) - measured) / np.asarray(measured)
+    assert cal.stats["loo_rmspe_raw"] == pytest.approx(float(np.sqrt(np.mean(rel**2))), rel=1e-12)
+    assert cal.model == "raw", cal.stats
+    assert cal.stats["loo_rmspe_raw"] < min(cal.stats[f"loo_rmspe_{m}"] for m in ("linear", "per-op", "full"))
+    assert cal.stats["rmspe"] == pytest.approx(cal.stats["loo_rmspe_raw"], rel=1e-12)
+    store_calibration(lut, cal)
+    pred = LatencyPredictor.from_lut(lut)
+    assert pred.calibration is not None and pred.calibration.model == "raw"
+    for a in [space.smallest(), space.largest(), space.sample(77)]:
+        assert pred.predict(a) == pytest.approx(pred.raw(a), rel=1e-12)
+
+
+def test_the_command_line_offers_every_calibration_model() -> None:
+    from hwnas.cli import CALIBRATION_MODELS
+    from hwnas.latency.predictor import MODELS
+
+    assert CALIBRATION_MODELS == ("auto", *MODELS)

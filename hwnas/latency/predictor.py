@@ -10,11 +10,15 @@ the raw prediction to end-to-end latency, fitted on whole networks measured by
     per-op:        t = a * sum_k lut(k)                 + sum_op b_op * n_kernels(op)     + c
     per-op-scale:  t = sum_op a_op * sum_{k of op} lut(k) + b * n_kernels                 + c
     full:          t = sum_op a_op * sum_{k of op} lut(k) + sum_op b_op * n_kernels(op)   + c
+    raw:           t = sum_k lut(k)                                                           (nothing fitted)
 
 so a calibrated prediction is still a sum of per-kernel costs (``a_op(k) * lut(k) + b_op(k)``) plus a
 constant, and the search's exact expected cost works on it unchanged (:meth:`kernel_cost`,
 :attr:`offset`). Fits minimize the squared *relative* error (rows weighted by 1 / measured). The
-model kept is the one with the lower leave-one-out RMSPE on the fitting set.
+model kept is the one with the lowest leave-one-out RMSPE on the fitting set; ``raw`` competes with
+its plain RMSPE there (it fits nothing, so that is its leave-one-out error): when the end-to-end
+measurements are noisier than the LUT (a GPU at batch 1, a busy hour), fitted models chase the
+noise, and keeping the sum is better than a calibration that is worse than none.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from hwnas.nas.spaces.kernels import KERNEL_OPS, Kernel, arch_kernels
 
 # model -> (one scale for all ops?, one per-kernel constant for all ops?)
 MODEL_SHAPES = {"linear": (True, True), "per-op": (True, False), "per-op-scale": (False, True), "full": (False, False)}
-MODELS = tuple(MODEL_SHAPES)
+RAW = "raw"  # the LUT sum itself, nothing fitted
+MODELS = (*MODEL_SHAPES, RAW)
 CALIBRATION_META = "calibration"
 MIN_FIT = 8  # fewest whole networks a calibration is fitted on
 
@@ -201,7 +206,7 @@ def fit_calibration(
 ) -> Calibration:
     """Fit a calibration on whole networks ``archs`` measured end to end (``measured_ms``).
 
-    ``model``: ``linear``, ``per-op``, or ``auto`` (the lower leave-one-out RMSPE).
+    ``model``: one of :data:`MODELS`, or ``auto`` (the lowest leave-one-out RMSPE).
     """
     y = np.asarray(measured_ms, dtype=np.float64)
     if len(archs) != len(y):
@@ -215,15 +220,24 @@ def fit_calibration(
     candidates = MODELS if model == "auto" else (model,)
     fits = {}
     for name in candidates:
-        x = design_matrix(table, archs, name)
-        fits[name] = (x, _loo_rmspe(x, y, _n_scale(name)))
+        if name == RAW:
+            x = design_matrix(table, archs, "linear")[:, :1]  # the LUT sum; no coefficient is fitted
+            fits[name] = (x, float(np.sqrt(np.mean(np.square((x[:, 0] - y) / y)))))
+        else:
+            x = design_matrix(table, archs, name)
+            fits[name] = (x, _loo_rmspe(x, y, _n_scale(name)))
     best = min(fits, key=lambda name: fits[name][1])
     x, loo = fits[best]
-    n_scale = _n_scale(best)
-    coef = _solve(x, y, n_scale)
-    pred = x @ coef
+    if best == RAW:
+        n_scale, one_scale, one_count = 1, True, True
+        coef = np.array([1.0, 0.0, 0.0])
+        pred = x[:, 0]
+    else:
+        n_scale = _n_scale(best)
+        one_scale, one_count = MODEL_SHAPES[best]
+        coef = _solve(x, y, n_scale)
+        pred = x @ coef
     rel = (pred - y) / y
-    one_scale, one_count = MODEL_SHAPES[best]
     stats = {
         "n": float(len(y)),
         "rmse_ms": float(np.sqrt(np.mean(np.square(pred - y)))),
