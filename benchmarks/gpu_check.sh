@@ -53,7 +53,8 @@ import pandas as pd
 out = sys.argv[1]
 m, s = pd.read_csv(f"{out}/metrics.csv"), json.load(open(f"{out}/search.json"))
 print("epoch seconds:", [round(x, 1) for x in m["seconds"]])
-print(f"weight step {s['mean_weight_step_ms']:.1f} ms, arch step {s['mean_arch_step_ms']:.1f} ms")
+t = s["compute_time"]
+print(f"weight step {t['weight_step_ms']:.1f} ms, arch step {t['arch_step_ms']:.1f} ms")
 EOF
 
 step "train the derived child on $TORCH_DEVICE"
