@@ -351,6 +351,12 @@ def cmd_lut_show(args: argparse.Namespace) -> None:
     if df.empty:
         return
     console.print(
+        "per-round statistic: the fastest run of each round (median over rounds)"
+        if table.statistic == "min"
+        else "per-round statistic: the median run of each round (median over rounds): a LUT from before hwnas "
+        "stored each round's fastest run, which holds better on a busy machine; re-profile into a new file for it"
+    )
+    console.print(
         f"total of all kernels {df['latency_ms'].sum():.3f} ms; median kernel {df['latency_ms'].median() * 1e3:.1f} us; "
         f"median spread across rounds {df['round_spread'].median() * 100:.1f}%"
     )
@@ -413,7 +419,7 @@ def _print_noise(table: Any, top: int) -> None:
     else:
         console.print("conditions: not recorded (a LUT profiled before hwnas recorded them)")
     t = Table("key", "latency (ms)", "spread", "rounds (ms)", title=f"noisiest {top} kernels")
-    per_round = table.measurements.groupby("key")["median_ms"].apply(list)
+    per_round = table.measurements.groupby("key")[table.round_column].apply(list)
     for _, row in df.nlargest(top, "round_spread").iterrows():
         t.add_row(row["key"], f"{row['latency_ms']:.4f}", f"{row['round_spread']:.1%}",
                   ", ".join(f"{v:.4f}" for v in per_round[row["key"]]))  # fmt: skip
@@ -746,7 +752,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return code
     t = Table(
         "round",
-        "median (ms)",
+        "fastest (ms)",
+        "median",
         "p10",
         "p90",
         "mean",
@@ -756,12 +763,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         title=f"{path.name} on {device.spec}",
     )
     for i, s in enumerate(stats):
-        t.add_row(str(i), f"{s['median_ms']:.4f}", f"{s['p10_ms']:.4f}", f"{s['p90_ms']:.4f}", f"{s['mean_ms']:.4f}",
+        fastest = s["min_ms"] if s.get("min_ms") is not None else s["median_ms"]
+        t.add_row(str(i), f"{fastest:.4f}", f"{s['median_ms']:.4f}", f"{s['p10_ms']:.4f}", f"{s['p90_ms']:.4f}", f"{s['mean_ms']:.4f}",
                   f"{s['std_ms']:.4f}", str(s["n"]), str(s["warmup_n"]))  # fmt: skip
     console.print(t)
     cond = result["conditions"]
-    console.print(f"median over rounds: {result['median_ms']:.4f} ms +- {result['noise_ms']:.4f} (half the range of "
-                  f"the round medians)" + (f"; other processes used {cond['others_cores']:.1f} of {cond['cpus']} "
+    console.print(f"latency: {result['latency_ms']:.4f} ms +- {result['noise_ms']:.4f} (the median over rounds of each "
+                  f"round's fastest run; +- half their range)" + (f"; other processes used {cond['others_cores']:.1f} of {cond['cpus']} "
                                            "cores meanwhile" if cond["disturbed"] else ""))  # fmt: skip
     v = result["verdict"]
     if v:

@@ -390,16 +390,16 @@ def bench_file(
         return [s for s, _ in taken], [list(s) for s in runner.input_shapes]
 
     stats, input_shapes = measure(rounds)
-    verdict = judge([s.median_ms for s in stats], budget_ms) if budget_ms is not None else None
+    verdict = judge([s.round_ms for s in stats], budget_ms) if budget_ms is not None else None
     if verdict is not None and budget_ms is not None and near(verdict):
         stats += measure(EXTRA_ROUNDS)[0]
-        verdict = judge([s.median_ms for s in stats], budget_ms)
+        verdict = judge([s.round_ms for s in stats], budget_ms)
     # the machine the model ran on: this one, or the agent's (the worst of its spans)
     cond = between(before, CpuSnapshot.take()) if device.runs_here else max(remote, key=lambda c: c.others_cores or 0)
-    medians = [s.median_ms for s in stats]
+    per_round = [s.round_ms for s in stats]  # each round's fastest run
     return {
         "model": str(path), "device": device.spec, "fingerprint": device.fingerprint(), "input_shapes": input_shapes,
-        "median_ms": statistics.median(medians), "noise_ms": noise_of(medians), "rounds": [s.to_dict() for s in stats],
+        "latency_ms": statistics.median(per_round), "noise_ms": noise_of(per_round), "rounds": [s.to_dict() for s in stats],
         "conditions": {**cond.to_dict(), "disturbed": cond.disturbed(device.threads)},
         "verdict": verdict.to_dict() if verdict is not None else None,
     }  # fmt: skip

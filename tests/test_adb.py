@@ -233,6 +233,7 @@ def test_load_pushes_each_model_once_and_measure_gives_stats_in_ms(adb: FakeAdb)
     assert stats.n == 41 and stats.warmup_n == 12
     assert stats.median_ms == pytest.approx(2.446) and stats.mean_ms == pytest.approx(2.46837)
     assert stats.p10_ms == pytest.approx(2.414) and stats.p90_ms == pytest.approx(2.593)  # the tool's p5 / p95
+    assert stats.min_ms == pytest.approx(2.409) and stats.round_ms == stats.min_ms  # the tool's min
     assert stats.std_ms == pytest.approx(0.103)
     assert stats.busy_s == pytest.approx((41 * 2468.37 + 12 * 2711.5) / 1e6)
     [call] = adb.shell_calls(BINARY)
@@ -257,6 +258,7 @@ def test_without_percentiles_median_is_the_mean_and_the_band_is_min_to_max(adb: 
     assert (stats.n, stats.warmup_n) == (247, 72)
     assert stats.median_ms == pytest.approx(0.410062) and stats.mean_ms == pytest.approx(0.410062)
     assert stats.p10_ms == pytest.approx(0.381) and stats.p90_ms == pytest.approx(0.733)
+    assert stats.min_ms == pytest.approx(0.381)
     assert stats.std_ms == pytest.approx(0.031)
 
 

@@ -154,7 +154,7 @@ def test_bench_runs_a_model_file_through_an_agent(agent, models, tmp_path) -> No
 
     result = json.loads(proc.stdout)
     assert result["fingerprint"]["kind"] == "ort-cpu" and len(result["rounds"]) == 2
-    assert result["median_ms"] > 0 and result["conditions"]["cpus"] >= 1
+    assert result["latency_ms"] > 0 and result["conditions"]["cpus"] >= 1
 
 
 # --- security: each refusal is clear, runs nothing and stores nothing ---------------------------

@@ -46,6 +46,9 @@ def test_stats_match_numpy() -> None:
     assert s.mean_ms == pytest.approx(ms.mean())
     assert s.std_ms == pytest.approx(ms.std())
     assert (s.n, s.warmup_n, s.busy_s) == (501, 7, 1.5)
+    assert s.min_ms == pytest.approx(ms.min()) and s.round_ms == s.min_ms  # a round counts by its fastest run
+    older = Stats(2.0, 1.0, 3.0, 2.0, 0.1, 10, 2, 0.1)  # from a source that reported no minimum
+    assert older.min_ms is None and older.round_ms == 2.0
 
 
 def test_time_calls_honours_counts_and_times() -> None:

@@ -106,3 +106,53 @@ def test_device_fingerprint_identity_excludes_only_cosmetic_fields() -> None:
     ident = identity(fp)
     assert {"kind", "runtime_version", "threads", "cpu_model", "batch", "precision"} <= set(ident)
     assert "hwnas_version" not in ident
+
+
+def _timed(median: float, fastest: float) -> Stats:
+    return Stats(median, median * 0.9, median * 1.1, median, 0.01, 20, 5, 0.1, min_ms=fastest)
+
+
+def test_a_kernel_counts_by_the_median_over_rounds_of_each_rounds_fastest_run(tmp_path: Path) -> None:
+    path = tmp_path / "a.lut"
+    keys = [k.key for k in get_space("tiny").kernels()[:2]]
+    rounds = {keys[0]: [(2.0, 1.0), (9.0, 1.4), (2.5, 1.2)], keys[1]: [(5.0, 4.0), (4.0, 3.0)]}
+    with LutStore.create_or_open(path, FP, "ort-cpu:threads=1") as store:
+        for key, values in rounds.items():
+            for r, (median, fastest) in enumerate(values):
+                store.add(key, r, _timed(median, fastest))
+    table = LatencyTable.load(path)
+    assert table.statistic == "min" and table.round_column == "min_ms"
+    assert table.lookup(keys[0]) == pytest.approx(1.2) and table.lookup(keys[1]) == pytest.approx(3.5)
+    row = table.df.set_index("key").loc[keys[0]]
+    assert row["round_spread"] == pytest.approx((1.4 - 1.0) / 1.2)  # of the fastest runs, not the medians
+    with LutStore.open(path) as store:
+        store_min = {(r[0], r[1]): r[-1] for r in store.rows()}
+    assert store_min[(keys[0], 1)] == 1.4
+
+
+def test_a_lut_from_before_the_minimum_reads_its_medians_and_takes_new_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.lut"
+    keys = [k.key for k in get_space("tiny").kernels()[:2]]
+    with LutStore.create_or_open(path, FP, "ort-cpu:threads=1") as store:
+        store.add(keys[0], 0, _timed(2.0, 1.0))
+        store.add_model("dev", "r8 arch", 0, _timed(7.0, 6.0))
+    with sqlite3.connect(path) as conn:  # the file as hwnas wrote it before min_ms existed
+        conn.execute("ALTER TABLE measurements DROP COLUMN min_ms")
+        conn.execute("ALTER TABLE models DROP COLUMN min_ms")
+    table = LatencyTable.load(path)
+    assert table.statistic == "median" and table.lookup(keys[0]) == 2.0
+    with LutStore.open(path) as store:
+        assert [r[-1] for r in store.rows()] == [None]
+        assert store.model_rows("dev") == [("r8 arch", 0, 7.0)]
+    # resuming it (opening for writing) adds the column; the old rows keep NULL there
+    with LutStore.create_or_open(path, FP, "ort-cpu:threads=1") as store:
+        store.add(keys[1], 0, _timed(5.0, 4.0))
+        store.add_model("dev", "r8 arch", 1, _timed(8.0, 6.5))
+        assert store.model_rows("dev") == [("r8 arch", 0, 7.0), ("r8 arch", 1, 6.5)]
+    table = LatencyTable.load(path)
+    # one table never mixes the statistics: a kernel without its minimum makes every kernel use medians
+    assert table.statistic == "median" and table.lookup(keys[1]) == 5.0 and table.lookup(keys[0]) == 2.0
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE measurements SET min_ms = 1.5 WHERE min_ms IS NULL")
+    table = LatencyTable.load(path)
+    assert table.statistic == "min" and table.lookup(keys[0]) == 1.5 and table.lookup(keys[1]) == 4.0

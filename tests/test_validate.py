@@ -34,7 +34,8 @@ def tiny_lut(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _model_rows(path: Path) -> dict[str, list[float]]:
     per_arch: dict[str, list[float]] = defaultdict(list)
     with sqlite3.connect(path) as conn:
-        for arch, ms in conn.execute("SELECT arch, median_ms FROM models"):
+        for arch, ms, median in conn.execute("SELECT arch, min_ms, median_ms FROM models"):
+            assert 0 < ms <= median  # a round counts by its fastest run
             per_arch[arch].append(ms)
     return per_arch
 
@@ -48,7 +49,7 @@ def test_validate_fit_then_score_held_out(tiny_lut: Path, tmp_path: Path) -> Non
     df = pd.read_csv(out / "validation.csv")
     assert len(df) == 16 and (df["role"] == "fit").sum() == 8 and df["arch"].is_unique
     assert (out / "validation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # measured = the median over the stored rounds; raw = the LUT sum; FLOPs recomputed independently
+    # measured = the median over the stored rounds of their fastest runs; raw = the LUT sum; FLOPs recomputed independently
     stored = _model_rows(tiny_lut)
     space = get_space("tiny")
     pred = LatencyPredictor.from_lut(tiny_lut)

@@ -258,7 +258,7 @@ class AdbDevice(Device):
         percentiles (recent LiteRT builds), ``median_ms`` is its median and ``p10_ms``/``p90_ms``
         carry its p5/p95 (it prints no p10/p90, so the band is wider than elsewhere). Where it
         does not, ``median_ms`` is the mean, ``p10_ms`` the minimum and ``p90_ms`` the maximum:
-        the tool's summary, not quantiles of per-run samples. ``busy_s`` is count x avg of the
+        the tool's summary, not quantiles of per-run samples. ``min_ms`` is its ``min``. ``busy_s`` is count x avg of the
         warm-up and the timed series.
         """
         result = self.run_benchmark(runner, timing)
@@ -277,6 +277,7 @@ class AdbDevice(Device):
             n=s.count,
             warmup_n=warm_n,
             busy_s=(s.count * s.avg_us + warm_us) / 1e6,
+            min_ms=s.min_us / 1e3,
         )
 
     def measure_watched(self, runner: Runner, timing: TimingConfig | None = None) -> tuple[Stats, Conditions]:

@@ -1,8 +1,8 @@
 """Measure exported files on the target device and hold them to the budget.
 
 Every exported file whose format the device runs is loaded through the devices layer and timed
-in rounds (:mod:`hwnas.latency.verdict`: the median of the round medians, with the half-range of
-the rounds as its noise; more rounds when the first ones land within noise of the budget). Each
+in rounds (:mod:`hwnas.latency.verdict`: the median over rounds of each round's fastest run, as
+the LUT's kernels and the calibration's networks were measured, with the half-range of the rounds as its noise; more rounds when the first ones land within noise of the budget). Each
 round is watched (:mod:`hwnas.latency.disturbance`): one taken while other processes competed for
 the CPU is re-taken after a pause. With a LUT, the architecture's predicted latency (calibrated
 where the LUT holds a calibration) goes beside it; the LUT must describe the device, unless
@@ -27,7 +27,8 @@ from hwnas.nas.spaces.arch import Architecture
 def measure_file(
     device: Device, data: bytes, shape: tuple[int, ...], budget_ms: float | None = None
 ) -> tuple[float, float, Verdict | None]:
-    """(median of the round medians, its noise, the verdict against ``budget_ms`` if given), in ms."""
+    """(median over rounds of each round's fastest run, its noise, the verdict against ``budget_ms``
+    if given), in ms."""
     runner = device.load(data, shape)
     # every round may be re-taken while the machine is busy (the cap is per run; a file has few rounds)
     watch = Guard(device, TimingConfig(), planned=1, config=GuardConfig(cap=4.0))
@@ -35,7 +36,7 @@ def measure_file(
     def one_round() -> tuple[float, bool]:
         watch.planned += 1
         m = watch.measure(lambda: runner, close=False)  # the same runner serves every round
-        return m.stats.median_ms, m.disturbed
+        return m.stats.round_ms, m.disturbed
 
     try:
         if budget_ms is not None:

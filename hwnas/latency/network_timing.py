@@ -6,7 +6,8 @@ litert-torch with NHWC input, a batch of networks per conversion), cached on dis
 the same method as the kernels: ``rounds`` passes in freshly shuffled orders, each measurement
 committed to the LUT file's ``models`` table as it is taken, keyed by the device's identity. A
 re-run skips what is stored, so a killed validation resumes. An architecture's latency is the
-median over rounds of each round's median.
+median over rounds of each round's fastest run (:attr:`hwnas.devices.Stats.round_ms`), the
+statistic of the kernels in the LUT.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from hwnas.devices.base import Device, Runner, TimingConfig
 from hwnas.latency.artifact_cache import ArtifactCache
 from hwnas.latency.disturbance import Guard, GuardConfig, Measured, outlying_rounds
 from hwnas.latency.kernel_models import kernel_artifacts, kernel_input_shape, kernel_module
-from hwnas.latency.store import LutStore
+from hwnas.latency.store import ROW_COLUMNS, LutStore
 from hwnas.nas.spaces.kernels import Kernel
 from hwnas.progress import progress_bar
 
@@ -176,8 +176,10 @@ def profile(
 
         def stored() -> dict[str, dict[int, float]]:
             per_key: dict[str, dict[int, float]] = {}
-            for key, round_, median_ms, *_ in store.rows():
-                per_key.setdefault(key, {})[round_] = median_ms
+            for row in store.rows():
+                values = dict(zip(ROW_COLUMNS, row, strict=True))
+                fastest = values["min_ms"]
+                per_key.setdefault(row[0], {})[row[1]] = values["median_ms"] if fastest is None else fastest
             return per_key
 
         report.measured, report.busy_s = measure_rounds(

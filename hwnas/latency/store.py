@@ -7,7 +7,7 @@ Schema (version 1)::
 
     meta(name TEXT PRIMARY KEY, value TEXT)            -- format, schema_version, fingerprint, device, ...
     measurements(key TEXT, round INTEGER, median_ms, p10_ms, p90_ms, mean_ms, std_ms, n, warmup_n,
-                 busy_s, measured_at, PRIMARY KEY (key, round))
+                 busy_s, measured_at, min_ms, PRIMARY KEY (key, round))
     models(device TEXT, arch TEXT, round INTEGER, <the same statistics>, measured_at,
            PRIMARY KEY (device, arch, round))     -- whole networks, timed by 'hwnas lut validate'
 
@@ -22,6 +22,10 @@ processes in cores, the hypervisor's steal share, the load average, how many att
 (a disturbed measurement is re-taken, see :mod:`hwnas.latency.disturbance`) and whether the kept
 one was still disturbed. Both were added without a schema bump: older files get a table the first
 time something is written to it, and readers treat its absence as empty.
+
+``min_ms`` (each round's fastest run, the statistic hwnas uses: :attr:`Stats.round_ms`) came
+later too, as a nullable last column of ``measurements`` and ``models``: opening an older file for
+writing adds it (rows measured before have NULL there), and reading one without it reads NULL.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     mean_ms REAL NOT NULL, std_ms REAL NOT NULL,
     n INTEGER NOT NULL, warmup_n INTEGER NOT NULL, busy_s REAL NOT NULL,
     measured_at REAL NOT NULL,
+    min_ms REAL,
     PRIMARY KEY (key, round)
 );
 """
@@ -65,6 +70,7 @@ CREATE TABLE IF NOT EXISTS models (
     mean_ms REAL NOT NULL, std_ms REAL NOT NULL,
     n INTEGER NOT NULL, warmup_n INTEGER NOT NULL, busy_s REAL NOT NULL,
     measured_at REAL NOT NULL,
+    min_ms REAL,
     PRIMARY KEY (device, arch, round)
 );
 """
@@ -79,14 +85,16 @@ CREATE TABLE IF NOT EXISTS conditions (
 );
 """
 CONDITION_COLUMNS = ("others_cores", "steal", "load1", "attempts", "disturbed")
-_MEASURED = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "n", "warmup_n", "busy_s", "measured_at")
+_MEASURED = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "n", "warmup_n", "busy_s", "measured_at", "min_ms")
 _TABLE_COLUMNS = {"meta": ("name", "value"), "measurements": ("key", "round", *_MEASURED),
                   "models": ("device", "arch", "round", *_MEASURED),
                   "conditions": ("scope", "key", "round", *CONDITION_COLUMNS)}  # fmt: skip
+_WITH_MIN = ("measurements", "models")  # tables whose last column, min_ms, older files lack
 _SCHEMA_OBJECTS = {("table", t) for t in _TABLE_COLUMNS} | {
     ("index", f"sqlite_autoindex_{t}_1") for t in _TABLE_COLUMNS
 }
 STAT_COLUMNS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "n", "warmup_n", "busy_s")
+ROW_COLUMNS = ("key", "round", *STAT_COLUMNS, "measured_at", "min_ms")  # what :meth:`LutStore.rows` yields
 
 
 class LutError(HwnasError):
@@ -150,6 +158,7 @@ class LutStore:
                     "use another --out file, or --force to add to it anyway"
                 )
             store.conn.execute("PRAGMA journal_mode=WAL")
+            store._add_min_column()
             return store
         if not p.parent.exists():
             raise LutError(f"{p}: the folder {p.parent} does not exist")
@@ -221,8 +230,23 @@ class LutStore:
                 raise LutError(f"{self.path}: not a LUT file, or a corrupt one (it holds {kind} {str(name)[:40]!r})")
         for table, columns in _TABLE_COLUMNS.items():
             have = [str(row[1]) for row in self.conn.execute(f"PRAGMA table_info({table})")]
-            if have and have != list(columns):
+            older = table in _WITH_MIN and have == list(columns[:-1])
+            if have and have != list(columns) and not older:
                 raise LutError(f"{self.path}: damaged LUT (table {table} has columns {', '.join(have)[:120]})")
+
+    def _columns(self, table: str) -> list[str]:
+        return [str(row[1]) for row in self.conn.execute(f"PRAGMA table_info({table})")]
+
+    def _add_min_column(self) -> None:
+        """Bring a file from before ``min_ms`` up to date (its earlier rows keep NULL there)."""
+        with self.conn:
+            for table in _WITH_MIN:
+                have = self._columns(table)
+                if have and "min_ms" not in have:
+                    self.conn.execute(f"ALTER TABLE {table} ADD COLUMN min_ms REAL")
+
+    def _min_column(self, table: str) -> str:
+        return "min_ms" if "min_ms" in self._columns(table) else "NULL AS min_ms"
 
     def close(self) -> None:
         self.conn.close()
@@ -279,9 +303,9 @@ class LutStore:
         verb = "REPLACE" if replace else "IGNORE"
         with self.conn:
             cur = self.conn.execute(
-                f"INSERT OR {verb} INTO measurements(key, round, {', '.join(STAT_COLUMNS)}, measured_at) "
-                f"VALUES (?, ?, {', '.join('?' * len(STAT_COLUMNS))}, ?)",
-                (key, round_, *values, time.time()),
+                f"INSERT OR {verb} INTO measurements(key, round, {', '.join(STAT_COLUMNS)}, measured_at, min_ms) "
+                f"VALUES (?, ?, {', '.join('?' * len(STAT_COLUMNS))}, ?, ?)",
+                (key, round_, *values, time.time(), stats.min_ms),
             )
         return cur.rowcount == 1
 
@@ -290,7 +314,8 @@ class LutStore:
         return {(k, r) for k, r in self.conn.execute("SELECT key, round FROM measurements")}
 
     def rows(self) -> Iterator[tuple[Any, ...]]:
-        cols = ", ".join(("key", "round", *STAT_COLUMNS, "measured_at"))
+        """Every kernel measurement, as :data:`ROW_COLUMNS` (``min_ms`` None where not stored)."""
+        cols = ", ".join(("key", "round", *STAT_COLUMNS, "measured_at", self._min_column("measurements")))
         yield from self.conn.execute(f"SELECT {cols} FROM measurements ORDER BY key, round")
 
     def count(self) -> int:
@@ -308,27 +333,36 @@ class LutStore:
         verb = "REPLACE" if replace else "IGNORE"
         with self.conn:
             self.conn.executescript(_MODELS_SCHEMA)
+        self._add_min_column()
+        with self.conn:
             cur = self.conn.execute(
-                f"INSERT OR {verb} INTO models(device, arch, round, {', '.join(STAT_COLUMNS)}, measured_at) "
-                f"VALUES (?, ?, ?, {', '.join('?' * len(STAT_COLUMNS))}, ?)",
-                (device, arch, round_, *values, time.time()),
+                f"INSERT OR {verb} INTO models(device, arch, round, {', '.join(STAT_COLUMNS)}, measured_at, min_ms) "
+                f"VALUES (?, ?, ?, {', '.join('?' * len(STAT_COLUMNS))}, ?, ?)",
+                (device, arch, round_, *values, time.time(), stats.min_ms),
             )
         return cur.rowcount == 1
 
     def model_rows(self, device: str) -> list[tuple[str, int, float]]:
-        """``(arch, round, median_ms)`` of every end-to-end measurement on ``device``."""
+        """``(arch, round, ms)`` of every end-to-end measurement on ``device``; ``ms`` is the round's
+        latency as :attr:`Stats.round_ms` has it (its fastest run; its median in rows stored before
+        hwnas kept the minimum)."""
         if not self._has_models():
             return []
         rows = list(
             self.conn.execute(
-                "SELECT arch, round, median_ms FROM models WHERE device = ? ORDER BY arch, round", (device,)
+                f"SELECT arch, round, median_ms, {self._min_column('models')} FROM models WHERE device = ? "
+                "ORDER BY arch, round",
+                (device,),
             )
         )
-        for arch, round_, ms in rows:
+        out = []
+        for arch, round_, median, fastest in rows:
+            ms = median if fastest is None else fastest
             if not (isinstance(arch, str) and isinstance(round_, int) and isinstance(ms, (int, float))
                     and not isinstance(ms, bool) and math.isfinite(ms) and ms >= 0):  # fmt: skip
                 raise LutError(f"{self.path}: damaged LUT (a whole-network measurement of {str(arch)[:60]!r})")
-        return rows
+            out.append((arch, round_, ms))
+        return out
 
     # --- conditions of each measurement -------------------------------------------------------
     def add_conditions(self, scope: str, key: str, round_: int, values: dict[str, Any]) -> None:

@@ -1,4 +1,10 @@
-"""Reading a LUT: per-kernel latency (the median over rounds) as a DataFrame and a lookup."""
+"""Reading a LUT: per-kernel latency as a DataFrame and a lookup.
+
+A kernel's latency is the median over its rounds of each round's latency; a round's latency is its
+fastest run (``min_ms``, :attr:`hwnas.devices.Stats.round_ms`). A LUT written before hwnas stored the
+minimum has none for some rows; then every kernel uses its round medians instead, so one table never
+mixes the two statistics (:attr:`LatencyTable.statistic` says which).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from hwnas.errors import HwnasError
-from hwnas.latency.store import STAT_COLUMNS, LutError, LutStore, fingerprint_mismatch
+from hwnas.latency.store import ROW_COLUMNS, LutError, LutStore, fingerprint_mismatch
 from hwnas.nas.spaces.kernels import Kernel
 
 
@@ -38,12 +44,16 @@ def _check_row(path: Path, row: tuple[Any, ...], cols: list[str]) -> None:
     if not isinstance(round_, int) or round_ < 0:
         raise LutError(f"{where}: round {str(round_)[:20]!r})")
     for name, value in zip(cols[2:], row[2:], strict=True):
+        if name == "min_ms" and value is None:  # a row stored before hwnas kept the minimum
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise LutError(f"{where}, round {round_}: {name} = {str(value)[:20]!r})")
 
 
 class LatencyTable:
-    """A loaded LUT. ``df`` has one row per kernel; ``latency_ms`` is the median across rounds."""
+    """A loaded LUT. ``df`` has one row per kernel; ``latency_ms`` is the median across rounds of
+    the round statistic :attr:`statistic` (``"min"``, or ``"median"`` for a LUT from before the minimum
+    was stored)."""
 
     def __init__(
         self, path: Path, meta: dict[str, Any], fingerprint: dict[str, Any], measurements: pd.DataFrame
@@ -52,7 +62,9 @@ class LatencyTable:
         self.meta = meta
         self.fingerprint = fingerprint
         self.measurements = measurements
-        self.df = self._per_kernel(measurements)
+        complete = not measurements.empty and bool(measurements["min_ms"].notna().all())
+        self.statistic = "min" if complete or measurements.empty else "median"
+        self.df = self._per_kernel(measurements, self.round_column)
         self._latency: dict[str, float] = dict(zip(self.df["key"], self.df["latency_ms"], strict=True))
 
     @classmethod
@@ -64,13 +76,18 @@ class LatencyTable:
                 raise LutError(f"{path}: not a LUT file, or a corrupt one ({str(exc)[:120]})") from None
             meta = dict(store.meta)
             fingerprint = store.fingerprint
-        cols = ["key", "round", *STAT_COLUMNS, "measured_at"]
+        cols = list(ROW_COLUMNS)
         for row in rows:
             _check_row(Path(path), row, cols)
         return cls(Path(path), meta, fingerprint, pd.DataFrame(rows, columns=cols))
 
+    @property
+    def round_column(self) -> str:
+        """The column of :attr:`measurements` that holds each round's latency."""
+        return "min_ms" if self.statistic == "min" else "median_ms"
+
     @staticmethod
-    def _per_kernel(m: pd.DataFrame) -> pd.DataFrame:
+    def _per_kernel(m: pd.DataFrame, column: str) -> pd.DataFrame:
         cols = ["key", "op", "latency_ms", "rounds", "round_spread", "p10_ms", "p90_ms", "n", "flops",
                 "cin", "cout", "k", "s", "h", "w", "act", "gate"]  # fmt: skip
         if m.empty:
@@ -78,9 +95,9 @@ class LatencyTable:
         g = m.groupby("key", sort=True)
         df = pd.DataFrame(
             {
-                "latency_ms": g["median_ms"].median(),
+                "latency_ms": g[column].median(),
                 "rounds": g["round"].count(),
-                "round_spread": (g["median_ms"].max() - g["median_ms"].min()) / g["median_ms"].median(),
+                "round_spread": (g[column].max() - g[column].min()) / g[column].median(),
                 "p10_ms": g["p10_ms"].median(),
                 "p90_ms": g["p90_ms"].median(),
                 "n": g["n"].sum(),

@@ -1,8 +1,9 @@
 """A budget verdict that knows how noisy its measurement was.
 
-A file is timed in several rounds (each round: warm-up, then many runs, its median). The
-measurement is the median of the round medians; its noise is half the range of the round
-medians, and never less than ``NOISE_FLOOR`` of the measurement (a few rounds that happen to
+A file is timed in several rounds (each round: warm-up, then many runs; the round's latency is
+its fastest run, :attr:`hwnas.devices.Stats.round_ms`, the statistic the LUT and its calibration
+were measured with). The measurement is the median over rounds; its noise is half the range of
+the rounds, and never less than ``NOISE_FLOOR`` of the measurement (a few rounds that happen to
 agree do not prove a quieter machine than that). With ``m`` the measurement, ``n`` its noise and
 ``B`` the budget:
 
@@ -58,13 +59,13 @@ class Verdict:
 
 
 def noise_of(rounds_ms: Sequence[float]) -> float:
-    """Half the range of the round medians, at least ``NOISE_FLOOR`` of their median (ms)."""
+    """Half the range of the rounds' latencies, at least ``NOISE_FLOOR`` of their median (ms)."""
     m = statistics.median(rounds_ms)
     return max(0.5 * (max(rounds_ms) - min(rounds_ms)), NOISE_FLOOR * m)
 
 
 def judge(rounds_ms: Sequence[float], budget_ms: float, disturbed_rounds: int = 0) -> Verdict:
-    """The verdict of the round medians ``rounds_ms`` against ``budget_ms`` (module docstring)."""
+    """The verdict of the rounds' latencies ``rounds_ms`` against ``budget_ms`` (module docstring)."""
     if not rounds_ms:
         raise ValueError("no rounds to judge")
     m = statistics.median(rounds_ms)
@@ -84,7 +85,7 @@ def measure_verdict(
     rounds: int = ROUNDS,
     extra_rounds: int = EXTRA_ROUNDS,
 ) -> Verdict:
-    """Take ``rounds`` rounds (``measure_round()`` -> (round median in ms, disturbed)), judge; when
+    """Take ``rounds`` rounds (``measure_round()`` -> (round latency in ms, disturbed)), judge; when
     that lands within noise of the budget, take ``extra_rounds`` more and judge them all."""
     taken = [measure_round() for _ in range(rounds)]
     verdict = judge([ms for ms, _ in taken], budget_ms, sum(d for _, d in taken))
