@@ -881,7 +881,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--seed", type=int, default=0, help="seed of the shuffles")
     pr.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="time the kernels in the form export ships "
-                    "at this precision (ort-cpu: fp32, int8 QDQ; tflite-cpu: fp32, fp16 weights); the same as the "
+                    "at this precision (ort-cpu: fp32, int8 QDQ; tflite-cpu: fp32, fp16 weights, full-integer int8); the same as the "
                     "device's precision= parameter (default: the device's, fp32)")  # fmt: skip
     pr.add_argument("--force", action="store_true", help="add to a LUT measured on another device")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -101,7 +101,11 @@ def test_an_int8_lut_knows_its_precision_and_is_refused_as_fp32(tmp_path: Path) 
     [
         (["--device", "ort-cpu", "--precision", "fp8"], ["invalid choice: 'fp8'", "'fp32', 'fp16', 'int8'"]),
         (["--device", "ort-cpu", "--precision", "fp16"], ["precision='fp16'", "allowed: fp32, int8"]),
-        (["--device", "tflite-cpu", "--precision", "int8"], ["precision='int8'", "allowed: fp32, fp16"]),
+        (["--device", "tflite-cpu", "--precision", "bf16"], ["invalid choice: 'bf16'"]),
+        (
+            ["--device", "tflite-cpu:precision=int4", "--precision", "int8"],
+            ["precision='int4'", "allowed: fp32, fp16, int8"],
+        ),
         (["--device", "torch-cpu", "--precision", "int8"], ["torch-cpu times fp32 models only"]),
         (["--device", "ort-cpu:precision=int8", "--precision", "fp32"], ["contradicts", "precision=int8"]),
     ],
@@ -130,3 +134,80 @@ def test_a_lut_from_another_runtime_version_is_refused(tmp_path: Path) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1 and "--force" in proc.stderr
     device = open_device("ort-cpu:threads=1")
     assert device.fingerprint()["runtime_version"] == real
+
+
+def _run_int8_tflite(data: bytes, x_nhwc: np.ndarray) -> np.ndarray:
+    """Run a full-integer TFLite model on a float NHWC input; its output, dequantized, as float."""
+    from hwnas.devices.litert import open_interpreter
+
+    interp = open_interpreter(data)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    if inp["dtype"] == np.int8:
+        scale, zero = inp["quantization"]
+        x_nhwc = np.clip(np.round(x_nhwc / scale + zero), -128, 127).astype(np.int8)
+    interp.set_tensor(inp["index"], x_nhwc)
+    interp.invoke()
+    y = interp.get_tensor(out["index"])
+    if out["dtype"] == np.int8:
+        scale, zero = out["quantization"]
+        y = (y.astype(np.float32) - zero) * scale
+    return y
+
+
+@pytest.mark.parametrize("op", ["conv", "dwconv", "add", "se", "gap"])
+def test_tflite_int8_kernel_models_are_integer_and_compute_the_fp32_kernel(op: str) -> None:
+    import torch
+
+    from hwnas.devices.litert import open_interpreter
+
+    # SE: a sigmoid-gated one, which litert-torch cannot quantize alone (hence the cut input anchor)
+    kernel = next(k for k in get_space("tiny").kernels() if k.op == op and (op != "conv" or k.cin > 3)
+                  and (op != "se" or k.gate == "sigmoid") and (op != "gap" or k.h > 1))  # fmt: skip
+    [data] = kernel_artifacts([kernel], "tflite", 1, "int8")
+    interp = open_interpreter(data)
+    ops = [d["op_name"] for d in interp._get_ops_details()]
+    main = {"conv": "CONV_2D", "dwconv": "DEPTHWISE_CONV_2D", "add": "ADD", "se": "MEAN", "gap": "MEAN"}[op]
+    assert main in ops, ops
+    if op in ("se", "gap"):  # what a network runs for them: no anchor left, no layout op
+        assert ops == (["MEAN", "CONV_2D", "CONV_2D", "LOGISTIC", "MUL"] if op == "se" else ["MEAN"]), ops
+    if op != "add":  # the kernel's tensors are int8, not float (add's second operand is a float constant)
+        assert interp.get_input_details()[0]["dtype"] == np.int8
+    assert "TRANSPOSE" not in ops and "AVERAGE_POOL_2D" not in ops, ops
+    x = np.random.default_rng(3).standard_normal(kernel_input_shape(kernel, 1)).astype(np.float32)
+    y8 = _run_int8_tflite(data, x.transpose(0, 2, 3, 1))
+    with torch.no_grad():
+        y = kernel_module(kernel)(torch.from_numpy(x)).numpy()
+    y = y.transpose(0, 2, 3, 1)  # the models answer in NHWC
+    assert y8.shape == y.shape
+    # 8-bit: close to the fp32 kernel relative to its range (the largest outputs may clip where this
+    # input reaches beyond the random calibration's range, so the 99th percentile, not the maximum)
+    err = np.percentile(np.abs(y8 - y), 99) / np.abs(y).max()
+    assert err < 0.1, err
+    assert np.corrcoef(y8.ravel(), y.ravel())[0, 1] > 0.99
+
+
+def test_a_tflite_int8_lut_is_profiled_and_validated_against_whole_int8_networks(tmp_path: Path) -> None:
+    from hwnas.devices.litert import open_interpreter
+    from hwnas.latency.network_timing import network_artifacts
+    from hwnas.nas.spaces.arch import Architecture
+
+    lut = tmp_path / "t8.lut"
+    proc = run_cli("profile", "--space", "tiny", "--device", "tflite-cpu:threads=1", "--precision", "int8", "--out",
+                   str(lut), "--rounds", "1", "--no-progress", *FAST_TIMING)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    table = LatencyTable.load(lut)
+    assert table.fingerprint["precision"] == "int8" and len(table) == len(get_space("tiny").kernels())
+    proc = run_cli("lut", "validate", str(lut), "--space", "tiny", "--device", "tflite-cpu:threads=1", "--precision",
+                   "int8", "--samples", "4", "--rounds", "1", "--no-progress", "--out", str(tmp_path / "v"),
+                   *FAST_TIMING)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    with sqlite3.connect(lut) as conn:
+        archs = [a for (a,) in conn.execute("SELECT DISTINCT arch FROM models")]
+    assert len(archs) == 4
+    # the whole networks timed are full-integer int8, as 'hwnas export --int8' ships them
+    arch = Architecture.from_str(archs[0], num_classes=get_space("tiny").num_classes)
+    [net] = network_artifacts([arch], "tflite", 1, "int8")
+    interp = open_interpreter(net)
+    kinds = {str(t["dtype"].__name__) for t in interp.get_tensor_details()}
+    assert "int8" in kinds and any(d["op_name"] == "CONV_2D" for d in interp._get_ops_details())

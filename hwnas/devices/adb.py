@@ -121,7 +121,7 @@ class AdbDevice(Device):
         "xnnpack": Param(bool, True, "use the XNNPACK delegate (0: builtin kernels)"),
         "taskset": Param(str, None, "hex CPU mask to run benchmark_model on, e.g. f0 (default: no pinning)"),
         "batch": BATCH,
-        "precision": precision_param("fp32", "fp16"),
+        "precision": precision_param("fp32", "fp16", "int8"),
     }
 
     def __init__(self, **options: Any) -> None:

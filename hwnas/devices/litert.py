@@ -74,7 +74,7 @@ class TfliteCpu(Device):
         "xnnpack": Param(bool, True, "use the XNNPACK delegate (0: builtin kernels)"),
         "batch": BATCH,
         "pin": PIN,
-        "precision": precision_param("fp32", "fp16"),
+        "precision": precision_param("fp32", "fp16", "int8"),
     }
 
     @classmethod

@@ -101,7 +101,9 @@ ARTIFACT_BUILDERS: dict[str, Callable[[Sequence[Kernel], int], list[bytes]]] = {
     "tflite": tflite_artifacts,
 }
 # The precisions a LUT can be profiled in, per format, in the form export produces them.
-PRECISIONS = {"onnx": ("fp32", "int8"), "tflite": ("fp32", "fp16"), "torch": ("fp32",)}
+PRECISIONS = {"onnx": ("fp32", "int8"), "tflite": ("fp32", "fp16", "int8"), "torch": ("fp32",)}
+# int8 TFLite kernel models converted behind an input anchor that is cut off again (see tflite_int8_kernel)
+ANCHORED_INT8 = ("se", "gap")
 CALIBRATION_BATCHES = 4  # random-normal batches that calibrate an int8 model's ranges for timing
 
 
@@ -117,9 +119,12 @@ def at_precision(
 ) -> list[bytes]:
     """Models converted at fp32 in the form export ships at ``precision``: ONNX static QDQ int8
     (:func:`hwnas.export.convert.onnx_export.onnx_int8`), TFLite float16 weights
-    (:func:`hwnas.export.convert.tflite_export.fp16_weights`)."""
+    (:func:`hwnas.export.convert.tflite_export.fp16_weights`). TFLite int8 is quantized from the
+    module, not from fp32 bytes: :func:`tflite_int8_kernel`."""
     if precision not in PRECISIONS.get(fmt, ()):
         raise ValueError(f"no {precision} form for {fmt} models; choose from {', '.join(PRECISIONS.get(fmt, ()))}")
+    if fmt == "tflite" and precision == "int8":
+        raise ValueError("TFLite int8 models are quantized from the module (tflite_int8_kernel), not from fp32 bytes")
     if precision == "fp32":
         return list(fp32)
     if fmt == "onnx":
@@ -132,7 +137,49 @@ def at_precision(
     return [fp16_weights(d) for d in fp32]
 
 
+def tflite_int8(module: nn.Module, input_shape: tuple[int, ...], seed: int, nhwc_output: bool = True) -> bytes:
+    """``module`` as a full-integer int8 TFLite model, the way ``hwnas export --int8`` quantizes a
+    network (PyTorch 2 export, per-channel symmetric weights, int8 activations, lowered by
+    litert-torch), calibrated on :func:`random_calibration` inputs; a 4-D input in NHWC order, and
+    with ``nhwc_output`` a 4-D output too (give False for a 2-D output)."""
+    from hwnas.export.convert.tflite_export import tflite_bytes
+
+    nhwc = len(input_shape) == 4
+    calibration = random_calibration(input_shape, seed)
+    return tflite_bytes(module, input_shape, "int8", nhwc=nhwc, calibration=calibration,
+                        nhwc_output=nhwc and nhwc_output)  # fmt: skip
+
+
+def tflite_int8_kernel(kernel: Kernel, batch: int = 1) -> bytes:
+    """The int8 TFLite timing model of ``kernel``: the operators an int8 network runs for it.
+
+    Unlike the fp32 kernels (:mod:`hwnas.export.convert.tflite_batch`) these are quantized and
+    converted one model at a time (quantization runs on the whole exported graph). Convolutions
+    pin the layout themselves: conv, depthwise conv and add convert with no layout op. Converted
+    alone, squeeze-excite and global pool would run a ``TRANSPOSE`` that a network does not, and
+    litert-torch cannot quantize a sigmoid-gated squeeze-excite alone at all (its ``RESHAPE``
+    breaks a same-scale constraint); both are converted behind an input anchor (a 1x1 average
+    pool, as the batch converter does), which is then cut off, leaving ``MEAN, CONV_2D, ..., MUL``
+    as in a network. Each model keeps int8 input and output, what a kernel inside an int8 network
+    reads and writes; where an op has no int8 kernel (hard-swish, hard-sigmoid's add) the
+    ``DEQUANTIZE`` / ``QUANTIZE`` around it are those a network runs too. The calibration
+    (``lut validate --fit``) absorbs what is left (the network's own quantize and dequantize)."""
+    from hwnas.export.convert.tflite_batch import cut_input_anchor
+
+    module, shape, seed = kernel_module(kernel), kernel_input_shape(kernel, batch), zlib.crc32(kernel.key.encode())
+    if kernel.op in ANCHORED_INT8:
+        cut = cut_input_anchor(tflite_int8(nn.Sequential(nn.AvgPool2d(1), module).eval(), shape, seed))
+        if cut is not None:  # None: nothing left between the anchor and the output (a pool of a 1x1 map)
+            return cut
+    return tflite_int8(module, shape, seed)
+
+
 def kernel_artifacts(kernels: Sequence[Kernel], fmt: str, batch: int = 1, precision: str = "fp32") -> list[bytes]:
     """The timing models of ``kernels`` in format ``fmt`` at ``precision``."""
+    if fmt == "tflite" and precision == "int8":
+        from hwnas.quiet import quiet
+
+        with quiet():
+            return [tflite_int8_kernel(k, batch) for k in kernels]
     fp32 = ARTIFACT_BUILDERS[fmt](kernels, batch)
     return at_precision(fp32, fmt, precision, [kernel_input_shape(k, batch) for k in kernels], "x")

@@ -53,6 +53,13 @@ def network_key(arch: Architecture) -> str:
 def network_artifacts(archs: Sequence[Architecture], fmt: str, batch: int = 1, precision: str = "fp32") -> list[bytes]:
     """Convert networks to ``onnx`` or ``tflite`` bytes, at ``precision`` in the form export ships."""
     shapes = [network_input_shape(a, batch) for a in archs]
+    if fmt == "tflite" and precision == "int8":
+        from hwnas.latency.kernel_models import tflite_int8
+        from hwnas.quiet import quiet
+
+        with quiet():
+            return [tflite_int8(network_module(a), s, zlib.crc32(a.to_str().encode()), nhwc_output=False)
+                    for a, s in zip(archs, shapes, strict=True)]  # fmt: skip
     if fmt == "onnx":
         fp32 = [to_onnx(network_module(a), s) for a, s in zip(archs, shapes, strict=True)]
     elif fmt == "tflite":

@@ -382,6 +382,14 @@ def split_tflite(model: bytes, n: int) -> list[bytes]:
     return [m for m in _split(model, n, None) if m is not None]
 
 
+def cut_input_anchor(model: bytes) -> bytes | None:
+    """A one-branch model converted with an input anchor (a 1x1 stride-1 average pool on its NHWC
+    input, see the module docstring), without it: the anchor's output becomes the model's input.
+    ``None`` where it cannot be cut cleanly (as :func:`_split`). Used for int8 kernel models, which
+    are quantized and converted one at a time rather than by :func:`convert_batch`."""
+    return _split(model, 1, None, [(True, False)])[0]
+
+
 def operator_types(model: bytes) -> list[str]:
     """Operator types of a ``.tflite`` model's first subgraph, in execution order.
 

@@ -44,8 +44,11 @@ def tflite_bytes(
     precision: str = "fp32",
     nhwc: bool = False,
     calibration: Sequence[np.ndarray] = (),
+    nhwc_output: bool = False,
 ) -> bytes:
-    """TFLite bytes of ``model`` (NCHW ``input_shape``); see the module docstring."""
+    """TFLite bytes of ``model`` (NCHW ``input_shape``); see the module docstring. ``nhwc_output``
+    (with ``nhwc``) gives a 4-D output in NHWC order too (a LUT's int8 kernel models, so that no
+    layout transpose at their output is timed)."""
     with quiet():
         import litert_torch
 
@@ -56,7 +59,8 @@ def tflite_bytes(
     kwargs: dict[str, object] = {}
     if precision == "int8":
         model, kwargs["quant_config"] = _pt2e_int8(model, sample, calibration)
-    module: nn.Module = litert_torch.to_channel_last_io(model, args=[0]) if nhwc else model
+    outputs = [0] if nhwc_output else None
+    module: nn.Module = litert_torch.to_channel_last_io(model, args=[0], outputs=outputs) if nhwc else model
     x = sample.permute(0, 2, 3, 1).contiguous() if nhwc else sample
     if precision != "int8":  # an exported (pt2e) graph has no eval(); it is in inference form already
         module = module.eval()
