@@ -108,11 +108,12 @@ def _run(args: argparse.Namespace, work: Path, lut: Path) -> None:
     arch = Architecture.from_str(mid["arch"], num_classes=space.num_classes, in_channels=space.in_channels)
     device = open_device(args.device)
     shape = network_input_shape(arch, device.batch)
-    artifact = network_module(arch) if device.format == "torch" else network_artifacts([arch], device.format)[0]
+    artifact = (network_module(arch) if device.format == "torch"
+                else network_artifacts([arch], device.format, device.batch, device.precision)[0])  # fmt: skip
     reps = []
     for _ in range(args.repeats):
         runner = device.load(artifact, shape)
-        reps.append(device.measure(runner, TimingConfig(min_time_s=0.1)).median_ms)
+        reps.append(device.measure(runner, TimingConfig(min_time_s=0.1)).round_ms)  # as validation counts a round
         runner.close()
     reps_a = np.array(reps)
     med = float(np.median(reps_a))
@@ -134,6 +135,8 @@ def _run(args: argparse.Namespace, work: Path, lut: Path) -> None:
     print(f"| {args.space} | {args.device} | {med:.3f} | {len(reps)} | {(reps_a.max() - reps_a.min()) / med:.1%} | "
           f"{reps_a.std() / med:.1%} | {np.percentile(dev_rel, 95):.1%} | {np.mean(dev_rel <= 0.10):.0%} | "
           f"{rel.median():.1%} / {rel.quantile(0.95):.1%} |")  # fmt: skip
+    floor = [line.strip() for line in res.stdout.splitlines() if line.startswith("noise floor of this run")]
+    print(f"<!-- validation's {floor[0] if floor else 'noise floor: not reported'} -->")
     print(f"<!-- outputs in {out} -->")
 
 
