@@ -167,3 +167,12 @@ def test_truncated_and_wrong_artifacts_are_clear_errors() -> None:
         open_device("tflite-cpu").load(b"TFL3" + b"\0" * 40)
     with pytest.raises(DeviceError, match="runs PyTorch modules"):
         open_device("torch-cpu").load(data, (1, 8, 12, 12))
+
+
+def test_stats_from_an_agent_of_another_version() -> None:
+    s = Stats.from_samples([3_000_000, 1_000_000, 2_000_000], 2, 0.5)
+    assert Stats.from_dict(s.to_dict()) == s
+    older = {k: v for k, v in s.to_dict().items() if k != "min_ms"}  # an agent from before min_ms
+    assert Stats.from_dict(older).min_ms is None and Stats.from_dict(older).round_ms == 2.0
+    newer = {**s.to_dict(), "p99_ms": 3.0}  # a field this version does not know
+    assert Stats.from_dict(newer) == s

@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 from hwnas.devices.conditions import Conditions, CpuSnapshot, between
@@ -84,6 +84,13 @@ class Stats:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Stats:
+        """From :meth:`to_dict` of this or another hwnas version (an agent's answer): fields this
+        version does not know are left out, and ``min_ms`` may be missing (an older agent)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def time_samples(run: Callable[[], object], cfg: TimingConfig) -> tuple[list[int], int, float]:

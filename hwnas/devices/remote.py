@@ -227,7 +227,7 @@ class RemoteDevice(Device):
             self._upload(runner.name, runner.data)
             _, answer = self.request("POST", f"{API}/measure", body=body, timeout=timeout)
         runner.input_shapes = [tuple(s) for s in answer.get("input_shapes", [])]
-        return Stats(**answer["stats"]), Conditions(**answer["conditions"])
+        return Stats.from_dict(answer["stats"]), Conditions(**answer["conditions"])
 
     def health(self) -> dict[str, Any]:
         return self.request("GET", f"{API}/health")[1]
