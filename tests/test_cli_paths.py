@@ -84,9 +84,10 @@ def test_export_lut_prediction_and_flag_errors(tmp_path: Path) -> None:
     proc = run_cli("export", "--weights", str(child), "--format", "onnx", "--out", str(out), "--name", "m",
                    "--device", "ort-cpu:threads=1", "--lut", str(lut))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    # no calibration in the LUT: the prediction is the sum of the kernels' medians across rounds
+    # no calibration in the LUT: the prediction is the sum over kernels of the median across rounds of
+    # each round's fastest run
     with sqlite3.connect(lut) as conn:
-        rows = conn.execute("SELECT key, median_ms FROM measurements").fetchall()
+        rows = conn.execute("SELECT key, min_ms FROM measurements").fetchall()
     per_key: dict[str, list[float]] = {}
     for key, ms in rows:
         per_key.setdefault(key, []).append(ms)
