@@ -156,3 +156,20 @@ def test_a_lut_from_before_the_minimum_reads_its_medians_and_takes_new_rows(tmp_
         conn.execute("UPDATE measurements SET min_ms = 1.5 WHERE min_ms IS NULL")
     table = LatencyTable.load(path)
     assert table.statistic == "min" and table.lookup(keys[0]) == 1.5 and table.lookup(keys[1]) == 4.0
+
+
+def test_a_damaged_schema_is_refused_in_one_line(tmp_path: Path) -> None:
+    # found by the fuzzer: SQLite's "malformed database schema" message quotes the table's SQL,
+    # newlines and all
+    path = tmp_path / "a.lut"
+    with LutStore.create_or_open(path, FP, "ort-cpu:threads=1") as store:
+        store.add(get_space("tiny").kernels()[0].key, 0, _stats(1.0))
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA writable_schema=ON")
+        conn.execute("UPDATE sqlite_master SET sql = replace(sql, 'CREATE TABLE measurements', "
+                     "'CREATE TABLE \"measurements') WHERE name = 'measurements'")  # fmt: skip
+    with pytest.raises(LutError) as info:
+        LatencyTable.load(path)
+    text = str(info.value)
+    assert "not a LUT file, or a corrupt one" in text and "malformed database schema" in text
+    assert "\n" not in text and len(text) < len(str(path)) + 240

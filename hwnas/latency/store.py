@@ -97,6 +97,13 @@ STAT_COLUMNS = ("median_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms", "n", "warm
 ROW_COLUMNS = ("key", "round", *STAT_COLUMNS, "measured_at", "min_ms")  # what :meth:`LutStore.rows` yields
 
 
+def sqlite_reason(exc: BaseException) -> str:
+    """SQLite's complaint on one line, shortened: a damaged schema's message quotes its SQL,
+    newlines and all, and a user error is one line."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 class LutError(HwnasError):
     """A LUT file that is missing, corrupt, of another kind, or from another device."""
 
@@ -186,7 +193,7 @@ class LutStore:
             conn.execute("PRAGMA trusted_schema=OFF")
             conn.execute("PRAGMA synchronous=NORMAL")
         except (sqlite3.Error, UnicodeDecodeError) as exc:
-            raise LutError(f"{p}: not a LUT file, or a corrupt one ({exc})") from None
+            raise LutError(f"{p}: not a LUT file, or a corrupt one ({sqlite_reason(exc)})") from None
         return conn
 
     def _check(self) -> None:
@@ -196,7 +203,7 @@ class LutStore:
             self.conn.execute("SELECT key FROM measurements LIMIT 1").fetchall()
         except (sqlite3.Error, UnicodeDecodeError, ValueError) as exc:
             self.close()
-            raise LutError(f"{self.path}: not a LUT file, or a corrupt one ({exc})") from None
+            raise LutError(f"{self.path}: not a LUT file, or a corrupt one ({sqlite_reason(exc)})") from None
         except LutError:
             self.close()
             raise
@@ -276,7 +283,7 @@ class LutStore:
         try:
             row = self.conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         except (sqlite3.Error, UnicodeDecodeError) as exc:
-            raise LutError(f"{self.path}: not a LUT file, or a corrupt one ({str(exc)[:120]})") from None
+            raise LutError(f"{self.path}: not a LUT file, or a corrupt one ({sqlite_reason(exc)})") from None
         if row is None:
             raise LutError(f"{self.path}: the LUT has no {name!r} entry (damaged file)")
         return str(row[0])

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from hwnas.errors import HwnasError
-from hwnas.latency.store import ROW_COLUMNS, LutError, LutStore, fingerprint_mismatch
+from hwnas.latency.store import ROW_COLUMNS, LutError, LutStore, fingerprint_mismatch, sqlite_reason
 from hwnas.nas.spaces.kernels import Kernel
 
 
@@ -73,7 +73,7 @@ class LatencyTable:
             try:
                 rows = list(store.rows())
             except (sqlite3.Error, UnicodeDecodeError) as exc:
-                raise LutError(f"{path}: not a LUT file, or a corrupt one ({str(exc)[:120]})") from None
+                raise LutError(f"{path}: not a LUT file, or a corrupt one ({sqlite_reason(exc)})") from None
             meta = dict(store.meta)
             fingerprint = store.fingerprint
         cols = list(ROW_COLUMNS)
