@@ -236,7 +236,7 @@ class LutStore:
             if (kind, name) not in _SCHEMA_OBJECTS:
                 raise LutError(f"{self.path}: not a LUT file, or a corrupt one (it holds {kind} {str(name)[:40]!r})")
         for table, columns in _TABLE_COLUMNS.items():
-            have = [str(row[1]) for row in self.conn.execute(f"PRAGMA table_info({table})")]
+            have = self._columns(table)
             older = table in _WITH_MIN and have == list(columns[:-1])
             if have and have != list(columns) and not older:
                 raise LutError(f"{self.path}: damaged LUT (table {table} has columns {', '.join(have)[:120]})")
