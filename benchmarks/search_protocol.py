@@ -134,15 +134,15 @@ def _search_job(cfg: dict[str, Any], out: str, threads: int) -> float:
 
 
 def _supernet_scores_job(folder: str, arch_strs: list[str]) -> dict[str, float]:
-    """Each architecture's validation accuracy through a finished search's supernet, BatchNorm
-    re-estimated for it (the supernet side of the ranking's Kendall tau)."""
+    """Each architecture's accuracy through a finished search's supernet, BatchNorm re-estimated for
+    it, on the images selection scores candidates on (the supernet side of the ranking's Kendall tau)."""
     cfg = SearchConfig.from_saved(json.loads((Path(folder) / "config.json").read_text()))
     supernet = Search(cfg, folder, resume=True, progress=False)
     out = {}
     for arch_str in arch_strs:
         a = Architecture.from_str(arch_str, supernet.space.num_classes, supernet.space.in_channels)
         supernet._recalibrate_bn(a)
-        out[arch_str] = evaluate(supernet.net, supernet.splits.val, supernet.splits.mean, supernet.splits.std,
+        out[arch_str] = evaluate(supernet.net, supernet.selection_images, supernet.splits.mean, supernet.splits.std,
                                  supernet.device, arch=a)  # fmt: skip
     return out
 

@@ -101,6 +101,9 @@ def test_splits_are_disjoint_balanced_and_normalized() -> None:
     assert sum(sizes) == 200 and sizes == (144, 36, 20)
     keys = [{bytes(img.numpy().tobytes()) for img in part.x} for part in (splits.weights, splits.alphas, splits.val)]
     assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
+    unseen = splits.unseen_by_weights()  # what selection scores candidates on
+    assert {bytes(img.numpy().tobytes()) for img in unseen.x} == keys[1] | keys[2] and len(unseen) == 56
+    assert torch.equal(unseen.y, torch.cat([splits.val.y, splits.alphas.y]))
     everything = torch.cat([splits.weights.y, splits.alphas.y, splits.val.y])
     assert torch.bincount(everything).tolist() == [50] * 4  # the limit keeps classes balanced
     x = torch.cat([xb for xb, _ in batches(splits.weights, 64, splits.mean, splits.std)])

@@ -23,6 +23,7 @@ from hwnas.nas.search.checkpoints import read_child
 from hwnas.nas.search.cost import make_cost
 from hwnas.nas.search.derive import GROW_TO, InfeasibleBudget, check_budget, derive
 from hwnas.nas.search.loop import Search, SearchConfig
+from hwnas.nas.search.training import evaluate
 from hwnas.nas.spaces.arch import Architecture
 from hwnas.nas.spaces.kernels import arch_flops
 
@@ -98,7 +99,8 @@ def _config(tmp_path: Path, **kw) -> SearchConfig:
 def test_search_writes_a_complete_run_folder(tmp_path: Path, tiny_flops: list[float]) -> None:
     budget = tiny_flops[len(tiny_flops) // 3]
     out = tmp_path / "run"
-    result = Search(_config(tmp_path, budget=budget, sampled_child=True), out, progress=False).run()  # the defaults
+    search = Search(_config(tmp_path, budget=budget, sampled_child=True), out, progress=False)  # the defaults
+    result = search.run()
     arch = Architecture.load(out / "arch.json")
     assert arch == result.derivation.arch and get_space("tiny").contains(arch)
     assert arch_flops(arch) / 1e6 <= budget
@@ -121,6 +123,12 @@ def test_search_writes_a_complete_run_folder(tmp_path: Path, tiny_flops: list[fl
     scored = [c for c in cands if not c["how"].startswith("null")]
     assert len(chosen) == 1 and chosen[0]["arch"] == arch.to_str()
     assert chosen[0]["val_acc_supernet"] == max(c["val_acc_supernet"] for c in scored)
+    # scored on every image the weights never trained on, not the validation images alone
+    unseen = search.selection_images
+    assert len(unseen) == len(search.splits.val) + len(search.splits.alphas) > len(search.splits.val)
+    search._recalibrate_bn(arch)
+    on_unseen = evaluate(search.net, unseen, search.splits.mean, search.splits.std, search.device, arch=arch)
+    assert chosen[0]["val_acc_supernet"] == pytest.approx(on_unseen, abs=1e-9)
     for c in scored:  # every candidate in the band (the tiny space has architectures in it at this budget)
         assert 0.9 * budget <= c["cost"] <= budget * (1 + 1e-9)
         a = Architecture.from_str(c["arch"], arch.num_classes, arch.in_channels)

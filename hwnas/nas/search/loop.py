@@ -204,6 +204,12 @@ class Search:
             write_text_atomic(self.out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
 
     # --- data --------------------------------------------------------------------------------
+    @property
+    def selection_images(self) -> Images:
+        """The images candidates are scored on: validation and architecture images, which the
+        weights never see (the architecture steps fit alphas, not the child networks' weights)."""
+        return self.splits.unseen_by_weights()
+
     def _data(self) -> DataSplits:
         cfg, space = self.cfg, self.space
         train = load_images_for(cfg.data, space.num_classes)
@@ -350,8 +356,8 @@ class Search:
             key = arch.to_str()
             if key not in accuracy:
                 self._recalibrate_bn(arch)
-                accuracy[key] = evaluate(self.net, self.splits.val, self.splits.mean, self.splits.std, self.device,
-                                         arch=arch)  # fmt: skip
+                accuracy[key] = evaluate(self.net, self.selection_images, self.splits.mean, self.splits.std,
+                                         self.device, arch=arch)  # fmt: skip
             return accuracy[key]
 
         if cfg.evolution > 0 and found:
