@@ -211,3 +211,33 @@ def test_a_tflite_int8_lut_is_profiled_and_validated_against_whole_int8_networks
     interp = open_interpreter(net)
     kinds = {str(t["dtype"].__name__) for t in interp.get_tensor_details()}
     assert "int8" in kinds and any(d["op_name"] == "CONV_2D" for d in interp._get_ops_details())
+
+
+def test_whole_int8_networks_run_every_conv_as_qlinearconv(tmp_path: Path) -> None:
+    """torch.onnx shares identical constants through Identity nodes (every folded conv bias of a
+    network at its initial BatchNorm statistics is the same zeros); quantized as shared, the bias
+    scale is wrong for all but one conv and ONNX Runtime leaves those convs float."""
+    import onnxruntime as ort
+
+    from hwnas.export.convert.onnx_export import unshare_initializers
+    from hwnas.latency.network_timing import network_artifacts, network_input_shape
+
+    space = get_space("tiny")
+    arch = space.architecture(space.resolutions[-1], [layer.options[-1] for layer in space.layers])
+    [fp32] = network_artifacts([arch], "onnx", 1, "fp32")
+    assert "Identity" in [n.op_type for n in onnx.load_from_string(fp32).graph.node]  # what the pass is for
+    x = np.random.default_rng(3).standard_normal(network_input_shape(arch)).astype(np.float32)
+    unshared = unshare_initializers(fp32)
+    assert "Identity" not in [n.op_type for n in onnx.load_from_string(unshared).graph.node]
+    (y_shared,) = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    (y_unshared,) = ort.InferenceSession(unshared, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_array_equal(y_shared, y_unshared)
+
+    [int8] = network_artifacts([arch], "onnx", 1, "int8")
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    (y8,) = ort.InferenceSession(int8, so, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    n_convs = sum(1 for n in onnx.load_from_string(fp32).graph.node if n.op_type == "Conv")
+    assert "Conv" not in ops and ops.count("QLinearConv") == n_convs
+    assert np.abs(y8 - y_shared).max() <= 0.1 * np.abs(y_shared).max()

@@ -23,7 +23,7 @@ from hwnas.nas.spaces.kernels import Kernel
 
 ONNX_OPSET = 17
 # Bump when a kernel's module or its conversion changes, so cached artifacts are rebuilt.
-KERNEL_MODELS_VERSION = 2
+KERNEL_MODELS_VERSION = 3  # 3: int8 ONNX networks quantized with unshared biases (all convs fuse)
 
 
 class AddKernel(nn.Module):
