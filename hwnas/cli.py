@@ -961,7 +961,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="masked: DMasking; explicit: one block per choice (FBNet-style baseline, memory hungry)")  # fmt: skip
     se.add_argument("--sandwich", action="store_true",
                     help="each weight step also trains the largest, the smallest and one sampled child, the last "
-                         "two distilled from the largest (BigNAS / OFA); about 4x the cost of a step")  # fmt: skip
+                         "two distilled from the largest (BigNAS / OFA); 1.4-2.0x the default search's time")  # fmt: skip
     se.add_argument("--sampled-child", action=argparse.BooleanOptionalAction, default=True,
                     help="each weight step also trains one child drawn from the choice probabilities on the labels, "
                          "so the networks selection scores have run alone (about 1.5x the cost of a step); "
