@@ -408,3 +408,19 @@ def test_convolutions_carry_no_bias_and_masks_are_not_saved(space_name: str, pat
     params = {name for name, _ in net.named_parameters()}
     extra = [k for k in net.state_dict() if k not in params and k.rsplit(".", 1)[-1] not in bn_stats]
     assert extra == []
+
+
+def test_the_resolution_loss_splits_any_batch_into_one_group_per_resolution() -> None:
+    """4 images over 3 resolutions: groups of 2, 1 and 1 (chunk would give two groups of 2)."""
+    import dataclasses
+
+    space = dataclasses.replace(get_space("tiny"), resolutions=(16, 20, 24))
+    net = SuperNet(space).train()
+    x, y = torch.randn(4, 3, 24, 24), torch.tensor([0, 1, 2, 3]) % space.num_classes
+    torch.manual_seed(6)
+    got = net.resolution_loss(x, y, 0.6)
+    torch.manual_seed(6)
+    groups = [(x[:2], y[:2]), (x[2:3], y[2:3]), (x[3:], y[3:])]
+    ce = torch.stack([F.cross_entropy(net(xr, 0.6, resolution=r), yr)
+                      for r, (xr, yr) in zip(space.resolutions, groups, strict=True)])  # fmt: skip
+    assert torch.allclose(got, (net.res_factor.alpha.softmax(0) * ce).sum())

@@ -379,7 +379,7 @@ class SuperNet(nn.Module):
             return F.cross_entropy(self(x, tau, resolution=self.space.resolutions[0] if n == 1 else None), y)
         p = self.res_factor.probs()
         parts = [F.cross_entropy(self(xr, tau, resolution=r), yr)
-                 for r, xr, yr in zip(self.space.resolutions, x.chunk(n), y.chunk(n), strict=True)]  # fmt: skip
+                 for r, xr, yr in zip(self.space.resolutions, x.tensor_split(n), y.tensor_split(n), strict=True)]  # fmt: skip
         return (p * torch.stack(parts)).sum()
 
     def forward(
