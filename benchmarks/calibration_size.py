@@ -20,12 +20,11 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
 from hwnas.latency.predictor import MIN_FIT, LatencyPredictor, fit_calibration
 from hwnas.latency.table import LatencyTable
+from hwnas.latency.validate import scores
 from hwnas.nas import get_space
 from hwnas.nas.spaces.arch import Architecture
 
@@ -38,10 +37,8 @@ def _score(table: LatencyTable, fit: pd.DataFrame, held: pd.DataFrame, space_nam
 
     cal = fit_calibration(table, archs(fit), list(fit["measured_ms"]), table.fingerprint)
     predictor = LatencyPredictor(table, cal)
-    pred = np.array([predictor.predict(a) for a in archs(held)])
-    y = held["measured_ms"].to_numpy()
-    rel = np.abs(pred / y - 1)
-    return float(np.mean(rel <= 0.10)), float(np.mean(rel <= 0.05)), float(stats.kendalltau(pred, y).statistic)
+    got = scores([predictor.predict(a) for a in archs(held)], held["measured_ms"].to_numpy())  # as validate scores
+    return got["within_10"], got["within_5"], got["kendall_tau"]
 
 
 def main() -> None:

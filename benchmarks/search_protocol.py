@@ -139,11 +139,12 @@ def _supernet_scores_job(folder: str, arch_strs: list[str]) -> dict[str, float]:
     cfg = SearchConfig.from_saved(json.loads((Path(folder) / "config.json").read_text()))
     supernet = Search(cfg, folder, resume=True, progress=False)
     out = {}
+    images = supernet.selection_images
     for arch_str in arch_strs:
         a = Architecture.from_str(arch_str, supernet.space.num_classes, supernet.space.in_channels)
         supernet._recalibrate_bn(a)
-        out[arch_str] = evaluate(supernet.net, supernet.selection_images, supernet.splits.mean, supernet.splits.std,
-                                 supernet.device, arch=a)  # fmt: skip
+        out[arch_str] = evaluate(supernet.net, images, supernet.splits.mean, supernet.splits.std, supernet.device,
+                                 arch=a)  # fmt: skip
     return out
 
 

@@ -351,13 +351,14 @@ class Search:
         if all(a != greedy.arch for _, a in found) and (in_band or not found):  # the band first, when it has any
             found.append(("joint argmax, repaired / grown", greedy.arch))
         accuracy: dict[str, float] = {}
+        images = self.selection_images  # joined once for every candidate
 
         def supernet_accuracy(arch: Architecture) -> float:
             key = arch.to_str()
             if key not in accuracy:
                 self._recalibrate_bn(arch)
-                accuracy[key] = evaluate(self.net, self.selection_images, self.splits.mean, self.splits.std,
-                                         self.device, arch=arch)  # fmt: skip
+                accuracy[key] = evaluate(self.net, images, self.splits.mean, self.splits.std, self.device,
+                                         arch=arch)  # fmt: skip
             return accuracy[key]
 
         if cfg.evolution > 0 and found:
