@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import statistics
 from pathlib import Path
 
@@ -40,3 +41,62 @@ def test_welch_and_exact_permutation_p_values_match_scipy(a: list[float], b: lis
                                    n_resamples=np.inf, vectorized=True)  # fmt: skip
     assert perm == pytest.approx(exact.pvalue, rel=1e-9)
     assert 0 < perm <= 1 and statistics.fmean(a) != statistics.fmean(b)
+
+
+def _is_mobilenet_v2_style(space, arch) -> bool:  # type: ignore[no-untyped-def]
+    """Independent check of the family: ir_k3 at one expansion, skips only at the ends of stages, and a
+    channel choice index that never falls from layer to layer and steps up at most once, by one."""
+    expansions, steps, drops = set(), [], {}
+    for layer, o in zip(space.layers, arch.blocks, strict=True):
+        if o.op == "skip":
+            drops[layer.stage] = drops.get(layer.stage, 0) + 1
+        elif "ir_k3" in layer.ops:
+            if o.op != "ir_k3":
+                return False
+            if len(layer.expansions) > 1:
+                expansions.add(o.e)
+        if len(layer.channels) > 1:
+            steps.append(layer.channels.index(o.c))
+    for stage in drops:  # skipped layers are the last ones of their stage
+        ops = [o.op for layer, o in zip(space.layers, arch.blocks, strict=True) if layer.stage == stage]
+        if ops[len(ops) - drops[stage] :] != ["skip"] * drops[stage]:
+            return False
+    ups = [b - a for a, b in itertools.pairwise(steps)]
+    return len(expansions) <= 1 and all(u >= 0 for u in ups) and sum(ups) <= 1
+
+
+def test_mobilenet_v2_style_lies_in_the_band_and_fills_gaps_that_uniform_widths_leave() -> None:
+    from hwnas.nas import get_space
+    from hwnas.nas.search.cost import make_cost
+
+    space = get_space("cifar")
+    cost = make_cost("flops", space, None)
+    lo, hi = cost.smallest(space)[1], cost.largest(space)[1]
+    found = 0
+    for i in range(1, 41):
+        b = lo + (hi - lo) * i / 40
+        arch = protocol.mobilenet_v2_style(space, cost, 0.9 * b, b)
+        if arch is None:
+            continue
+        found += 1
+        assert 0.9 * b <= cost.of(arch) <= b
+        assert _is_mobilenet_v2_style(space, arch), arch.to_str()
+    assert found >= 30  # most bands of the range hold one
+    # a band that holds only a network with the last stage wide and the others narrow (full depth, the
+    # largest resolution and expansion): uniform widths alone have no member there
+    from hwnas.nas.spaces.space import Option
+
+    last = max(layer.stage for layer in space.layers if len(layer.channels) > 1)
+    options = [
+        Option("ir_k3", layer.channels[-1 if layer.stage == last else 0], max(layer.expansions))
+        if "ir_k3" in layer.ops
+        else layer.options[0]
+        for layer in space.layers
+    ]
+    staged = space.architecture(max(space.resolutions), options)
+    c = cost.of(staged)
+    arch = protocol.mobilenet_v2_style(space, cost, c, c)
+    assert arch is not None and cost.of(arch) == c
+    widths = {layer.channels.index(o.c) for layer, o in zip(space.layers, arch.blocks, strict=True)
+              if len(layer.channels) > 1}  # fmt: skip
+    assert widths == {0, 1}
