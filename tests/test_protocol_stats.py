@@ -100,3 +100,42 @@ def test_mobilenet_v2_style_lies_in_the_band_and_fills_gaps_that_uniform_widths_
     widths = {layer.channels.index(o.c) for layer, o in zip(space.layers, arch.blocks, strict=True)
               if len(layer.channels) > 1}  # fmt: skip
     assert widths == {0, 1}
+
+
+def test_spread_puts_one_network_in_every_slice_even_where_sampling_finds_none() -> None:
+    import random
+
+    from hwnas.nas import get_space
+    from hwnas.nas.search import evolution
+    from hwnas.nas.search.cost import make_cost
+
+    space = get_space("cifar")
+    cost = make_cost("flops", space, None)
+    lo, hi = cost.smallest(space)[1], cost.largest(space)[1]
+    n, tries = 30, 200
+    edges = [lo + (hi - lo) * i / n for i in range(n + 1)]
+    sampled = [evolution.random_in_band(space, cost, edges[i], edges[i + 1], 1, random.Random(5 + i), tries=tries)
+               for i in range(n)]  # fmt: skip
+    assert sum(not got for got in sampled) >= 2  # the ends of the range: sampling alone leaves slices empty
+    archs = protocol.spread(space, cost, n, seed=5, tries=tries)
+    assert len(archs) == n
+    for i, a in enumerate(archs):
+        assert edges[i] <= cost.of(a) <= edges[i + 1] * (1 + 1e-9), (i, cost.of(a))
+        if sampled[i]:
+            assert a == sampled[i][0]  # a slice that sampling fills keeps the uniform draw
+
+
+def test_walk_into_reaches_a_narrow_interval_and_refuses_an_impossible_one() -> None:
+    import random
+
+    from hwnas.nas import get_space
+    from hwnas.nas.search.cost import make_cost
+
+    space = get_space("cifar")
+    cost = make_cost("flops", space, None)
+    (cheapest, lo), hi = cost.smallest(space), cost.largest(space)[1]
+    target = lo + 0.77 * (hi - lo)
+    a = protocol.walk_into(space, cost, target * 0.995, target, cheapest, random.Random(0))
+    assert target * 0.995 <= cost.of(a) <= target
+    with pytest.raises(RuntimeError, match="no architecture found"):
+        protocol.walk_into(space, cost, hi * 1.5, hi * 2, cheapest, random.Random(0), steps=200)
