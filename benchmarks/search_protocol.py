@@ -17,7 +17,7 @@ recipe (:func:`hwnas.nas.search.training.train_child`) on the same class-balance
   with every ``--retrain-seeds`` (none in the band: the run says so at its start and in its table);
 * random: ``--random`` architectures drawn uniformly among those with cost in ``[0.9 B, B]``.
 
-Every final network is timed alone on ``--device`` at the end. Statistics: mean +- sd per arm;
+Every final network is timed alone on ``--device`` at the end (rounds counted by their fastest run). Statistics: mean +- sd per arm;
 searched against random with Welch's t-test and the exact permutation p-value (every split of
 the pooled scores); searched against MobileNetV2-style paired by retrain seed. Ranking: Kendall
 tau between supernet accuracy (the first search's supernet, BatchNorm re-estimated per child) and
@@ -234,7 +234,8 @@ def walk_into(space: SearchSpace, cost: SearchCost, lo: float, hi: float, start:
 
 
 def measure_alone(archs: list[Architecture], spec: str, rounds: int = 3) -> dict[str, float]:
-    """Median latency (ms) of each whole network on ``spec``, in shuffled rounds (median of rounds)."""
+    """Latency (ms) of each whole network on ``spec``: shuffled rounds, each counted by its fastest run
+    (hwnas's round statistic, the one its LUTs and budget verdicts use), the median of the rounds."""
     from hwnas.devices import TimingConfig, open_device
     from hwnas.latency.network_timing import network_artifacts, network_input_shape
 
@@ -246,7 +247,7 @@ def measure_alone(archs: list[Architecture], spec: str, rounds: int = 3) -> dict
         random.Random(r).shuffle(order)
         for a in order:
             runner = device.load(arts[a.to_str()], network_input_shape(a, device.batch))
-            out[a.to_str()].append(device.measure(runner, TimingConfig()).median_ms)
+            out[a.to_str()].append(device.measure(runner, TimingConfig()).round_ms)
             runner.close()
     return {k: statistics.median(v) for k, v in out.items()}
 
