@@ -20,9 +20,9 @@ recipe (:func:`hwnas.nas.search.training.train_child`) on the same class-balance
 Every final network is timed alone on ``--device`` at the end (rounds counted by their fastest
 run). Statistics: mean +- sd per arm; searched against random with Welch's t-test and the exact
 permutation p-value (every split of the pooled scores); searched against MobileNetV2-style paired
-by retrain seed. Ranking: Kendall
-tau between supernet accuracy (the first search's supernet, BatchNorm re-estimated per child) and
-standalone test accuracy over ``--tau-archs`` architectures spread over the whole cost range.
+by retrain seed. Ranking: Kendall tau between supernet accuracy (the first search's supernet,
+BatchNorm re-estimated per child) and standalone test accuracy over ``--tau-archs`` architectures,
+one from each equal slice of the whole cost range.
 Results go to ``WORKDIR/results.json`` as they come (a re-run skips what is done) and the
 markdown table to ``WORKDIR/table.md``.
 """
