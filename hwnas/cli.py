@@ -440,6 +440,12 @@ def _print_calibration(table: object) -> None:
         f"leave-one-out {cal.stats.get('loo_rmspe', float('nan')):.2%}",
         soft_wrap=True,
     )
+    for key, lowest in cal.stats.items():
+        if key.startswith("passed_over_"):
+            model = key.removeprefix("passed_over_").removesuffix("_cheapest_ms")
+            console.print(
+                f"passed over the {model} model: it predicts {lowest:.4f} ms for the cheapest network of the space"
+            )
     t = Table("op", "scale", "+ per kernel (us)", title="calibration")
     for op in cal.scale:
         t.add_row(op, f"{cal.scale[op]:.3f}", f"{cal.per_kernel_ms.get(op, 0.0) * 1e3:+.2f}")

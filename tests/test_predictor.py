@@ -18,6 +18,7 @@ from hwnas.latency.predictor import (
     KERNEL_OPS,
     Calibration,
     LatencyPredictor,
+    cheapest_prediction,
     fit_calibration,
     read_calibration,
     store_calibration,
@@ -409,3 +410,31 @@ def test_the_command_line_offers_every_calibration_model() -> None:
     from hwnas.latency.predictor import MODELS
 
     assert CALIBRATION_MODELS == ("auto", *MODELS)
+
+
+def test_auto_passes_over_models_that_predict_a_network_of_the_space_at_or_below_zero(lut: Path) -> None:
+    space = get_space("cifar")
+    table = LatencyTable.load(lut)
+    raw = LatencyPredictor(table)
+    cheapest = space.extreme(raw.kernel_cost)
+    s0, n0 = raw.raw(cheapest), len(arch_kernels(cheapest))
+    per_kernel = (s0 + 0.01) / n0  # a device on which the space's cheapest network would take -0.01 ms
+
+    def device_ms(a) -> float:  # type: ignore[no-untyped-def]
+        return raw.raw(a) - per_kernel * len(arch_kernels(a))
+
+    rng = random.Random(7)
+    archs = [a for a in (space.sample(rng) for _ in range(400)) if device_ms(a) > 0.02][:30]
+    assert len(archs) == 30
+    measured = [device_ms(a) for a in archs]
+    # every fitted model recovers this device on the networks it sees, so each extrapolates below zero
+    blind = fit_calibration(table, archs, measured, FP)
+    assert blind.model != "raw" and blind.stats["rmspe"] < 1e-6
+    assert cheapest_prediction(table, space, blind) < 0
+    guarded = fit_calibration(table, archs, measured, FP, space=space)
+    assert guarded.model == "raw" and cheapest_prediction(table, space, guarded) > 0
+    passed = {k for k in guarded.stats if k.startswith("passed_over_")}
+    assert passed == {f"passed_over_{m}_cheapest_ms" for m in ("linear", "per-op", "per-op-scale", "full")}
+    assert all(guarded.stats[k] <= 0 for k in passed)
+    # an explicit model is kept as asked
+    assert fit_calibration(table, archs, measured, FP, model="linear", space=space).model == "linear"

@@ -209,7 +209,12 @@ def validate(
         for i in fit_idx:
             roles[i] = "fit"
         calibration = fit_calibration(
-            table, [archs[i] for i in fit_idx], [y[i] for i in fit_idx], device.fingerprint(), model=model
+            table,
+            [archs[i] for i in fit_idx],
+            [y[i] for i in fit_idx],
+            device.fingerprint(),
+            model=model,
+            space=space,
         )
         store_calibration(lut, calibration)
     cal = LatencyPredictor(table, calibration) if calibration else None
