@@ -337,12 +337,27 @@ def main() -> None:
                                batch_size=args.search_batch_size, lr=args.search_lr,
                                **({"evolution": args.evolution} if args.evolution is not None else {}))
             for seed in args.search_seeds}  # fmt: skip
-    mbv2 = mobilenet_v2_style(space, cost, *band)
+    # the baselines and the ranking networks are drawn once and kept: drawing them costs minutes on a
+    # large space (rejection sampling), and a resumed run must retrain the same networks
+    drawn_for = f"{space.name} {args.cost} budget {budget!r}, {args.random} random, {args.tau_archs} ranked"
+    if results.get("drawn", {}).get("for") == drawn_for:
+
+        def parse(text: str) -> Architecture:
+            return Architecture.from_str(text, num_classes=space.num_classes, in_channels=space.in_channels)
+
+        mbv2 = parse(results["drawn"]["mbv2"]) if results["drawn"]["mbv2"] else None
+        randoms = [parse(t) for t in results["drawn"]["random"]]
+        ranked = [parse(t) for t in results["drawn"]["ranked"]]
+    else:
+        mbv2 = mobilenet_v2_style(space, cost, *band)
+        randoms = random_in_band(space, cost, *band, args.random, seed=12345)
+        ranked = spread(space, cost, args.tau_archs, seed=777) if args.tau_archs > 1 else []
+        results["drawn"] = {"for": drawn_for, "mbv2": mbv2.to_str() if mbv2 else None,
+                            "random": [a.to_str() for a in randoms], "ranked": [a.to_str() for a in ranked]}  # fmt: skip
+        save()
     if mbv2 is None:
         print(f"no MobileNetV2-style network lies in the band [{band[0]:.6g}, {band[1]:.6g}]: that arm stays "
               "empty; another --budget-quantile may have one", flush=True)  # fmt: skip
-    randoms = random_in_band(space, cost, *band, args.random, seed=12345)
-    ranked = spread(space, cost, args.tau_archs, seed=777) if args.tau_archs > 1 else []
     first = work / f"search-seed{args.search_seeds[0]}"
     baseline_arms: dict[str, list[tuple[Architecture, int]]] = {
         "MobileNetV2-style": [(mbv2, s) for s in args.retrain_seeds] if mbv2 is not None else [],
