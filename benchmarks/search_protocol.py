@@ -235,22 +235,21 @@ def walk_into(space: SearchSpace, cost: SearchCost, lo: float, hi: float, start:
 
 
 def measure_alone(archs: list[Architecture], spec: str, rounds: int = 3) -> dict[str, float]:
-    """Latency (ms) of each whole network on ``spec``: shuffled rounds, each counted by its fastest run
-    (hwnas's round statistic, the one its LUTs and budget verdicts use), the median of the rounds."""
-    from hwnas.devices import TimingConfig, open_device
-    from hwnas.latency.network_timing import network_artifacts, network_input_shape
+    """Latency (ms) of each whole network on ``spec``, timed as ``hwnas lut validate`` times them
+    (:func:`hwnas.latency.network_timing.measure_networks`: shuffled rounds, each counted by its
+    fastest run, disturbed measurements re-taken; the median of the rounds), in a throwaway store."""
+    import tempfile
+
+    from hwnas.devices import open_device
+    from hwnas.latency.network_timing import measure_networks
+    from hwnas.latency.store import LutStore
 
     device = open_device(spec)
-    arts = dict(zip([a.to_str() for a in archs], network_artifacts(archs, device.format), strict=True))
-    out: dict[str, list[float]] = {a.to_str(): [] for a in archs}
-    for r in range(rounds):
-        order = list(archs)
-        random.Random(r).shuffle(order)
-        for a in order:
-            runner = device.load(arts[a.to_str()], network_input_shape(a, device.batch))
-            out[a.to_str()].append(device.measure(runner, TimingConfig()).round_ms)
-            runner.close()
-    return {k: statistics.median(v) for k, v in out.items()}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LutStore.create_or_open(Path(tmp) / "networks.lut", device.fingerprint(), device.spec) as store,
+    ):
+        return measure_networks(archs, device, store, rounds=rounds, progress=False)
 
 
 def welch_and_permutation(a: list[float], b: list[float]) -> tuple[float, float]:
