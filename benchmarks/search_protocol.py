@@ -52,7 +52,7 @@ from hwnas.nas.search import evolution
 from hwnas.nas.search.checkpoints import has_search_checkpoint
 from hwnas.nas.search.cost import SearchCost, make_cost
 from hwnas.nas.search.data import load_test_images, make_splits
-from hwnas.nas.search.loop import Search, SearchConfig, load_images_for
+from hwnas.nas.search.loop import CHILD_SAMPLING, Search, SearchConfig, load_images_for
 from hwnas.nas.search.training import evaluate, torch_device, train_child
 from hwnas.nas.spaces.arch import Architecture
 from hwnas.nas.spaces.space import Option, SearchSpace
@@ -286,6 +286,8 @@ def main() -> None:
         default=True,
         help="search with (or --no-sampled-child: without) hwnas search's child step (default: with)",
     )
+    ap.add_argument("--child-sampling", choices=CHILD_SAMPLING, default=SearchConfig.child_sampling,
+                    help="how the searches draw the child they train (default: hwnas search's)")  # fmt: skip
     ap.add_argument("--evolution", type=int, default=None, help="search with this --evolution (default: hwnas's)")
     ap.add_argument("--reuse", help="results.json of another protocol run (same data, split, recipe): networks it "
                                     "retrained are not retrained again")  # fmt: skip
@@ -333,7 +335,7 @@ def main() -> None:
     cfgs = {seed: SearchConfig(space=space.name, budget=budget, cost=args.cost, lut=args.lut, data=args.data,
                                limit=args.limit, epochs=args.search_epochs, seed=seed, split_seed=args.split_seed,
                                sandwich=args.sandwich, sampled_child=args.sampled_child, torch_device=args.torch_device,
-                               batch_size=args.search_batch_size, lr=args.search_lr,
+                               child_sampling=args.child_sampling, batch_size=args.search_batch_size, lr=args.search_lr,
                                **({"evolution": args.evolution} if args.evolution is not None else {}))
             for seed in args.search_seeds}  # fmt: skip
     # the baselines and the ranking networks are drawn once and kept: drawing them costs minutes on a
@@ -490,7 +492,7 @@ def _table(args: argparse.Namespace, space: SearchSpace, cost: SearchCost, budge
     lines = [f"<!-- {date.today()}, {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
              f"space {space.name}, {args.cost} budget {budget:g} {cost.unit} (band [0.9 B, B]); data {args.data}, "
              f"{args.limit} training images, split seed {args.split_seed}; search {args.search_epochs} epochs, "
-             f"seeds {args.search_seeds}, sandwich {args.sandwich}, sampled child {args.sampled_child}, evolution "
+             f"seeds {args.search_seeds}, sandwich {args.sandwich}, sampled child {args.sampled_child} ({args.child_sampling}), evolution "
              f"{args.evolution if args.evolution is not None else 'default'}; retrain {args.retrain_epochs} epochs -->",
              "| arm | test accuracy, mean +- sd | predicted cost | measured latency (ms) |", "|---|---|---|---|"]  # fmt: skip
     for arm, items in arms.items():

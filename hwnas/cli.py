@@ -543,6 +543,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         epochs=args.epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size, lr=args.lr,
         arch_lr=args.arch_lr, tau_start=args.tau_start, tau_end=args.tau_end, paths=args.paths, seed=args.seed,
         split_seed=args.split_seed, sandwich=args.sandwich, sampled_child=args.sampled_child,
+        child_sampling=args.child_sampling,
         evolution=args.evolution, torch_device=args.torch_device,
     )  # fmt: skip
     search = Search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
@@ -969,9 +970,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="each weight step also trains the largest, the smallest and one sampled child, the last "
                          "two distilled from the largest (BigNAS / OFA); 1.4-2.0x the default search's time")  # fmt: skip
     se.add_argument("--sampled-child", action=argparse.BooleanOptionalAction, default=True,
-                    help="each weight step also trains one child drawn from the choice probabilities on the labels, "
+                    help="each weight step also trains one sampled child (see --child-sampling) on the labels, "
                          "so the networks selection scores have run alone (about 1.5x the cost of a step); "
                          "on by default")  # fmt: skip
+    se.add_argument("--child-sampling", default="alpha", metavar="{alpha,mixed,uniform}",
+                    help="how the trained child is drawn: from the choice probabilities (alpha, the default), "
+                         "uniformly per choice (uniform), or the two on alternate steps (mixed)")  # fmt: skip
     se.add_argument("--evolution", type=_nonnegative_int, default=24,
                     help="supernet evaluations of the evolutionary search in the budget band at selection "
                          "(0: none; default 24)")  # fmt: skip

@@ -214,13 +214,15 @@ def test_search_bad_inputs(tmp_path: Path) -> None:
     assert "not a readable .npz" in err("--budget-mflops", "1", "--data", str(tmp_path / "bad.npz"))
     assert "no checkpoint to resume" in err("--budget-mflops", "1", "--resume")
     assert "must be >= 0" in err("--budget-mflops", "1", "--evolution", "-1")
+    assert "unknown child sampling 'any'" in err("--budget-mflops", "1", "--child-sampling", "any")
 
 
 def test_a_run_made_before_a_setting_existed_resumes_as_it_was_made() -> None:
     saved = asdict(_config(Path("."), sampled_child=True, evolution=24))
-    del saved["sampled_child"], saved["evolution"]  # a config.json written before these fields
+    del saved["sampled_child"], saved["evolution"], saved["child_sampling"]  # a config.json written before these
     old = SearchConfig.from_saved(saved)
     assert old.sampled_child is False and old.evolution == 0  # what such a run did, not today's defaults
+    assert old.child_sampling == "alpha"
     assert SearchConfig(space="tiny", budget=1.0).sampled_child is True
 
 
@@ -317,6 +319,34 @@ def test_sampled_children_follow_the_choice_distribution(tmp_path: Path) -> None
         for p in search.net.arch_parameters():
             p.copy_(torch.arange(p.numel(), dtype=p.dtype) * 20.0)
     assert {search._sample_child(gen) for _ in range(20)} == {search.net.derive()}
+    seen = [set() for _ in search.space.layers]  # the uniform draw ignores the peaked alphas
+    for _ in range(200):
+        for i, b in enumerate(search._sample_child(gen, uniform=True).blocks):
+            seen[i].add((b.op, b.c, b.e))
+    assert [len(s) for s in seen] == [len(layer.options) for layer in search.space.layers]
+
+
+@pytest.mark.parametrize("sampling, uniform_steps", [("alpha", set()), ("uniform", {0, 1, 2, 3}), ("mixed", {0, 2})])
+def test_child_sampling_draws_uniform_children_on_the_steps_it_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sampling: str, uniform_steps: set[int]
+) -> None:
+    search = Search(_config(tmp_path, child_sampling=sampling, sampled_child=True), tmp_path / "s", progress=False)
+    drawn: list[bool] = []
+    original = search._sample_child
+
+    def spy(gen: torch.Generator, uniform: bool = False) -> Architecture:
+        drawn.append(uniform)
+        return original(gen, uniform)
+
+    monkeypatch.setattr(search, "_sample_child", spy)
+    search._epoch(lambda: None)
+    assert len(drawn) == search.steps_per_epoch >= 4
+    assert {i for i, u in enumerate(drawn[:4]) if u} == uniform_steps
+
+
+def test_an_unknown_child_sampling_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(HwnasError, match=r"child sampling 'random'; choose alpha, mixed, uniform"):
+        Search(_config(tmp_path, child_sampling="random"), tmp_path / "x", progress=False)
 
 
 def test_a_negative_evolution_budget_is_refused(tmp_path: Path) -> None:
@@ -325,9 +355,10 @@ def test_a_negative_evolution_budget_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.tour  # a long command-line journey: CI runs it with the tour, after the default suite
-@pytest.mark.parametrize("children", ["sandwich", "sampled_child"])
+@pytest.mark.parametrize("children", ["sandwich", "sampled_child", "sampled_child+mixed"])
 def test_child_training_resumes_where_an_uninterrupted_run_ends(tmp_path: Path, children: str) -> None:
-    cfg = {children: True, "epochs": 3, "warmup_epochs": 1}
+    kind, _, sampling = children.partition("+")
+    cfg = {kind: True, "epochs": 3, "warmup_epochs": 1, "child_sampling": sampling or "alpha"}
     full = Search(_config(tmp_path, **cfg), tmp_path / "full", progress=False).run()
     part = Search(_config(tmp_path, **cfg), tmp_path / "part", progress=False)
     for _ in range(2):
