@@ -465,8 +465,37 @@ def main() -> None:
     }  # fmt: skip
     save()
     table = _table(args, space, cost, budget, arms, scores, tau, len(pairs), latency)
+    if len(pairs) > 1:
+        rows, lo, hi = ranking_rows(ranked, pairs)
+        table += (f"Kendall tau with one network left out: {lo:.3f} to {hi:.3f}\n\n"
+                  f"| {cost.unit} | resolution | skips | supernet | standalone | rank, supernet | rank, standalone |\n"
+                  "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")  # fmt: skip
     write_text_atomic(work / "table.md", table)
     print(table)
+
+
+def ranking_rows(ranked: list[Architecture], pairs: list[tuple[float, float, float]]) -> tuple[list[str], float, float]:
+    """The ranking per network, largest rank disagreement first (markdown rows), and the range of
+    Kendall tau with each network left out in turn: how much one network decides the figure."""
+    from scipy import stats
+
+    n = len(pairs)
+
+    def ranks(values: list[float]) -> list[float]:
+        return [float(r) for r in stats.rankdata(values)]  # 1 = lowest; ties share the mean rank
+
+    r_super, r_alone = ranks([p[0] for p in pairs]), ranks([p[1] for p in pairs])
+    rows = []
+    for i in sorted(range(n), key=lambda i: (-abs(r_super[i] - r_alone[i]), pairs[i][2])):
+        a = ranked[i]
+        skips = sum(b.op.startswith("skip") for b in a.blocks)
+        rows.append(f"| {pairs[i][2]:.4g} | {a.resolution} | {skips} | {pairs[i][0]:.2%} | {pairs[i][1]:.2%} | "
+                    f"{r_super[i]:g} | {r_alone[i]:g} |")  # fmt: skip
+    if n < 4:
+        return rows, math.nan, math.nan
+    loo = [float(stats.kendalltau([p[0] for j, p in enumerate(pairs) if j != i],
+                                  [p[1] for j, p in enumerate(pairs) if j != i]).statistic) for i in range(n)]  # fmt: skip
+    return rows, min(loo), max(loo)
 
 
 def _partial(done: dict[str, Any], arms: dict[str, list[tuple[Architecture, int]]]) -> str:

@@ -139,3 +139,34 @@ def test_walk_into_reaches_a_narrow_interval_and_refuses_an_impossible_one() -> 
     assert target * 0.995 <= cost.of(a) <= target
     with pytest.raises(RuntimeError, match="no architecture found"):
         protocol.walk_into(space, cost, hi * 1.5, hi * 2, cheapest, random.Random(0), steps=200)
+
+
+def _tau_by_pairs(x: list[float], y: list[float]) -> float:
+    """Kendall's tau-a by counting pairs (no ties in the data below)."""
+    s = sum((x[i] - x[j]) * (y[i] - y[j]) > 0 for i, j in itertools.combinations(range(len(x)), 2))
+    d = sum((x[i] - x[j]) * (y[i] - y[j]) < 0 for i, j in itertools.combinations(range(len(x)), 2))
+    return (s - d) / (len(x) * (len(x) - 1) / 2)
+
+
+def test_ranking_rows_put_the_largest_disagreement_first_and_bound_tau_leaving_one_out() -> None:
+    import random
+
+    from hwnas.nas import get_space
+    from hwnas.nas.search import evolution
+    from hwnas.nas.search.cost import make_cost
+
+    space = get_space("tiny")
+    cost = make_cost("flops", space, None)
+    lo, hi = cost.smallest(space)[1], cost.largest(space)[1]
+    archs = evolution.random_in_band(space, cost, lo, hi, 6, random.Random(3))
+    alone = [0.40, 0.42, 0.45, 0.47, 0.50, 0.53]
+    supernet = [0.30, 0.31, 0.34, 0.36, 0.38, 0.25]  # the last network: best alone, worst through the supernet
+    pairs = [(s, a, float(i)) for i, (s, a) in enumerate(zip(supernet, alone, strict=True))]
+    rows, lo_tau, hi_tau = protocol.ranking_rows(archs, pairs)
+    assert len(rows) == 6
+    assert rows[0].startswith("| 5 |") and rows[0].endswith("| 1 | 6 |")  # rank 1 through the supernet, 6 alone
+    loo = [_tau_by_pairs([s for j, s in enumerate(supernet) if j != i], [a for j, a in enumerate(alone) if j != i])
+           for i in range(6)]  # fmt: skip
+    assert (lo_tau, hi_tau) == pytest.approx((min(loo), max(loo)))
+    assert hi_tau == pytest.approx(1.0)  # without the outlier the order agrees
+    assert f"| {archs[5].resolution} | {sum(b.op.startswith('skip') for b in archs[5].blocks)} |" in rows[0]
