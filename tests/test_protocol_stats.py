@@ -170,3 +170,13 @@ def test_ranking_rows_put_the_largest_disagreement_first_and_bound_tau_leaving_o
     assert (lo_tau, hi_tau) == pytest.approx((min(loo), max(loo)))
     assert hi_tau == pytest.approx(1.0)  # without the outlier the order agrees
     assert f"| {archs[5].resolution} | {sum(b.op.startswith('skip') for b in archs[5].blocks)} |" in rows[0]
+
+
+def test_the_tau_ceiling_falls_as_the_retrain_noise_grows() -> None:
+    standalone = [0.40 + 0.01 * i for i in range(12)]  # one point apart
+    assert protocol.tau_ceiling(standalone, 0.0, draws=50) == pytest.approx((1.0, 1.0, 1.0))  # no noise: perfect
+    small = protocol.tau_ceiling(standalone, 0.002, draws=400)
+    large = protocol.tau_ceiling(standalone, 0.05, draws=400)
+    assert 0.85 < small[1] <= 1.0 and large[1] < small[1] - 0.3
+    assert abs(protocol.tau_ceiling(standalone, 10.0, draws=400)[1]) < 0.15  # noise swamps the order
+    assert small[0] <= small[1] <= small[2]
