@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -219,10 +220,10 @@ def test_search_bad_inputs(tmp_path: Path) -> None:
 
 def test_a_run_made_before_a_setting_existed_resumes_as_it_was_made() -> None:
     saved = asdict(_config(Path("."), sampled_child=True, evolution=24))
-    del saved["sampled_child"], saved["evolution"], saved["child_sampling"]  # a config.json written before these
+    del saved["sampled_child"], saved["evolution"], saved["child_sampling"], saved["relaxed_weights"]  # older file
     old = SearchConfig.from_saved(saved)
     assert old.sampled_child is False and old.evolution == 0  # what such a run did, not today's defaults
-    assert old.child_sampling == "alpha"
+    assert old.child_sampling == "alpha" and old.relaxed_weights is True
     assert SearchConfig(space="tiny", budget=1.0).sampled_child is True
 
 
@@ -342,6 +343,41 @@ def test_child_sampling_draws_uniform_children_on_the_steps_it_says(
     search._epoch(lambda: None)
     assert len(drawn) == search.steps_per_epoch >= 4
     assert {i for i, u in enumerate(drawn[:4]) if u} == uniform_steps
+
+
+@pytest.mark.parametrize("relaxed", [True, False])
+def test_without_the_relaxed_weight_step_the_weights_learn_from_children_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relaxed: bool
+) -> None:
+    search = Search(_config(tmp_path, sampled_child=True, relaxed_weights=relaxed, epochs=2, warmup_epochs=1),
+                    tmp_path / "s", progress=False)  # fmt: skip
+    calls = {"relaxed": 0, "child": 0}
+    forward = search.net.forward
+
+    def counting(x: torch.Tensor, tau: float = 1.0, resolution: int | None = None,
+                 arch: Architecture | None = None) -> torch.Tensor:  # fmt: skip
+        calls["child" if arch is not None else "relaxed"] += 1
+        return forward(x, tau, resolution, arch)
+
+    monkeypatch.setattr(search.net, "forward", counting)
+    at_epoch_end: dict[str, int] = {}
+    epoch_row = search._epoch_row
+
+    def snapshot(tau: float, sums: dict[str, float]) -> dict[str, Any]:
+        at_epoch_end.update(calls)  # before the argmax network is evaluated
+        return epoch_row(tau, sums)
+
+    monkeypatch.setattr(search, "_epoch_row", snapshot)
+    row = search._epoch(lambda: None)  # the warm-up epoch: weight steps only
+    n = search.steps_per_epoch
+    assert at_epoch_end == {"relaxed": n if relaxed else 0, "child": n}
+    assert math.isfinite(row["train_ce"]) and 0.0 <= row["train_acc"] <= 1.0
+
+
+def test_without_the_relaxed_weight_step_a_child_step_is_required(tmp_path: Path) -> None:
+    with pytest.raises(HwnasError, match="learn only from children: add --sandwich or --sampled-child"):
+        Search(_config(tmp_path, relaxed_weights=False, sampled_child=False, sandwich=False), tmp_path / "x",
+               progress=False)  # fmt: skip
 
 
 def test_an_unknown_child_sampling_is_refused(tmp_path: Path) -> None:

@@ -73,7 +73,12 @@ EVOLVED_CANDIDATES = 3  # the best new architectures of the evolutionary search 
 
 # What a run made before these settings existed did: a checkpoint or config.json without them
 # resumes (and compares) as these values, not as today's defaults.
-BEFORE_FIELD_EXISTED: dict[str, Any] = {"sampled_child": False, "evolution": 0, "child_sampling": "alpha"}
+BEFORE_FIELD_EXISTED: dict[str, Any] = {
+    "sampled_child": False,
+    "evolution": 0,
+    "child_sampling": "alpha",
+    "relaxed_weights": True,
+}
 # How the trained child (the sampled-child step, and the sandwich's third child) is drawn: from the
 # choice probabilities (alpha), from the uniform distribution over each factor (uniform, as in the
 # warm-up), or the two on alternate weight steps (mixed). Alpha trains mostly the region the search
@@ -110,6 +115,7 @@ class SearchConfig:
     sandwich: bool = False  # also train the largest, smallest and one sampled child each step
     sampled_child: bool = True  # also train one child drawn from the choice probabilities each step
     child_sampling: str = "alpha"  # how that child is drawn; see CHILD_SAMPLING
+    relaxed_weights: bool = True  # the weights also learn through the relaxed (Gumbel-weighted) supernet
     evolution: int = 24  # supernet evaluations of the evolutionary search at selection (0: none)
     seed: int = 0
     split_seed: int = 0  # which images go to the weights / alphas / val splits; independent of seed
@@ -135,6 +141,9 @@ class SearchConfig:
             raise HwnasError(f"evolution must be a whole number >= 0, got {self.evolution!r}")
         if self.child_sampling not in CHILD_SAMPLING:
             raise HwnasError(f"unknown child sampling {self.child_sampling!r}; choose {', '.join(CHILD_SAMPLING)}")
+        if not self.relaxed_weights and not (self.sandwich or self.sampled_child):
+            raise HwnasError("without the relaxed weight step the weights learn only from children: "
+                             "add --sandwich or --sampled-child")  # fmt: skip
         if self.loss not in PENALTIES:
             raise HwnasError(f"unknown loss {self.loss!r}; choose {', '.join(PENALTIES)}")
         if self.warmup_epochs is None and self.epochs >= 1:
@@ -422,13 +431,18 @@ class Search:
             x, y = x.to(dev), y.to(dev)
             self.w_opt.zero_grad(set_to_none=True)
             self.a_opt.zero_grad(set_to_none=True)
-            logits = net(x, tau)
-            loss = F.cross_entropy(logits, y)
-            loss.backward()
+            if cfg.relaxed_weights:
+                logits = net(x, tau)
+                loss = F.cross_entropy(logits, y)
+                loss.backward()
             if cfg.sandwich:
-                self._sandwich_step(x, y, gen, uniform)
+                big = self._sandwich_step(x, y, gen, uniform)
             elif cfg.sampled_child:
-                F.cross_entropy(net(x, arch=self._sample_child(gen, uniform)), y).backward()
+                child = net(x, arch=self._sample_child(gen, uniform))
+                F.cross_entropy(child, y).backward()
+            if not cfg.relaxed_weights:  # the training figures are then the largest's (or the child's)
+                logits = (big if cfg.sandwich else child).detach()
+                loss = F.cross_entropy(logits, y)
             self.w_opt.step()
             self.w_sched.step()
             self.timing["weight_step_s"] += time.perf_counter() - t
@@ -443,7 +457,9 @@ class Search:
             advance()
         return self._epoch_row(tau, sums)
 
-    def _sandwich_step(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, uniform: bool = False) -> None:
+    def _sandwich_step(
+        self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, uniform: bool = False
+    ) -> torch.Tensor:
         """The sandwich rule with in-place distillation (BigNAS, OFA): the largest child learns from
         the labels, the smallest and one sampled child (see ``_sample_child``) learn from the
         largest's predictions. Gradients add to those of the relaxed supernet's step."""
@@ -454,6 +470,7 @@ class Search:
         for arch in (self.smallest, self._sample_child(gen, uniform)):
             out = net(x, arch=arch)
             (-(teacher * out.log_softmax(1)).sum(1).mean()).backward()
+        return big
 
     def _sample_child(self, gen: torch.Generator, uniform: bool = False) -> Architecture:
         """A child drawn from the choice probabilities (uniform before the alphas move), or with

@@ -1,10 +1,10 @@
-"""Does the way the search draws its trained child change how well the supernet ranks networks?
+"""Does a search setting change how well the supernet ranks networks (the search issue's Kendall tau)?
 
-    python benchmarks/child_sampling_tau.py --protocol runs/protocol-v4 --child-sampling mixed \
+    python benchmarks/ranking_ablation.py --protocol runs/protocol-v4 --set child_sampling=mixed \
         --seeds 0 1 --workdir runs/child-sampling
 
 Re-runs a finished ``search_protocol.py`` run's searches (its ``search-seed*/config.json``, every
-setting kept) with another ``--child-sampling``, then scores that run's ranking networks (the ones
+setting kept but those given with ``--set``), then scores that run's ranking networks (the ones
 its Kendall tau was computed over) through both the new and the original supernets (BatchNorm
 re-estimated per child, on the images selection scores on) and reports Kendall tau against the
 standalone test accuracies the protocol measured, per search seed. The spread of tau over the
@@ -27,7 +27,8 @@ from typing import Any
 from scipy import stats
 from search_protocol import _search_ended, _search_job, _supernet_scores_job
 
-from hwnas.nas.search.loop import CHILD_SAMPLING, SearchConfig
+from hwnas.errors import HwnasError
+from hwnas.nas.search.loop import SearchConfig
 
 
 def _scores(folder: Path, ranked: list[str], cached: Path) -> list[float]:
@@ -40,10 +41,22 @@ def _scores(folder: Path, ranked: list[str], cached: Path) -> list[float]:
     return [got[a] for a in ranked]
 
 
+def _parse_set(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or key not in SearchConfig.__dataclass_fields__:
+        raise HwnasError(f"--set {item!r}: expected FIELD=VALUE with a SearchConfig field")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a bare string: child_sampling=mixed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--protocol", required=True, help="a finished search_protocol.py workdir")
-    ap.add_argument("--child-sampling", choices=CHILD_SAMPLING, required=True)
+    ap.add_argument("--set", action="append", required=True, metavar="FIELD=VALUE",
+                    help="a SearchConfig field to change, as JSON (child_sampling=\"mixed\", relaxed_weights=false); "
+                         "repeatable")  # fmt: skip
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--jobs", type=int, default=2)
@@ -53,11 +66,14 @@ def main() -> None:
     ranked: list[str] = results["drawn"]["ranked"]
     standalone = [results["retrained"][f"{a}|seed0"]["test"] for a in ranked]
     work.mkdir(parents=True, exist_ok=True)
+    changes = dict(_parse_set(item) for item in args.set)
     cfgs: dict[int, dict[str, Any]] = {}
     for seed in args.seeds:
-        saved = SearchConfig.from_saved(json.loads((proto / f"search-seed{seed}" / "config.json").read_text()))
-        saved.child_sampling = args.child_sampling
-        cfgs[seed] = {k: getattr(saved, k) for k in saved.__dataclass_fields__}
+        saved = json.loads((proto / f"search-seed{seed}" / "config.json").read_text())
+        cfg = SearchConfig.from_saved({**saved, **changes})
+        cfg.check()
+        cfgs[seed] = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+    label = " ".join(f"{k}={v!r}" for k, v in changes.items())
     todo = [s for s in args.seeds if not _search_ended(work, s)]
     threads = max(1, (mp.cpu_count() or 1) // max(1, args.jobs))
     with ProcessPoolExecutor(max_workers=max(1, min(args.jobs, len(todo) or 1)),
@@ -65,16 +81,15 @@ def main() -> None:
         for seed, seconds in zip(todo, pool.map(_search_job, [cfgs[s] for s in todo],
                                                 [str(work / f"search-seed{s}") for s in todo],
                                                 [threads] * len(todo)), strict=True):  # fmt: skip
-            print(f"search seed {seed} ({args.child_sampling}) ended in {seconds:.0f} s", flush=True)
+            print(f"search seed {seed} ({label}) ended in {seconds:.0f} s", flush=True)
     rows = []
-    for root, name in ((work, "new"), (proto, "original")):
+    for root, name in ((work, label), (proto, "original")):
         for seed in args.seeds:
             folder = root / f"search-seed{seed}"
-            label = SearchConfig.from_saved(json.loads((folder / "config.json").read_text())).child_sampling
-            sc = _scores(folder, ranked, work / f"scores-{name}-seed{seed}.json")
+            sc = _scores(folder, ranked, work / f"scores-{'new' if root == work else 'original'}-seed{seed}.json")
             tau = float(stats.kendalltau(sc, standalone).statistic)
-            rows.append({"child_sampling": label, "seed": seed, "kendall_tau": tau, "scores": sc})
-            print(f"{label:>8} seed {seed}: Kendall tau {tau:.3f}", flush=True)
+            rows.append({"settings": name, "seed": seed, "kendall_tau": tau, "scores": sc})
+            print(f"{name} seed {seed}: Kendall tau {tau:.3f}", flush=True)
     out = {"protocol": str(proto), "ranked": ranked, "standalone": standalone, "rows": rows}
     (work / "tau.json").write_text(json.dumps(out, indent=1) + "\n")
 
