@@ -95,4 +95,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except HwnasError as e:
+        raise SystemExit(f"error: {e}") from None
