@@ -113,7 +113,7 @@ class SearchConfig:
     alpha_fraction: float = 0.2
     paths: str = "masked"
     sandwich: bool = False  # also train the largest, smallest and one sampled child each step
-    sampled_child: bool = True  # also train one child drawn from the choice probabilities each step
+    sampled_child: bool = True  # also train one sampled child each step (see child_sampling)
     child_sampling: str = "alpha"  # how that child is drawn; see CHILD_SAMPLING
     relaxed_weights: bool = True  # the weights also learn through the relaxed (Gumbel-weighted) supernet
     evolution: int = 24  # supernet evaluations of the evolutionary search at selection (0: none)
@@ -462,7 +462,8 @@ class Search:
     ) -> torch.Tensor:
         """The sandwich rule with in-place distillation (BigNAS, OFA): the largest child learns from
         the labels, the smallest and one sampled child (see ``_sample_child``) learn from the
-        largest's predictions. Gradients add to those of the relaxed supernet's step."""
+        largest's predictions. Gradients add to those of the relaxed supernet's step, if any
+        (``relaxed_weights``)."""
         net = self.net
         big = net(x, arch=self.largest)
         F.cross_entropy(big, y).backward()
