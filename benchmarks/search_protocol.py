@@ -470,10 +470,11 @@ def main() -> None:
         m = scores["MobileNetV2-style"]
         ceiling = ""
         if len(m) > 1:
-            c_lo, c_mid, c_hi = tau_ceiling([p[1] for p in pairs], statistics.stdev(m))
+            sd = statistics.stdev(m)
+            c_lo, c_mid, c_hi = tau_ceiling([p[1] for p in pairs], sd)
             ceiling = (f"Noise ceiling: a perfect ranker would reach tau {c_mid:.3f} (10-90%: {c_lo:.3f}-{c_hi:.3f}) "
                        f"against one retraining per network, at the MobileNetV2-style network's retrain-seed sd "
-                       f"({statistics.stdev(m):.2%})\n")  # fmt: skip
+                       f"({sd:.2%})\n")  # fmt: skip
         table += (f"Kendall tau with one network left out: {lo:.3f} to {hi:.3f}\n{ceiling}\n"
                   f"| {cost.unit} | resolution | skips | supernet | standalone | rank, supernet | rank, standalone |\n"
                   "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")  # fmt: skip
