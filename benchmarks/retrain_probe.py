@@ -32,12 +32,13 @@ def _searchable(space: SearchSpace, i: int) -> bool:
     return len(space.layers[i].options) > 1
 
 
-def _with_se(b: Block, se: bool) -> Block:
-    op = parse_op(b.op)
-    if op.kind != "ir" or ("_se" in b.op) == se:
+def _with_se(space: SearchSpace, i: int, b: Block, se: bool) -> Block:
+    """``b`` with SE added (the space's SE form of its op: ``_sehsig`` or ``_se``) or removed."""
+    if parse_op(b.op).kind != "ir" or ("_se" in b.op) == se:
         return b
-    name = b.op + "_sehsig" if se else b.op.replace("_sehsig", "").replace("_se", "")
-    return Block(name, b.c, b.s, b.e)
+    names = [b.op + "_sehsig", b.op + "_se"] if se else [b.op.replace("_sehsig", "").replace("_se", "")]
+    ops = space.layers[i].ops
+    return next((Block(n, b.c, b.s, b.e) for n in names if n in ops), b)
 
 
 def variants(space: SearchSpace, arch: Architecture) -> dict[str, Architecture]:
@@ -50,7 +51,7 @@ def variants(space: SearchSpace, arch: Architecture) -> dict[str, Architecture]:
     out = {"as given": arch}
     for se in (True, False):
         out["SE on every searchable IR block" if se else "no SE"] = rebuild(
-            [_with_se(b, se) if _searchable(space, i) else b for i, b in enumerate(blocks)]
+            [_with_se(space, i, b, se) if _searchable(space, i) else b for i, b in enumerate(blocks)]
         )
     for r in space.resolutions:
         if r != arch.resolution:
