@@ -423,3 +423,17 @@ def test_crafted_corpus_through_the_cli(tmp_path: Path, child_bytes: bytes, lut_
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
         assert proc.stderr.startswith("hwnas: error: "), (args, proc.stderr)
     assert set(corpus.iterdir()) == before, "a refused command wrote files"
+
+
+@pytest.mark.parametrize("key", ["\n", "a\nb", "tab\there", "\x00"])
+def test_an_unknown_field_with_a_control_character_is_a_one_line_error(tmp_path: Path, key: str) -> None:
+    # found by test_fuzz_architecture_json: the field name went into the message raw, line break and all
+    data = get_space("cifar").sample(0).to_dict()
+    data[key] = 1
+    f = tmp_path / "a.json"
+    f.write_text(json.dumps(data))
+    with pytest.raises(HwnasError) as info:
+        Architecture.load(f)
+    message = str(info.value)
+    assert "\n" not in message and message.isprintable(), message
+    assert "unknown field" in message and repr(key)[1:-1] in message

@@ -84,7 +84,9 @@ class Fields:
     def check_keys(self, allowed: Sequence[str]) -> None:
         for key in self.data:
             if key not in allowed:
-                raise self.error(str(key), f"unknown field; allowed fields: {', '.join(allowed)}")
+                name = str(key)  # a key with a line break or other control character is shown escaped
+                shown = name if name.isprintable() else repr(name)[1:-1]
+                raise self.error(shown, f"unknown field; allowed fields: {', '.join(allowed)}")
 
     def check_header(self, expected_format: str, max_version: int, what: str) -> None:
         """The optional ``format`` and ``version`` fields: the right kind of file, not too new."""
