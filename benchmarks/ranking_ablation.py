@@ -105,9 +105,10 @@ def main() -> None:
             print(f"{name} seed {seed}: Kendall tau {tau:.3f} (one network left out: {lo:.3f} to {hi:.3f})", flush=True)
     mbv2 = results["summary"]["scores"]["MobileNetV2-style"]
     if len(mbv2) > 1:
-        c_lo, c_mid, c_hi = tau_ceiling(standalone, statistics.stdev(mbv2))
+        sd = statistics.stdev(mbv2)
+        c_lo, c_mid, c_hi = tau_ceiling(standalone, sd)
         print(f"noise ceiling: a perfect ranker reaches tau {c_mid:.3f} (10-90%: {c_lo:.3f}-{c_hi:.3f}) at the "
-              f"MobileNetV2-style retrain-seed sd {statistics.stdev(mbv2):.2%}", flush=True)  # fmt: skip
+              f"MobileNetV2-style retrain-seed sd {sd:.2%}", flush=True)  # fmt: skip
     out = {"protocol": str(proto), "ranked": ranked, "standalone": standalone, "rows": rows}
     write_text_atomic(work / "tau.json", json.dumps(out, indent=1) + "\n")
 

@@ -15,6 +15,7 @@ never a result. Resumable: a network already in ``--out`` is not retrained.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -23,6 +24,7 @@ from search_protocol import _retrain_job, _worker_init
 
 from hwnas.fileio import write_text_atomic
 from hwnas.nas import get_space
+from hwnas.nas.search.training import train_child
 from hwnas.nas.spaces.arch import Architecture, Block
 from hwnas.nas.spaces.ops import parse_op
 from hwnas.nas.spaces.space import SearchSpace
@@ -33,8 +35,9 @@ def _searchable(space: SearchSpace, i: int) -> bool:
 
 
 def _with_se(space: SearchSpace, i: int, b: Block, se: bool) -> Block:
-    """``b`` with SE added (the space's SE form of its op: ``_sehsig`` or ``_se``) or removed."""
-    if parse_op(b.op).kind != "ir" or ("_se" in b.op) == se:
+    """``b`` with SE added (the space's SE form of its op: ``_sehsig`` or ``_se``) or removed; ``b`` itself
+    where the layer offers no such op (or ``b`` already is that form)."""
+    if parse_op(b.op).kind != "ir":
         return b
     names = [b.op + "_sehsig", b.op + "_se"] if se else [b.op.replace("_sehsig", "").replace("_se", "")]
     ops = space.layers[i].ops
@@ -56,7 +59,7 @@ def variants(space: SearchSpace, arch: Architecture) -> dict[str, Architecture]:
     for r in space.resolutions:
         if r != arch.resolution:
             out[f"at {r} px"] = rebuild(blocks, r)
-    e = max(space.layers[i].expansions[-1] for i in range(len(blocks)) if _searchable(space, i))
+    e = max(max(space.layers[i].expansions) for i in range(len(blocks)) if _searchable(space, i))
     out["ir_k3, largest expansion, no SE, same widths"] = rebuild(
         [
             Block("ir_k3", b.c, b.s, e) if _searchable(space, i) and parse_op(b.op).kind == "ir" else b
@@ -76,9 +79,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=5000)
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    recipe = inspect.signature(train_child).parameters  # the protocol's retraining defaults are train_child's
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--batch-size", type=int, default=recipe["batch_size"].default)
+    ap.add_argument("--lr", type=float, default=recipe["lr"].default)
     ap.add_argument("--jobs", type=int, default=1)
     args = ap.parse_args()
     space = get_space(args.space)
