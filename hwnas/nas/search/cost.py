@@ -15,7 +15,12 @@ cheap ("effective shape propagation", FBNetV2 eqs. 4-10, without interpolation):
     q_l[c] = sum_{j : out(j) = c} P_l[j]                      (out-channel distribution of layer l)
     E[cost] = sum_r p[r] * ( sum_l q_{l-1}^T T_l[r] P_l  +  q_L^T H[r] )
 
-where ``H[r, i]`` is the classifier's cost on ``i`` channels. Everything is a torch op, so the
+where ``H[r, i]`` is the classifier's cost on ``i`` channels. A tied layer (a later layer of a
+``tied_channels`` stage) keeps its input's width, so its choice is not independent of the previous
+layer's: its ``P_l[j]`` is conditional on the width (``P(op) P(expansion)``, repeated for every
+channel choice), its table is zero wherever option ``j``'s out channels differ from in-channel
+``i``, and its out-channel distribution is its input's: ``q_l = q_{l-1}``. The expectation stays
+exact. Everything is a torch op, so the
 gradient with respect to every probability comes for free. The tables ``T_l`` hold, for every
 layer, resolution, in-channel choice and option, the sum of the block's per-kernel costs
 (:func:`expected_cost`).
@@ -48,6 +53,7 @@ class LayerCostTable:
     table: torch.Tensor
     out_index: torch.Tensor
     n_out: int
+    tied: bool = False  # out channels = in channels; ``table`` is zero where they differ
 
 
 class ExpectedCost(nn.Module):
@@ -58,10 +64,13 @@ class ExpectedCost(nn.Module):
         if not layers:
             raise ValueError("an expected cost needs at least one layer")
         self.n_out = [layer.n_out for layer in layers]
+        self.tied = [layer.tied for layer in layers]
         for i, layer in enumerate(layers):
             n_in = 1 if i == 0 else layers[i - 1].n_out
             if layer.table.shape[1] != n_in or layer.table.shape[2] != layer.out_index.numel():
                 raise ValueError(f"layer {i}: table shape {tuple(layer.table.shape)} does not fit {n_in} inputs")
+            if layer.tied and n_in != layer.n_out:
+                raise ValueError(f"layer {i}: a tied layer needs as many out-channel choices as inputs")
             self.register_buffer(f"table_{i}", layer.table)
             self.register_buffer(f"out_index_{i}", layer.out_index)
         self.register_buffer("head", head)
@@ -77,10 +86,11 @@ class ExpectedCost(nn.Module):
         first = tables[0][0]
         q = torch.ones(1, dtype=first.dtype, device=first.device)
         total = torch.zeros(first.shape[0], dtype=first.dtype, device=first.device)
-        for (table, out_index), p, n_out in zip(tables, option_probs, self.n_out, strict=True):
+        for (table, out_index), p, n_out, tied in zip(tables, option_probs, self.n_out, self.tied, strict=True):
             p = p.to(table.dtype)
             total = total + torch.einsum("i,rij,j->r", q, table, p)
-            q = torch.zeros(n_out, dtype=p.dtype, device=p.device).index_add(0, out_index, p)
+            if not tied:  # a tied layer's out channels are its input's: q stays
+                q = torch.zeros(n_out, dtype=p.dtype, device=p.device).index_add(0, out_index, p)
         head = self.get_buffer("head")
         return total + head.to(q.dtype) @ q
 
@@ -105,9 +115,10 @@ def expected_cost(
         for r, h in enumerate(heights):
             for i, cin in enumerate(in_channels):
                 for j, o in enumerate(layer.options):
-                    table[r, i, j] = cost(block_kernels(parse_op(o.op), cin, o.c, layer.stride, o.e, h, h))
+                    if layer.allows(cin, o):
+                        table[r, i, j] = cost(block_kernels(parse_op(o.op), cin, o.c, layer.stride, o.e, h, h))
         out_index = torch.tensor([layer.channels.index(o.c) for o in layer.options], dtype=torch.long)
-        layers.append(LayerCostTable(table.to(dtype), out_index, len(layer.channels)))
+        layers.append(LayerCostTable(table.to(dtype), out_index, len(layer.channels), layer.tied))
         heights = [layer.out_size(h) for h in heights]
         in_channels = layer.channels
     head = torch.tensor(

@@ -66,7 +66,12 @@ def derive(
     logp_res = [math.log(max(float(p), 1e-30)) for p in res_probs]
     logp = [[math.log(max(float(p), 1e-30)) for p in probs] for probs in option_probs]
     r = max(range(len(logp_res)), key=lambda i: logp_res[i])
-    choice = [max(range(len(lp)), key=lambda j: lp[j]) for lp in logp]
+    choice: list[int] = []
+    cin = space.in_channels
+    for layer, lp in zip(space.layers, logp, strict=True):  # a tied layer: the best at its input's width
+        best = max((j for j, o in enumerate(layer.options) if layer.allows(cin, o)), key=lambda j: lp[j])
+        choice.append(best)
+        cin = layer.options[best].c
 
     def build(r_: int, ch: Sequence[int]) -> Architecture:
         options = [space.layers[i].options[j] for i, j in enumerate(ch)]
@@ -88,8 +93,9 @@ def derive(
         for i, layer in enumerate(space.layers):
             for j in range(len(layer.options)):
                 if j != choice[i]:
-                    ch = list(choice)
-                    ch[i] = j
+                    ch = _tied(space, choice, i, j)
+                    if ch is None:
+                        continue
                     c2 = cost.of(build(r, ch))
                     out.append((logp[i][j] - logp[i][choice[i]], c2 - now, r, ch,
                                 f"layer {i}: {_opt(layer.options[choice[i]])} -> {_opt(layer.options[j])}"))  # fmt: skip
@@ -121,6 +127,21 @@ def derive(
     if final > budget * (1 + 1e-9):  # cannot happen while the budget is feasible; guard the guarantee
         raise HwnasError(f"derivation ended over budget ({cost.fmt(final)} > {cost.fmt(budget)})")
     return Derivation(arch, final, start, start_cost, steps)
+
+
+def _tied(space: SearchSpace, choice: Sequence[int], i: int, j: int) -> list[int] | None:
+    """``choice`` with layer ``i`` set to option ``j``, and the tied layers after it moved to its width
+    (their op and expansion kept); None where ``i`` is a tied layer and ``j`` another width. A tied
+    layer's probabilities do not depend on the width, so the move's change of log-probability is
+    layer ``i``'s alone."""
+    layers = space.layers
+    options = [layers[k].options[c] for k, c in enumerate(choice)]
+    new = layers[i].options[j]
+    if layers[i].tied and new.c != options[i - 1].c:
+        return None
+    options[i] = new
+    tied = space.tie(options)
+    return [layer.options.index(o) for layer, o in zip(layers, tied, strict=True)]
 
 
 def _opt(o: Option) -> str:

@@ -52,9 +52,11 @@ def _options(arch: Architecture) -> list[Option]:
 
 
 def mutate(space: SearchSpace, arch: Architecture, rng: random.Random) -> Architecture:
-    """``arch`` with the resolution or one layer's option (among those with a choice) redrawn to another value."""
+    """``arch`` with the resolution or one layer's option (among those with a choice) redrawn to another
+    value; a new width at a ``tied_channels`` stage's first layer carries over to the whole stage."""
     options, res = _options(arch), arch.resolution
-    slots = [i for i, layer in enumerate(space.layers) if len(layer.options) > 1]
+    cins = [space.in_channels, *(o.c for o in options)]
+    slots = [i for i, layer in enumerate(space.layers) if len(layer.allowed(cins[i])) > 1]
     slots += [len(space.layers)] if len(space.resolutions) > 1 else []
     if not slots:
         return arch
@@ -62,15 +64,16 @@ def mutate(space: SearchSpace, arch: Architecture, rng: random.Random) -> Archit
     if slot == len(space.layers):
         res = rng.choice([r for r in space.resolutions if r != res])
     else:
-        options[slot] = rng.choice([o for o in space.layers[slot].options if o != options[slot]])
-    return space.architecture(res, options, arch.name)
+        options[slot] = rng.choice([o for o in space.layers[slot].allowed(cins[slot]) if o != options[slot]])
+    return space.architecture(res, space.tie(options), arch.name)
 
 
 def crossover(space: SearchSpace, a: Architecture, b: Architecture, rng: random.Random) -> Architecture:
-    """Each layer's option and the resolution from ``a`` or ``b``, with equal odds."""
+    """Each layer's option and the resolution from ``a`` or ``b``, with equal odds (tied layers then take
+    the width of their stage's first layer)."""
     options = [x if rng.random() < 0.5 else y for x, y in zip(_options(a), _options(b), strict=True)]
     res = a.resolution if rng.random() < 0.5 else b.resolution
-    return space.architecture(res, options, a.name)
+    return space.architecture(res, space.tie(options), a.name)
 
 
 def evolve(

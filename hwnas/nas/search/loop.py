@@ -58,7 +58,7 @@ from hwnas.nas.search.select import (
 from hwnas.nas.search.supernet import SuperNet
 from hwnas.nas.search.training import cosine, evaluate, param_groups, torch_device
 from hwnas.nas.spaces.arch import Architecture
-from hwnas.nas.spaces.space import SearchSpace, get_space
+from hwnas.nas.spaces.space import Option, SearchSpace, get_space
 from hwnas.progress import progress_bar
 
 BN_BATCHES = 8  # batches to re-estimate BatchNorm statistics of the argmax architecture
@@ -479,8 +479,12 @@ class Search:
         with torch.no_grad():
             res, probs = self._uniform if uniform else self.net.choice_probs()
             r = int(torch.multinomial(res.detach().cpu().double(), 1, generator=gen))
-            options = [layer.options[int(torch.multinomial(p.detach().cpu().double(), 1, generator=gen))]
-                       for layer, p in zip(self.space.layers, probs, strict=True)]  # fmt: skip
+            options: list[Option] = []
+            for layer, p in zip(self.space.layers, probs, strict=True):
+                p = p.detach().cpu().double()
+                if layer.tied:  # its probabilities are conditional on the width, which its input fixed
+                    p = p * torch.tensor([float(o.c == options[-1].c) for o in layer.options], dtype=p.dtype)
+                options.append(layer.options[int(torch.multinomial(p, 1, generator=gen))])
         return self.space.architecture(self.space.resolutions[r], options)
 
     def _arch_step(self, x: torch.Tensor, y: torch.Tensor, tau: float, weights: list[torch.nn.Parameter],
@@ -517,18 +521,23 @@ class Search:
         alphas = self._alphas()
         start = self._alpha_start if self._alpha_start is not None else alphas
         moved = {"alpha_max_change": float((alphas - start).abs().max()), "alpha_max_abs": float(alphas.abs().max())}
-        layer_entropy = {f"entropy_layer_{i}": entropy(p) / math.log(max(2, p.numel())) for i, p in enumerate(probs)}
+        layer_entropy = {}
+        for i, (space_layer, p) in enumerate(zip(self.space.layers, probs, strict=True)):
+            if space_layer.tied:  # conditional on the width: the same block of probabilities for every width
+                p = p[torch.tensor([o.c == space_layer.channels[0] for o in space_layer.options])]
+            layer_entropy[f"entropy_layer_{i}"] = entropy(p) / math.log(max(2, p.numel()))
         ent: dict[str, list[float]] = {"op": [], "c": [], "e": []}
         for layer in net.super_layers():
             ent["op"].append(entropy(layer.op_factor.probs()))
-            ent["c"].append(entropy(layer.c_factor.probs()))
+            if not layer.tied:  # a tied layer has no channel choice of its own
+                ent["c"].append(entropy(layer.c_factor.probs()))
             ent["e"].append(entropy(layer.e_factor.probs()))
         epoch = self.epoch + 1
         for li, layer in enumerate(net.super_layers()):
             for factor, names, p in (("op", layer.layer.ops, layer.op_factor.probs()),
                                      ("channels", layer.layer.channels, layer.c_factor.probs()),
                                      ("expansion", layer.expansions, layer.e_factor.probs())):  # fmt: skip
-                if len(names) > 1:
+                if len(names) > 1 and len(p) == len(names):  # a tied layer's channel factor has no choice
                     for name, v in zip(names, p.tolist(), strict=True):
                         self.probs.append(
                             {"epoch": epoch, "layer": li, "factor": factor, "choice": str(name), "prob": v}

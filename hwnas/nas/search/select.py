@@ -7,7 +7,9 @@ option is therefore scored by how much the search moved it away from that prior:
 
     score(option) = log P(option) - log P0(option)        (P0: every factor uniform)
 
-and the resolution likewise. At uniform alphas every score is 0: selection then says nothing, and
+and the resolution likewise. A tied layer (a later layer of a ``tied_channels`` stage) has no
+channel factor: its probabilities and its prior are those of op and expansion alone, so the
+stage's width is scored once, at its first layer. At uniform alphas every score is 0: selection then says nothing, and
 what it picks is the *null derivation*, the network the selection alone produces.
 
 Selection. :func:`best_in_band` maximises the summed score over whole architectures subject to
@@ -57,7 +59,7 @@ def _option_index(layer: Layer, b: Block) -> int:
 
 def prior(layer: Layer) -> list[float]:
     """P0 of each option of ``layer`` when every factor is uniform."""
-    n_ops, n_c, n_e = len(layer.ops), len(layer.channels), len(layer.expansions)
+    n_ops, n_c, n_e = len(layer.ops), 1 if layer.tied else len(layer.channels), len(layer.expansions)
     return [1.0 / (n_ops * n_c * (n_e if parse_op(o.op).uses_expansion else 1)) for o in layer.options]
 
 
@@ -145,6 +147,8 @@ def top_in_band(
                 if not np.isfinite(row).any():
                     continue
                 for j in range(n_opt):
+                    if layer.tied and int(out_index[j]) != ci:  # a tied layer keeps its input's width
+                        continue
                     b = _bucket(table[r, ci, j], step)
                     if b > buckets:
                         continue

@@ -17,7 +17,11 @@ widest (max in, mid and out channels, largest kernel). Its choices are Gumbel-so
 
 A residual (or a skip that is an identity) exists in a child only where its in-channels equal its
 out-channels; the supernet adds it weighted by the probability of that event under the current
-choice weights. Input resolution is one choice for the whole network. A weight step draws one
+choice weights. A *tied* layer (a later layer of a ``tied_channels`` stage) has no channel factor
+of its own: it takes its input's channel weights as its out-channel weights, and its residual
+always exists. Its option probabilities (:meth:`SuperLayer.option_probs`) are then conditional on
+the stage's width: ``P(op) P(expansion)``, the same for every channel choice, which is the form
+:mod:`hwnas.nas.search.cost` and :mod:`hwnas.nas.search.select` expect for tied layers. Input resolution is one choice for the whole network. A weight step draws one
 resolution with a hard Gumbel sample, resizes the batch to it (and scales the logits by the
 sample's weight: value 1, a straight-through gradient to ``alpha``). An architecture step uses
 :meth:`SuperNet.resolution_loss` instead: the batch split into one group per resolution and the
@@ -116,9 +120,12 @@ class SuperLayer(nn.Module):
         self.expansions = layer.expansions if self.kind in ("ir", "ir_pool") else (1.0,)
         self.stride = layer.stride
         self.explicit = explicit and self.kind != "ir_pool"  # the head has one choice: masked either way
+        self.tied = layer.tied
+        if self.tied and in_choices != layer.channels:
+            raise HwnasError(f"layer {layer.index}: a tied layer needs its input's channel choices {in_choices}")
         self.op_factor = Factor(len(self.ops))
         self.e_factor = Factor(len(self.expansions))
-        self.c_factor = Factor(len(layer.channels))
+        self.c_factor = Factor(1 if self.tied else len(layer.channels))  # tied: the stage's first layer decides
         self.register_buffer("out_masks", width_masks(layer.channels, self.cout), persistent=False)
         # in-channels == out-channels, per (in choice, out choice): where residuals and identity skips exist
         same = torch.tensor([[float(ci == co) for co in layer.channels] for ci in in_choices])
@@ -164,7 +171,7 @@ class SuperLayer(nn.Module):
             self.pw = nn.Conv2d(self.cin, self.mid, 1, bias=False)
             self.pw_bn = nn.BatchNorm2d(self.mid)
             self.head = nn.Conv2d(self.mid, self.cout, 1, bias=False)
-        if self.skip_index is not None and (self.stride != 1 or bool((self.same == 0).any())):
+        if self.skip_index is not None and (self.stride != 1 or (not self.tied and bool((self.same == 0).any()))):
             self.skip_conv = nn.Conv2d(self.cin, self.cout, 1, self.stride, bias=False)
             self.skip_bn = nn.BatchNorm2d(self.cout)
         if self.kmax > 1:
@@ -182,6 +189,8 @@ class SuperLayer(nn.Module):
 
         if self.kind not in ("ir", "conv", "skip"):
             raise HwnasError("the explicit-path baseline covers conv, ir and skip layers only")
+        if self.tied:
+            raise HwnasError("the explicit-path baseline does not cover tied_channels stages")
         # FBNet's DNAS: one full block per (op, expansion, out channels), each on the widest input
         self.paths = nn.ModuleDict()
         for op in self.ops:
@@ -196,6 +205,8 @@ class SuperLayer(nn.Module):
 
     def option_weights(self, p_op: torch.Tensor, p_e: torch.Tensor, p_c: torch.Tensor) -> torch.Tensor:
         names = [op.name for op in self.ops]
+        if self.tied:  # conditional on the stage's width: every channel choice gets P(op) P(expansion)
+            p_c = torch.ones(len(self.layer.channels), dtype=p_op.dtype, device=p_op.device)
         out = []
         for o in self.layer.options:
             w = p_op[names.index(o.op)] * p_c[self.layer.channels.index(o.c)]
@@ -204,9 +215,10 @@ class SuperLayer(nn.Module):
             out.append(w)
         return torch.stack(out)
 
-    def argmax(self) -> Option:
+    def argmax(self, cin: int) -> Option:
+        """The most probable option after a layer with ``cin`` out channels (a tied layer keeps them)."""
         op = self.ops[int(self.op_factor.alpha.argmax())]
-        c = self.layer.channels[int(self.c_factor.alpha.argmax())]
+        c = cin if self.tied else self.layer.channels[int(self.c_factor.alpha.argmax())]
         e = self.expansions[int(self.e_factor.alpha.argmax())] if op.uses_expansion else 1.0
         return Option(op.name, c, e)
 
@@ -217,10 +229,13 @@ class SuperLayer(nn.Module):
         """The weights that select ``option`` (the supernet then computes that child's layer)."""
         dev = self.c_factor.alpha.device
         e = self.expansions.index(option.e) if parse_op(option.op).uses_expansion else 0
+        n_c = len(self.layer.channels)
+        # a tied layer's width comes with its input: its channel factor has one choice
+        c = torch.ones(1) if self.tied else F.one_hot(torch.tensor(self.layer.channels.index(option.c)), n_c).float()
         return {
             "op": F.one_hot(torch.tensor([op.name for op in self.ops].index(option.op)), len(self.ops)).float().to(dev),
             "e": F.one_hot(torch.tensor(e), len(self.expansions)).float().to(dev),
-            "c": F.one_hot(torch.tensor(self.layer.channels.index(option.c)), len(self.layer.channels)).float().to(dev),
+            "c": c.to(dev),
         }
 
     # --- forward -------------------------------------------------------------------------
@@ -229,8 +244,12 @@ class SuperLayer(nn.Module):
         layer's out-channel weights. Returns the masked output and this layer's out-channel weights."""
         if self.explicit:
             return self._forward_explicit(x, q_in, g), g["c"]
-        g_op, g_e, g_c = g["op"], g["e"], g["c"]
-        p_same = q_in @ self.same @ g_c if self.stride == 1 else x.new_zeros(())
+        g_op, g_e = g["op"], g["e"]
+        g_c = q_in if self.tied else g["c"]  # a tied layer keeps its input's width: its residual always exists
+        if self.tied:
+            p_same = x.new_ones(())
+        else:
+            p_same = q_in @ self.same @ g_c if self.stride == 1 else x.new_zeros(())
         g_skip = g_op[self.skip_index] if self.skip_index is not None else None
         if self.kind == "skip":
             y = self._skip(x, p_same)
@@ -362,7 +381,10 @@ class SuperNet(nn.Module):
     def derive(self, name: str = "") -> Architecture:
         """The argmax architecture."""
         res = self.space.resolutions[int(self.res_factor.alpha.argmax())]
-        return self.space.architecture(res, [layer.argmax() for layer in self.super_layers()], name=name)
+        options: list[Option] = []
+        for layer in self.super_layers():
+            options.append(layer.argmax(options[-1].c if options else self.space.in_channels))
+        return self.space.architecture(res, options, name=name)
 
     # --- forward ---------------------------------------------------------------------------
     def resolution_loss(self, x: torch.Tensor, y: torch.Tensor, tau: float) -> torch.Tensor:

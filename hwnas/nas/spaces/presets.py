@@ -1,4 +1,5 @@
-"""The preset search spaces: ``fbnetv2`` (ImageNet scale), ``cifar`` (trainable on a CPU), ``tiny``.
+"""The preset search spaces: ``fbnetv2`` (ImageNet scale), ``cifar`` (trainable on a CPU), ``tiny``,
+and the benchmark spaces ``cifar-wide`` and ``cifar-wide-tied``.
 
 They are plain data, read by the same parser as a user's file (``hwnas space show NAME --yaml``
 prints one as a starting point). Sizes and kernel counts are in BENCHMARKS.md.
@@ -146,6 +147,16 @@ CIFAR_WIDE: dict[str, Any] = {
     ],
 }
 
+# `cifar-wide` with one channel decision per searchable stage (``tied_channels``): the stage's first
+# layer picks the width and the later layers keep it, so they keep their residual connections, as in
+# MobileNetV2 and Once-for-All. Made after the fifth CPU search protocol (BENCHMARKS.md), whose
+# searched networks changed width at almost every layer and retrained worst.
+CIFAR_WIDE_TIED: dict[str, Any] = {
+    **CIFAR_WIDE,
+    "name": "cifar-wide-tied",
+    "stages": [{**st, "tied_channels": True} if len(st["channels"]) > 1 else st for st in CIFAR_WIDE["stages"]],
+}
+
 TINY: dict[str, Any] = {
     "name": "tiny",
     "resolutions": [16, 24],
@@ -165,5 +176,5 @@ TINY: dict[str, Any] = {
     ],
 }
 
-for _data in (FBNETV2, CIFAR, TINY, CIFAR_WIDE):
+for _data in (FBNETV2, CIFAR, TINY, CIFAR_WIDE, CIFAR_WIDE_TIED):
     register_space(SearchSpace.from_dict(_data, f"preset {_data['name']}"))

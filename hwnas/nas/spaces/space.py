@@ -3,8 +3,12 @@
 A space is an input-resolution choice plus a list of stages. Each stage has a depth, a stride
 (for its first layer), out-channel choices, op choices and expansion choices; every layer of
 the stage chooses its op, channels and expansion independently (FBNetV2 searches each layer's
-width). ``skip`` among the ops makes depth searchable; the first ``min_depth`` layers of a stage
-may not be skipped. The stem and the head are stages too (usually with one choice each).
+width). With ``tied_channels: true`` the stage instead makes one channel decision: its first
+layer chooses the out channels and every later layer keeps them (one width per stage, as
+MobileNetV2 and Once-for-All scale width), so every stride-1 layer keeps its residual
+connection; those later layers are *tied* (:attr:`Layer.tied`). ``skip`` among the ops makes
+depth searchable; the first ``min_depth`` layers of a stage may not be skipped. The stem and the
+head are stages too (usually with one choice each).
 
 File form (YAML or JSON)::
 
@@ -17,7 +21,7 @@ File form (YAML or JSON)::
     stages:
       - {name: stem, depth: 1, stride: 2, channels: [16], ops: [conv_k3_hs]}
       - {depth: 4, stride: 2, channels: [24, 32], ops: [ir_k3, ir_k5_se, skip],
-         expansions: [3, 6], min_depth: 2}
+         expansions: [3, 6], min_depth: 2, tied_channels: true}
       - {name: head, depth: 1, stride: 1, channels: [1280], ops: [ir_pool_hs], expansions: [6]}
 """
 
@@ -43,7 +47,7 @@ from hwnas.nas.spaces.specfile import LIMITS, Fields, read_mapping
 
 SPACE_FORMAT = "hwnas.space"
 SPACE_VERSION = 1
-_STAGE_KEYS = ["name", "depth", "stride", "channels", "ops", "expansions", "min_depth"]
+_STAGE_KEYS = ["name", "depth", "stride", "channels", "ops", "expansions", "min_depth", "tied_channels"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class Stage:
     expansions: tuple[float, ...] = (1.0,)
     min_depth: int = 1
     name: str = ""
+    tied_channels: bool = False  # one channel decision for the whole stage (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,15 @@ class Layer:
     channels: tuple[int, ...]
     expansions: tuple[float, ...]
     options: tuple[Option, ...]
+    tied: bool = False  # out channels = in channels: the stage's first layer chose them
+
+    def allows(self, cin: int, option: Option) -> bool:
+        """Whether this layer may take ``option`` after a layer with ``cin`` out channels."""
+        return not self.tied or option.c == cin
+
+    def allowed(self, cin: int) -> tuple[Option, ...]:
+        """The options this layer may take after a layer with ``cin`` out channels."""
+        return self.options if not self.tied else tuple(o for o in self.options if o.c == cin)
 
     def out_size(self, size: int) -> int:
         """Spatial size after this layer: 1 for the pooling head, else the strided size."""
@@ -111,12 +125,16 @@ class SearchSpace:
                     es = st.expansions if parse_op(op).uses_expansion else (1.0,)
                     opts += [Option(op, c, e) for e in es for c in st.channels]
                 stride = st.stride if j == 0 else 1
-                out.append(Layer(len(out), si, stride, ops, st.channels, st.expansions, tuple(opts)))
+                tied = st.tied_channels and j > 0
+                out.append(Layer(len(out), si, stride, ops, st.channels, st.expansions, tuple(opts), tied))
         return tuple(out)
 
     def size(self) -> int:
-        """Number of distinct architectures: resolutions x the product of per-layer options."""
-        return len(self.resolutions) * math.prod(len(layer.options) for layer in self.layers)
+        """Number of distinct architectures: resolutions x the product of per-layer options (a tied
+        layer counts its options at one width: its stage's first layer chose the width)."""
+        return len(self.resolutions) * math.prod(
+            len(layer.options) // (len(layer.channels) if layer.tied else 1) for layer in self.layers
+        )
 
     def architecture(self, resolution: int, options: list[Option], name: str = "") -> Architecture:
         """The architecture made of one option per layer."""
@@ -131,21 +149,33 @@ class SearchSpace:
             (r, self.num_classes, self.in_channels) for r in self.resolutions
         } or len(arch.blocks) != len(self.layers):
             return False
+        cins = [self.in_channels, *(b.c for b in arch.blocks)]
         return all(
-            b.s == layer.stride and Option(b.op, b.c, b.e) in layer.options
-            for b, layer in zip(arch.blocks, self.layers, strict=True)
+            b.s == layer.stride
+            and Option(b.op, b.c, b.e) in layer.options
+            and layer.allows(cin, Option(b.op, b.c, b.e))
+            for b, layer, cin in zip(arch.blocks, self.layers, cins, strict=False)
         )
+
+    def tie(self, options: list[Option]) -> list[Option]:
+        """``options`` with every tied layer's out channels set to its stage's width (the first
+        layer's), the op and expansion kept: how a mutation or crossover stays in the space."""
+        out: list[Option] = []
+        for layer, o in zip(self.layers, options, strict=True):
+            out.append(Option(o.op, out[-1].c, o.e) if layer.tied else o)
+        return out
 
     # --- sampling and extremes ------------------------------------------------------------
     def sample(self, seed: int | random.Random = 0) -> Architecture:
         """A random architecture: per layer, an op, then an expansion and channels, uniformly."""
         rng = seed if isinstance(seed, random.Random) else random.Random(seed)
         res = rng.choice(self.resolutions)
-        chosen = []
+        chosen: list[Option] = []
         for layer in self.layers:
             op = rng.choice(layer.ops)
             e = rng.choice(layer.expansions) if parse_op(op).uses_expansion else 1.0
-            chosen.append(Option(op, rng.choice(layer.channels), e))
+            c = rng.choice(layer.channels)
+            chosen.append(Option(op, chosen[-1].c if layer.tied else c, e))
         return self.architecture(res, chosen, f"{self.name}-random")
 
     def smallest(self) -> Architecture:
@@ -170,7 +200,7 @@ class SearchSpace:
             for layer in self.layers:
                 nxt: dict[int, tuple[float, list[Option]]] = {}
                 for cin, (cost, path) in states.items():
-                    for o in layer.options:
+                    for o in layer.allowed(cin):
                         f = cost_of(block_kernels(parse_op(o.op), cin, o.c, layer.stride, o.e, h, h))
                         c = cost + sign * f
                         if o.c not in nxt or c < nxt[o.c][0]:
@@ -192,7 +222,7 @@ class SearchSpace:
             cins, h = {self.in_channels}, res
             for layer in self.layers:
                 for cin in cins:
-                    for o in layer.options:
+                    for o in layer.allowed(cin):
                         found.update(block_kernels(parse_op(o.op), cin, o.c, layer.stride, o.e, h, h))
                 cins = set(layer.channels)
                 h = layer.out_size(h)
@@ -212,6 +242,8 @@ class SearchSpace:
                 d["expansions"] = [int(e) if float(e).is_integer() else e for e in st.expansions]
             if "skip" in st.ops:
                 d["min_depth"] = st.min_depth
+            if st.tied_channels:
+                d["tied_channels"] = True
             stages.append(d)
         return {
             "format": SPACE_FORMAT,
@@ -288,6 +320,7 @@ def _parse_stage(f: Fields, last: bool) -> Stage:
         raise f.error("min_depth", "only matters when 'skip' is among the ops; remove it or add skip")
     if all(t.kind == "skip" for t in types) and min_depth > 0:
         raise f.error("ops", f"only 'skip' given, but min_depth={min_depth} layers may not skip; add an op")
+    tied = f.boolean("tied_channels", False)
     return Stage(
         depth,
         stride,
@@ -296,6 +329,7 @@ def _parse_stage(f: Fields, last: bool) -> Stage:
         expansions,
         min_depth,
         f.text("name", ""),
+        tied,
     )
 
 

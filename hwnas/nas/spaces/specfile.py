@@ -151,6 +151,12 @@ class Fields:
             raise self.error(key, f"expected a string, got {_kind(value)} {_short(value)}")
         return value
 
+    def boolean(self, key: str, default: Any = ...) -> bool:
+        value = self.raw(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {_kind(value)} {_short(value)}")
+        return value
+
     def items(self, key: str, default: Any = ..., hint: str = "") -> list[Any]:
         value = self.raw(key, default, hint)
         if not isinstance(value, list) or not value:

@@ -1,0 +1,204 @@
+"""Stages with one channel decision (``tied_channels``): every part of the search keeps a stage's
+width, checked against brute force over a space small enough to enumerate."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import pytest
+import torch
+
+from hwnas.errors import SpecError
+from hwnas.nas import get_space
+from hwnas.nas.search.cost import SearchCost, discrete_cost, expected_cost
+from hwnas.nas.search.derive import derive
+from hwnas.nas.search.evolution import crossover, mutate
+from hwnas.nas.search.select import Scores, best_in_band, log_ratio_scores, prior
+from hwnas.nas.search.slicing import slice_child
+from hwnas.nas.search.supernet import SuperNet
+from hwnas.nas.spaces.arch import Architecture
+from hwnas.nas.spaces.kernels import Kernel, arch_kernels
+from hwnas.nas.spaces.space import SearchSpace
+
+TIED = {
+    "name": "tied-test",
+    "resolutions": [16, 24],
+    "num_classes": 4,
+    "stages": [
+        {"name": "stem", "depth": 1, "stride": 2, "channels": [8], "ops": ["conv_k3"]},
+        {"depth": 3, "stride": 2, "channels": [8, 16], "ops": ["ir_k3", "skip"], "expansions": [1, 3],
+         "min_depth": 1, "tied_channels": True},
+        {"depth": 2, "stride": 1, "channels": [16, 24], "ops": ["ir_k3", "ir_k5_se"], "expansions": [2],
+         "tied_channels": True},
+        {"name": "head", "depth": 1, "stride": 1, "channels": [32], "ops": ["ir_pool_hs"], "expansions": [2]},
+    ],
+}  # fmt: skip
+
+
+def _space() -> SearchSpace:
+    return SearchSpace.from_dict(TIED, "tied-test")
+
+
+def _all(space: SearchSpace) -> list[Architecture]:
+    """Every architecture of the space: all per-layer option combinations, those with one width per stage."""
+    out = []
+    for r in space.resolutions:
+        for options in itertools.product(*(layer.options for layer in space.layers)):
+            widths: dict[int, set[int]] = {}
+            for layer, o in zip(space.layers, options, strict=True):
+                widths.setdefault(layer.stage, set()).add(o.c)
+            if all(len(w) == 1 for w in widths.values()):
+                out.append(space.architecture(r, list(options)))
+    return out
+
+
+def _latency(k: Kernel) -> float:
+    """A made-up kernel cost that is not proportional to FLOPs (so no shortcut can stand in for it)."""
+    return 0.01 + k.flops / 3e6 + 0.02 * math.sqrt(k.params) + 0.003 * (hash(k) % 7)
+
+
+def test_size_and_membership_are_those_of_one_width_per_stage() -> None:
+    space = _space()
+    every = _all(space)
+    assert space.size() == len(every) == 2 * (4 * 3 * 3) * (4 * 2)
+    assert all(space.contains(a) for a in every)
+    a = every[0]
+    blocks = list(a.blocks)
+    blocks[2] = blocks[2].__class__(blocks[2].op, 16 if blocks[2].c == 8 else 8, blocks[2].s, blocks[2].e)
+    assert not space.contains(Architecture(tuple(blocks), a.resolution, a.num_classes, a.in_channels))
+    rng = random.Random(0)
+    assert all(space.contains(space.sample(rng)) for _ in range(200))
+    # without the tie the same stages allow more: the tie is what removes them
+    untied = SearchSpace.from_dict({**TIED, "stages": [{k: v for k, v in st.items() if k != "tied_channels"}
+                                                       for st in TIED["stages"]]})  # fmt: skip
+    assert untied.size() > space.size()
+
+
+def test_kernels_and_extremes_match_brute_force() -> None:
+    space = _space()
+    every = _all(space)
+    assert set(space.kernels()) == {k for a in every for k in arch_kernels(a)}
+    costs = [discrete_cost(a, _latency) for a in every]
+    assert discrete_cost(space.extreme(_latency), _latency) == pytest.approx(min(costs))
+    assert discrete_cost(space.extreme(_latency, largest=True), _latency) == pytest.approx(max(costs))
+
+
+def test_the_file_form_keeps_the_tie_and_rejects_a_non_boolean() -> None:
+    space = _space()
+    again = SearchSpace.from_dict(space.to_dict(), "again")
+    assert [layer.tied for layer in again.layers] == [layer.tied for layer in space.layers]
+    assert [layer.tied for layer in space.layers] == [False, False, True, True, False, True, False]
+    bad = {**TIED, "stages": [*TIED["stages"][:1], {**TIED["stages"][1], "tied_channels": "yes"}, *TIED["stages"][2:]]}
+    with pytest.raises(SpecError, match=r"stages\[1\]\.tied_channels.*expected true or false"):
+        SearchSpace.from_dict(bad, "bad")
+
+
+def _trained_like(net: SuperNet, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for a in net.arch_parameters():
+            a.copy_(torch.randn(a.shape, generator=g))
+
+
+def test_expected_cost_is_exact_under_one_width_per_stage() -> None:
+    space = _space()
+    net = SuperNet(space).double()
+    _trained_like(net, 3)
+    with torch.no_grad():
+        res, probs = net.choice_probs()
+    # the probability of an architecture, factor by factor: a tied layer has no width factor
+    brute = 0.0
+    for a in _all(space):
+        p = float(net.res_factor.probs()[space.resolutions.index(a.resolution)])
+        for layer, sl, b in zip(space.layers, net.super_layers(), a.blocks, strict=True):
+            p *= float(sl.op_factor.probs()[list(layer.ops).index(b.op)])
+            if b.op != "skip" and len(sl.expansions) > 1:
+                p *= float(sl.e_factor.probs()[sl.expansions.index(b.e)])
+            if not layer.tied:
+                p *= float(sl.c_factor.probs()[layer.channels.index(b.c)])
+        brute += p * discrete_cost(a, _latency)
+    got = float(expected_cost(space, _latency, dtype=torch.float64)(res, probs))
+    assert got == pytest.approx(brute, rel=1e-9)
+
+
+def test_selection_is_the_best_scoring_architecture_in_the_band() -> None:
+    space = _space()
+    cost = SearchCost("latency", "ms", _latency)
+    net = SuperNet(space)
+    _trained_like(net, 5)
+    res, probs = net.choice_probs()
+    scores = log_ratio_scores(space, res.detach(), [p.detach() for p in probs])
+    every = _all(space)
+    costs = sorted(cost.of(a) for a in every)
+    lo, hi = costs[len(costs) // 3], costs[len(costs) // 2]
+    in_band = [a for a in every if lo <= cost.of(a) <= hi]
+    best = max(scores.of(space, a) for a in in_band)
+    got = best_in_band(space, cost, scores, lo, hi, buckets=20_000)
+    assert got is not None and space.contains(got)
+    assert scores.of(space, got) == pytest.approx(best)
+    # the uniform prior of a tied layer has no width factor: its probabilities sum to 1 over one width
+    for layer in space.layers:
+        one_width = [p for o, p in zip(layer.options, prior(layer), strict=True) if o.c == layer.channels[0]]
+        assert sum(one_width if layer.tied else prior(layer)) == pytest.approx(1.0)
+
+
+def test_the_greedy_derivation_and_evolution_stay_in_the_space() -> None:
+    space = _space()
+    cost = SearchCost("latency", "ms", _latency)
+    net = SuperNet(space)
+    _trained_like(net, 7)
+    res, probs = net.choice_probs()
+    costs = sorted(cost.of(a) for a in _all(space))
+    for budget in costs[5], costs[len(costs) // 2], costs[-1]:
+        d = derive(space, cost, budget, res.detach(), [p.detach() for p in probs])
+        assert space.contains(d.arch) and cost.of(d.arch) <= budget * (1 + 1e-9)
+    assert space.contains(net.derive())
+    rng = random.Random(1)
+    archs = [space.sample(rng) for _ in range(20)]
+    widths_changed = 0
+    for a, b in itertools.pairwise(archs):
+        m = mutate(space, a, rng)
+        assert space.contains(m) and space.contains(crossover(space, a, b, rng))
+        widths_changed += [x.c for x in m.blocks] != [x.c for x in a.blocks]
+    assert widths_changed > 0  # a mutation of a stage's first layer moves the whole stage
+
+
+def test_scores_count_a_stages_width_once() -> None:
+    space = _space()
+    zero = [[0.0] * len(layer.options) for layer in space.layers]
+    leader = next(i for i, layer in enumerate(space.layers) if len(layer.channels) > 1 and not layer.tied)
+    zero[leader] = [1.0 if o.c == 16 else 0.0 for o in space.layers[leader].options]
+    scores = Scores([0.0, 0.0], zero)
+    wide = next(a for a in _all(space) if a.blocks[leader].c == 16)
+    assert scores.of(space, wide) == 1.0
+
+
+def test_a_tied_child_through_the_supernet_equals_the_sliced_child_with_its_residuals() -> None:
+    torch.manual_seed(0)
+    for space in (_space(), get_space("cifar-wide-tied")):
+        net = SuperNet(space)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+        net.eval()
+        rng = random.Random(0)
+        for arch in [space.smallest(), space.largest(), *(space.sample(rng) for _ in range(4))]:
+            child = slice_child(net, arch).eval()
+            x = torch.randn(2, 3, arch.resolution, arch.resolution)
+            with torch.no_grad():
+                torch.testing.assert_close(net(x, arch=arch), child(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_tied_layers_width_gradient_reaches_its_stages_first_layer() -> None:
+    space = _space()
+    net = SuperNet(space)
+    layers = net.super_layers()
+    assert all(sl.c_factor.alpha.numel() == 1 for sl in layers if sl.tied)
+    x = torch.randn(4, 3, 24, 24)
+    net(x, tau=1.0, resolution=24).sum().backward()
+    leaders = [sl for sl in layers if not sl.tied and len(sl.layer.channels) > 1]
+    assert leaders and all(sl.c_factor.alpha.grad is not None and sl.c_factor.alpha.grad.abs().sum() > 0
+                           for sl in leaders)  # fmt: skip
