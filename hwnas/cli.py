@@ -148,9 +148,9 @@ def cmd_space_show(args: argparse.Namespace) -> None:
             str(layer.stride),
             f"{h}x{h}",
             " ".join(layer.ops),
-            ", ".join(map(str, layer.channels)),
+            "as its input (tied)" if layer.tied else ", ".join(map(str, layer.channels)),
             es,
-            str(len(layer.options)),
+            str(len(layer.options) // len(layer.channels) if layer.tied else len(layer.options)),
         )
         h = layer.out_size(h)
     console.print(t)

@@ -202,3 +202,56 @@ def test_a_tied_layers_width_gradient_reaches_its_stages_first_layer() -> None:
     leaders = [sl for sl in layers if not sl.tied and len(sl.layer.channels) > 1]
     assert leaders and all(sl.c_factor.alpha.grad is not None and sl.c_factor.alpha.grad.abs().sum() > 0
                            for sl in leaders)  # fmt: skip
+
+
+def test_a_tied_layers_residual_is_whole_under_soft_channel_weights() -> None:
+    """With its block's output zeroed, a tied IR layer passes its input through with weight 1, whatever
+    the soft width weights: the residual exists for every width (an untied layer's is weighted by
+    the chance that in and out widths match, which would be 0.3^2 + 0.7^2 here)."""
+    torch.manual_seed(0)
+    space = _space()
+    net = SuperNet(space)
+    layers = net.super_layers()
+    i = next(k for k, sl in enumerate(layers) if sl.tied and sl.skip_index is None)
+    tied = layers[i]
+    with torch.no_grad():
+        tied.pwl_bn.weight.zero_()
+        tied.pwl_bn.bias.zero_()
+    net.eval()
+    x = torch.randn(3, layers[i - 1].cout, 6, 6)
+    q = torch.tensor([0.3, 0.7])  # soft weights over the stage's two widths
+    mask = (q @ tied.out_masks).view(1, -1, 1, 1)
+    x = x * mask  # the previous layer's output is masked by its expected width
+    g = tied.sample(1.0)
+    with torch.no_grad():
+        y, q_out = tied(x, q, g)
+    torch.testing.assert_close(q_out, q)
+    torch.testing.assert_close(y, x * mask)  # every layer masks its output by its (here: the same) width
+
+
+def test_a_search_over_a_tied_space_trains_children_of_the_space_and_logs_each_width_once(tmp_path) -> None:
+    import pandas as pd
+
+    from hwnas.nas.search.loop import Search, SearchConfig
+
+    path = tmp_path / "tied.yaml"
+    path.write_text(_space().to_yaml())
+    space = SearchSpace.load(path)
+    cfg = SearchConfig(space=str(path), budget=2.0, cost="flops", data="synthetic:n=320,size=24", epochs=2,
+                       warmup_epochs=1, batch_size=32, sandwich=True, evolution=4)  # fmt: skip
+    search = Search(cfg, tmp_path / "run", progress=False)
+    _trained_like(search.net, 11)
+    gen = torch.Generator().manual_seed(0)
+    children = [search._sample_child(gen) for _ in range(60)]
+    assert all(space.contains(c) for c in children)
+    leader = next(i for i, layer in enumerate(space.layers) if len(layer.channels) > 1)
+    assert {c.blocks[leader].c for c in children} == set(space.layers[leader].channels)
+    result = search.run()
+    assert space.contains(result.derivation.arch)
+    probs = pd.read_csv(tmp_path / "run" / "probs.csv")
+    width_rows = probs[(probs.factor == "channels") & (probs.epoch == 2)]
+    assert sorted(set(width_rows.layer)) == [i for i, layer in enumerate(space.layers)
+                                              if len(layer.channels) > 1 and not layer.tied]  # fmt: skip
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    tied = [i for i, layer in enumerate(space.layers) if layer.tied]
+    assert all(0.0 <= metrics[f"entropy_layer_{i}"].iloc[-1] <= 1.0 + 1e-9 for i in tied)
