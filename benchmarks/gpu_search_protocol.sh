@@ -13,6 +13,7 @@
 # Before the call, here:  mkdir -p .data && cp ../shared/data/cifar10-jpeg.npz .data/ && echo /.data/ >> .git/info/exclude
 # and carry ".data" and ".whl" (fvcore and its needs, see benchmarks/gpu_check.sh).
 # Dry run here at a tiny size:  TINY=1 bash benchmarks/gpu_search_protocol.sh
+# Another space (a FLOPs budget, so no LUT is needed):  SPACE=cifar-wide-tied bash benchmarks/gpu_search_protocol.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/hwnas-gpu-protocol}
@@ -30,7 +31,7 @@ if [ "${TINY:-0}" = 1 ]; then
     ARGS=(--space tiny --data synthetic:n=600,size=24 --limit 600 --search-epochs 2 --retrain-epochs 1 --random 3
           --tau-archs 4 --torch-device cpu --jobs 2)
 else
-    ARGS=(--space cifar --data .data/cifar10-jpeg.npz --limit 50000 --search-epochs 6 --retrain-epochs 8 --random 8
+    ARGS=(--space "${SPACE:-cifar}" --data .data/cifar10-jpeg.npz --limit 50000 --search-epochs 6 --retrain-epochs 8 --random 8
           --tau-archs 12 --torch-device cuda --bf16 --jobs 8 --search-batch-size 256 --search-lr 0.2
           --retrain-batch-size 256 --retrain-lr 0.2)
 fi

@@ -61,7 +61,19 @@ def test_space_show_and_list() -> None:
     proc = run_cli("space", "show", "tiny", "--kernels")
     assert proc.stdout.split() == [k.key for k in get_space("tiny").kernels()]
     proc = run_cli("space", "list")
-    assert all(name in proc.stdout for name in ("fbnetv2", "cifar", "tiny"))
+    assert all(name in proc.stdout for name in ("fbnetv2", "cifar", "tiny", "cifar-wide-tied"))
+
+
+def test_space_show_marks_tied_layers_and_counts_their_options_at_one_width() -> None:
+    proc = run_cli("space", "show", "cifar-wide-tied")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "(tied)" in line]
+    space = get_space("cifar-wide-tied")
+    tied = [layer for layer in space.layers if layer.tied]
+    assert len(rows) == len(tied) == 7
+    # 4 IR ops x 3 expansions + skip at the stage's width
+    assert all(row.split("│")[-2].strip() == "13" for row in rows)
+    assert f"{space.size():.3e}" in proc.stdout
 
 
 def test_space_show_yaml_is_a_loadable_template(tmp_path: Path) -> None:

@@ -20,10 +20,9 @@ where ``H[r, i]`` is the classifier's cost on ``i`` channels. A tied layer (a la
 layer's: its ``P_l[j]`` is conditional on the width (``P(op) P(expansion)``, repeated for every
 channel choice), its table is zero wherever option ``j``'s out channels differ from in-channel
 ``i``, and its out-channel distribution is its input's: ``q_l = q_{l-1}``. The expectation stays
-exact. Everything is a torch op, so the
-gradient with respect to every probability comes for free. The tables ``T_l`` hold, for every
-layer, resolution, in-channel choice and option, the sum of the block's per-kernel costs
-(:func:`expected_cost`).
+exact. Everything is a torch op, so the gradient with respect to every probability comes for
+free. The tables ``T_l`` hold, for every layer, resolution, in-channel choice and option, the sum
+of the block's per-kernel costs (:func:`expected_cost`).
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ option is therefore scored by how much the search moved it away from that prior:
 
 and the resolution likewise. A tied layer (a later layer of a ``tied_channels`` stage) has no
 channel factor: its probabilities and its prior are those of op and expansion alone, so the
-stage's width is scored once, at its first layer. At uniform alphas every score is 0: selection then says nothing, and
-what it picks is the *null derivation*, the network the selection alone produces.
+stage's width is scored once, at its first layer. At uniform alphas every score is 0: selection
+then says nothing, and what it picks is the *null derivation*, the network the selection alone
+produces.
 
 Selection. :func:`best_in_band` maximises the summed score over whole architectures subject to
 ``lo <= cost(arch) <= hi`` with an exact dynamic program: per resolution, layer by layer, the

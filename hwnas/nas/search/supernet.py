@@ -21,8 +21,9 @@ choice weights. A *tied* layer (a later layer of a ``tied_channels`` stage) has 
 of its own: it takes its input's channel weights as its out-channel weights, and its residual
 always exists. Its option probabilities (:meth:`SuperLayer.option_probs`) are then conditional on
 the stage's width: ``P(op) P(expansion)``, the same for every channel choice, which is the form
-:mod:`hwnas.nas.search.cost` and :mod:`hwnas.nas.search.select` expect for tied layers. Input resolution is one choice for the whole network. A weight step draws one
-resolution with a hard Gumbel sample, resizes the batch to it (and scales the logits by the
+:mod:`hwnas.nas.search.cost` and :mod:`hwnas.nas.search.select` expect for tied layers.
+
+Input resolution is one choice for the whole network. A weight step draws one resolution with a hard Gumbel sample, resizes the batch to it (and scales the logits by the
 sample's weight: value 1, a straight-through gradient to ``alpha``). An architecture step uses
 :meth:`SuperNet.resolution_loss` instead: the batch split into one group per resolution and the
 group losses weighted by ``softmax(alpha)``, so the resolution logits learn which resolution has
@@ -190,7 +191,7 @@ class SuperLayer(nn.Module):
         if self.kind not in ("ir", "conv", "skip"):
             raise HwnasError("the explicit-path baseline covers conv, ir and skip layers only")
         if self.tied:
-            raise HwnasError("the explicit-path baseline does not cover tied_channels stages")
+            raise HwnasError("the explicit-path baseline does not cover tied_channels stages; use paths='masked'")
         # FBNet's DNAS: one full block per (op, expansion, out channels), each on the widest input
         self.paths = nn.ModuleDict()
         for op in self.ops:

@@ -174,7 +174,7 @@ class SearchSpace:
         for layer in self.layers:
             op = rng.choice(layer.ops)
             e = rng.choice(layer.expansions) if parse_op(op).uses_expansion else 1.0
-            c = rng.choice(layer.channels)
+            c = rng.choice(layer.channels)  # drawn for every layer, so an untied space keeps its random stream
             chosen.append(Option(op, chosen[-1].c if layer.tied else c, e))
         return self.architecture(res, chosen, f"{self.name}-random")
 
