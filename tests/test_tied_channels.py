@@ -123,13 +123,20 @@ def test_expected_cost_is_exact_under_one_width_per_stage() -> None:
     assert got == pytest.approx(brute, rel=1e-9)
 
 
+def _searched(space: SearchSpace, seed: int) -> tuple[SuperNet, torch.Tensor, list[torch.Tensor]]:
+    """A supernet with random logits, as a search leaves them, and its choice probabilities."""
+    net = SuperNet(space)
+    _trained_like(net, seed)
+    with torch.no_grad():
+        res, probs = net.choice_probs()
+    return net, res, probs
+
+
 def test_selection_is_the_best_scoring_architecture_in_the_band() -> None:
     space = _space()
     cost = SearchCost("latency", "ms", _latency)
-    net = SuperNet(space)
-    _trained_like(net, 5)
-    res, probs = net.choice_probs()
-    scores = log_ratio_scores(space, res.detach(), [p.detach() for p in probs])
+    _, res, probs = _searched(space, 5)
+    scores = log_ratio_scores(space, res, probs)
     every = _all(space)
     costs = sorted(cost.of(a) for a in every)
     lo, hi = costs[len(costs) // 3], costs[len(costs) // 2]
@@ -147,12 +154,10 @@ def test_selection_is_the_best_scoring_architecture_in_the_band() -> None:
 def test_the_greedy_derivation_and_evolution_stay_in_the_space() -> None:
     space = _space()
     cost = SearchCost("latency", "ms", _latency)
-    net = SuperNet(space)
-    _trained_like(net, 7)
-    res, probs = net.choice_probs()
+    net, res, probs = _searched(space, 7)
     costs = sorted(cost.of(a) for a in _all(space))
     for budget in costs[5], costs[len(costs) // 2], costs[-1]:
-        d = derive(space, cost, budget, res.detach(), [p.detach() for p in probs])
+        d = derive(space, cost, budget, res, probs)
         assert space.contains(d.arch) and cost.of(d.arch) <= budget * (1 + 1e-9)
     assert space.contains(net.derive())
     rng = random.Random(1)
