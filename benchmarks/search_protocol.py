@@ -52,7 +52,7 @@ from hwnas.nas.search import evolution
 from hwnas.nas.search.checkpoints import has_search_checkpoint
 from hwnas.nas.search.cost import SearchCost, make_cost
 from hwnas.nas.search.data import load_test_images, make_splits
-from hwnas.nas.search.loop import CHILD_SAMPLING, Search, SearchConfig, load_images_for
+from hwnas.nas.search.loop import CHILD_SAMPLING, SELECTION_RESOLUTION, Search, SearchConfig, load_images_for
 from hwnas.nas.search.training import evaluate, torch_device, train_child
 from hwnas.nas.spaces.arch import Architecture
 from hwnas.nas.spaces.space import Option, SearchSpace
@@ -289,6 +289,8 @@ def main() -> None:
     ap.add_argument("--child-sampling", choices=CHILD_SAMPLING, default=SearchConfig.child_sampling,
                     help="how the searches draw the child they train (default: hwnas search's)")  # fmt: skip
     ap.add_argument("--evolution", type=int, default=None, help="search with this --evolution (default: hwnas's)")
+    ap.add_argument("--selection-resolution", choices=SELECTION_RESOLUTION, default=SearchConfig.selection_resolution,
+                    help="search with this --selection-resolution (default: hwnas search's)")  # fmt: skip
     ap.add_argument("--reuse", help="results.json of another protocol run (same data, split, recipe): networks it "
                                     "retrained are not retrained again")  # fmt: skip
     ap.add_argument("--retrain-epochs", type=int, default=10)
@@ -336,6 +338,7 @@ def main() -> None:
                                limit=args.limit, epochs=args.search_epochs, seed=seed, split_seed=args.split_seed,
                                sandwich=args.sandwich, sampled_child=args.sampled_child, torch_device=args.torch_device,
                                child_sampling=args.child_sampling, batch_size=args.search_batch_size, lr=args.search_lr,
+                               selection_resolution=args.selection_resolution,
                                **({"evolution": args.evolution} if args.evolution is not None else {}))
             for seed in args.search_seeds}  # fmt: skip
     # the baselines and the ranking networks are drawn once and kept: drawing them costs minutes on a

@@ -544,7 +544,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         arch_lr=args.arch_lr, tau_start=args.tau_start, tau_end=args.tau_end, paths=args.paths, seed=args.seed,
         split_seed=args.split_seed, sandwich=args.sandwich, sampled_child=args.sampled_child,
         child_sampling=args.child_sampling,
-        evolution=args.evolution, torch_device=args.torch_device,
+        evolution=args.evolution, selection_resolution=args.selection_resolution, torch_device=args.torch_device,
     )  # fmt: skip
     search = Search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     _fit_threads(args.torch_device)
@@ -979,6 +979,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--evolution", type=_nonnegative_int, default=24,
                     help="supernet evaluations of the evolutionary search in the budget band at selection "
                          "(0: none; default 24)")  # fmt: skip
+    se.add_argument("--selection-resolution", choices=("supernet", "distribution"), default="supernet",
+                    help="candidates at every resolution, the supernet's accuracy deciding (supernet, default), "
+                         "or only at the resolution the searched distribution prefers (distribution)")  # fmt: skip
     se.add_argument("--seed", type=int, default=0, help="initialization, Gumbel noise and batch order (default 0)")
     se.add_argument("--split-seed", type=int, default=0,
                     help="which images are held out for the alphas and validation; fixed across --seed (default 0)")  # fmt: skip

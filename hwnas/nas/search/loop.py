@@ -24,7 +24,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ BEFORE_FIELD_EXISTED: dict[str, Any] = {
     "evolution": 0,
     "child_sampling": "alpha",
     "relaxed_weights": True,
+    "selection_resolution": "supernet",
 }
 # How the trained child (the sampled-child step, and the sandwich's third child) is drawn: from the
 # choice probabilities (alpha), from the uniform distribution over each factor (uniform, as in the
@@ -86,6 +87,11 @@ BEFORE_FIELD_EXISTED: dict[str, Any] = {
 # rank better (Kendall tau 0.36 and 0.53 against alpha's 0.41 and 0.52, BENCHMARKS.md), so alpha
 # stays the default.
 CHILD_SAMPLING = ("alpha", "mixed", "uniform")
+# Which resolutions selection considers: every one, the supernet's accuracy deciding between them
+# (supernet), or only the one the searched distribution prefers (distribution; every one at a tie,
+# as for the null derivation). In the fifth and sixth CPU protocol runs the distribution ended at
+# about 0.8 on 32 px while the supernet scored the band's 24-px candidates highest (BENCHMARKS.md).
+SELECTION_RESOLUTION = ("supernet", "distribution")
 
 
 @dataclass
@@ -117,6 +123,7 @@ class SearchConfig:
     child_sampling: str = "alpha"  # how that child is drawn; see CHILD_SAMPLING
     relaxed_weights: bool = True  # the weights also learn through the relaxed (Gumbel-weighted) supernet
     evolution: int = 24  # supernet evaluations of the evolutionary search at selection (0: none)
+    selection_resolution: str = "supernet"  # see SELECTION_RESOLUTION
     seed: int = 0
     split_seed: int = 0  # which images go to the weights / alphas / val splits; independent of seed
     torch_device: str = "cpu"
@@ -139,6 +146,9 @@ class SearchConfig:
                 raise HwnasError(f"{name} must be a finite number > 0, got {value}")
         if not (isinstance(self.evolution, int) and self.evolution >= 0):
             raise HwnasError(f"evolution must be a whole number >= 0, got {self.evolution!r}")
+        if self.selection_resolution not in SELECTION_RESOLUTION:
+            raise HwnasError(f"unknown selection resolution {self.selection_resolution!r}; "
+                             f"choose {', '.join(SELECTION_RESOLUTION)}")  # fmt: skip
         if self.child_sampling not in CHILD_SAMPLING:
             raise HwnasError(f"unknown child sampling {self.child_sampling!r}; choose {', '.join(CHILD_SAMPLING)}")
         if not self.relaxed_weights and not (self.sandwich or self.sampled_child):
@@ -347,18 +357,21 @@ class Search:
     # --- selection ---------------------------------------------------------------------------
     def _select(self, budget: float) -> Derivation:
         """Candidates in the band ``[0.9 B, B]``: the most probable ones (exact program over the
-        log-ratio scores), the most probable at each resolution not yet among them, the greedy one (only when it lands in the band, or when the band holds no
-        other), and the best ones of an evolutionary search seeded with them
+        log-ratio scores), the most probable at each resolution not yet among them, the greedy one
+        (only when it lands in the band, or when the band holds no other), and the best ones of an evolutionary search seeded with them
         (:mod:`hwnas.nas.search.evolution`, ``cfg.evolution`` evaluations). Each is scored by its
         supernet accuracy (BatchNorm re-estimated for it); the best is the result. The null
         derivation (the same program at uniform alphas) is scored and reported beside them, never
-        selected."""
-        cfg, space = self.cfg, self.space
+        selected. With ``selection_resolution="distribution"`` every candidate but the null
+        derivation is at the resolution the distribution prefers (:meth:`_selection_space`)."""
+        cfg, full = self.cfg, self.space
         name = f"searched-{cfg.space}-{cfg.cost}-{budget:g}"
         res, probs = self.net.choice_probs()
         res, probs = res.detach().cpu(), [p.detach().cpu() for p in probs]
-        greedy = derive(space, self.cost, budget, res, probs, name=name)
-        scores = log_ratio_scores(space, res, probs)
+        full_scores = log_ratio_scores(full, res, probs)
+        space, scores = self._selection_space(res, full_scores, budget)
+        greedy = derive(space, self.cost, budget, res[[full.resolutions.index(r) for r in space.resolutions]],
+                        probs, name=name)  # fmt: skip
         lo = GROW_TO * budget
         found: list[tuple[str, Architecture]] = []
         for rank, arch in enumerate(top_in_band(space, self.cost, scores, lo, budget, BAND_CANDIDATES, name=name)):
@@ -389,13 +402,13 @@ class Search:
             known = {a.to_str() for _, a in found}
             new = [e.arch for e in evolved if e.arch.to_str() not in known][:EVOLVED_CANDIDATES]
             found += [(f"evolution over the supernet, #{i + 1}", a) for i, a in enumerate(new)]
-        rows = [self._candidate_row(how, arch, scores, supernet_accuracy) for how, arch in found]
+        rows = [self._candidate_row(how, arch, full_scores, supernet_accuracy) for how, arch in found]
         best = max(range(len(rows)), key=lambda i: (rows[i]["val_acc_supernet"], rows[i]["score"]))
         rows[best]["selected"] = True
         arch = found[best][1]
-        null = best_in_band(space, self.cost, uniform_scores(space), lo, budget, name=name)
+        null = best_in_band(full, self.cost, uniform_scores(full), lo, budget, name=name)  # uniform: every resolution
         if null is not None:
-            row = self._candidate_row("null derivation (uniform alphas)", null, scores, supernet_accuracy)
+            row = self._candidate_row("null derivation (uniform alphas)", null, full_scores, supernet_accuracy)
             row["layers_differing_from_selected"] = _differences(null, arch)
             rows.append(row)
         self.candidates = rows
@@ -403,6 +416,19 @@ class Search:
         steps = [*greedy.steps, f"selected: {rows[best]['how']} (supernet val accuracy "
                                 f"{rows[best]['val_acc_supernet']:.1%}, best of {len(found)} candidates{evaluated})"]  # fmt: skip
         return Derivation(arch, self.cost.of(arch), greedy.argmax, greedy.argmax_cost, steps)
+
+    def _selection_space(self, res: torch.Tensor, scores: Scores, budget: float) -> tuple[SearchSpace, Scores]:
+        """The space selection draws its candidates from, and their scores: the whole space, or with
+        ``selection_resolution="distribution"`` the space at the most probable resolution alone (the
+        whole space at a tie, or where that resolution has no network within the budget)."""
+        full = self.space
+        top = int(res.argmax())
+        if self.cfg.selection_resolution == "supernet" or int((res == res[top]).sum()) > 1:
+            return full, scores
+        one = replace(full, resolutions=(full.resolutions[top],))
+        if self.cost.smallest(one)[1] > budget:
+            return full, scores
+        return one, Scores([scores.res[top]], scores.options)
 
     def _candidate_row(self, how: str, arch: Architecture, scores: Scores,
                        accuracy: Callable[[Architecture], float]) -> dict[str, Any]:  # fmt: skip
