@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from pathlib import Path
@@ -12,13 +11,13 @@ import torch
 
 from hwnas.nas.search.loop import Search, SearchConfig
 
+from conftest import benchmark_module
+
 
 @pytest.fixture(scope="module")
 def reselect():  # type: ignore[no-untyped-def]
-    bench = str(Path(__file__).resolve().parent.parent / "benchmarks")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(bench)
-        yield importlib.import_module("reselect")
+    with benchmark_module("reselect") as module:
+        yield module
 
 
 def test_selecting_again_reproduces_the_search_and_a_new_rule_changes_only_the_selection(tmp_path, reselect) -> None:

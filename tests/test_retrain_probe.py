@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-
 import pytest
 
 from hwnas.nas import get_space
 from hwnas.nas.spaces.arch import Architecture
+
+from conftest import benchmark_module
 
 MBV2 = (
     "r32 conv_k3_c16_s1_hs ir_k3_e1_c16_s1 ir_k3_e6_c32_s2 ir_k3_e6_c32_s1 skip_c32_s1 ir_k3_e6_c64_s2 "
@@ -24,10 +23,8 @@ MIXED = (
 
 @pytest.fixture(scope="module")
 def probe():  # type: ignore[no-untyped-def]
-    bench = str(Path(__file__).resolve().parent.parent / "benchmarks")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(bench)
-        yield importlib.import_module("retrain_probe")
+    with benchmark_module("retrain_probe") as module:
+        yield module
 
 
 def _strs(probe, text: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
