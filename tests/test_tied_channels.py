@@ -9,18 +9,19 @@ import random
 
 import pytest
 import torch
+from test_supernet import _randomize_bn
 
 from hwnas.errors import SpecError
 from hwnas.nas import get_space
 from hwnas.nas.search.cost import SearchCost, discrete_cost, expected_cost
 from hwnas.nas.search.derive import derive
 from hwnas.nas.search.evolution import crossover, mutate
-from hwnas.nas.search.select import Scores, best_in_band, log_ratio_scores, prior
+from hwnas.nas.search.select import best_in_band, log_ratio_scores, prior
 from hwnas.nas.search.slicing import slice_child
 from hwnas.nas.search.supernet import SuperNet
 from hwnas.nas.spaces.arch import Architecture
 from hwnas.nas.spaces.kernels import Kernel, arch_kernels
-from hwnas.nas.spaces.space import SearchSpace
+from hwnas.nas.spaces.space import Option, SearchSpace
 
 TIED = {
     "name": "tied-test",
@@ -171,23 +172,26 @@ def test_the_greedy_derivation_and_evolution_stay_in_the_space() -> None:
 
 
 def test_scores_count_a_stages_width_once() -> None:
+    """Two networks that differ only in one stage's width differ in score by that width's log-ratio
+    at the stage's first layer alone: the tied layers score the same at every width."""
     space = _space()
-    zero = [[0.0] * len(layer.options) for layer in space.layers]
+    net, res, probs = _searched(space, 9)
+    scores = log_ratio_scores(space, res, probs)
     leader = next(i for i, layer in enumerate(space.layers) if len(layer.channels) > 1 and not layer.tied)
-    zero[leader] = [1.0 if o.c == 16 else 0.0 for o in space.layers[leader].options]
-    scores = Scores([0.0, 0.0], zero)
-    wide = next(a for a in _all(space) if a.blocks[leader].c == 16)
-    assert scores.of(space, wide) == 1.0
+    a = next(x for x in _all(space) if x.blocks[leader].c == 8 and x.blocks[leader + 1].op != "skip")
+    options = [Option(b.op, b.c, b.e) for b in a.blocks]
+    options[leader] = Option(options[leader].op, 16, options[leader].e)
+    b = space.architecture(a.resolution, space.tie(options))
+    assert space.contains(b) and b.blocks[leader + 1].c == 16
+    p_c = net.super_layers()[leader].c_factor.probs().detach()
+    assert scores.of(space, b) - scores.of(space, a) == pytest.approx(math.log(float(p_c[1]) / float(p_c[0])))
 
 
 def test_a_tied_child_through_the_supernet_equals_the_sliced_child_with_its_residuals() -> None:
     torch.manual_seed(0)
     for space in (_space(), get_space("cifar-wide-tied")):
         net = SuperNet(space)
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
+        _randomize_bn(net, 1)
         net.eval()
         rng = random.Random(0)
         for arch in [space.smallest(), space.largest(), *(space.sample(rng) for _ in range(4))]:
