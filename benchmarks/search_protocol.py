@@ -334,7 +334,7 @@ def main() -> None:
     # One pool runs the searches and the retraining side by side (several runs at once on one GPU):
     # the baselines need no search, so they train while the searches run; a searched network is
     # retrained as soon as its search ends, ahead of any baseline still waiting.
-    cfgs = {seed: SearchConfig(space=space.name, budget=budget, cost=args.cost, lut=args.lut, data=args.data,
+    cfgs = {seed: SearchConfig(space=args.space, budget=budget, cost=args.cost, lut=args.lut, data=args.data,
                                limit=args.limit, epochs=args.search_epochs, seed=seed, split_seed=args.split_seed,
                                sandwich=args.sandwich, sampled_child=args.sampled_child, torch_device=args.torch_device,
                                child_sampling=args.child_sampling, batch_size=args.search_batch_size, lr=args.search_lr,
@@ -391,7 +391,7 @@ def main() -> None:
         n_jobs = max(1, args.jobs)
         threads = max(1, (os.cpu_count() or 1) // n_jobs) if dev.type == "cpu" else 1
         with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-                                 initargs=(args.data, space.name, args.limit, args.split_seed, threads)) as pool:  # fmt: skip
+                                 initargs=(args.data, args.space, args.limit, args.split_seed, threads)) as pool:  # fmt: skip
             running: dict[Future[Any], tuple[str, Any]] = {}
             for seed in pending:
                 f = pool.submit(_search_job, asdict(cfgs[seed]), str(work / f"search-seed{seed}"), threads)
