@@ -1,37 +1,103 @@
-"""benchmarks/search_protocol.py end to end at a tiny size, on a search space given as a file."""
+"""benchmarks/search_protocol.py end to end at a tiny size, on a search space given as a file, and
+benchmarks/inband_ranking.py on the run it leaves."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from hwnas.nas.spaces.arch import Architecture
 from hwnas.nas.spaces.presets import TINY
 from hwnas.nas.spaces.space import get_space
 
+from conftest import benchmark_module
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_a_space_file_reaches_the_searches_and_the_retrainings(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     # a name no registry knows: the searches and the retraining workers must load the file itself
-    spec = tmp_path / "tiny-file.yaml"
+    tmp = tmp_path_factory.mktemp("protocol")
+    spec = tmp / "tiny-file.yaml"
     spec.write_text(yaml.safe_dump({**TINY, "name": "tiny-from-a-file", "resolutions": [16]}))
-    work = tmp_path / "run"
+    work = tmp / "run"
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "search_protocol.py"), "--space", str(spec),
          "--data", "synthetic:n=300,size=24", "--limit", "300", "--search-epochs", "1", "--retrain-epochs", "1",
-         "--random", "2", "--tau-archs", "4", "--search-seeds", "0", "--retrain-seeds", "0", "1", "--jobs", "2",
-         "--cost", "flops", "--device", "", "--workdir", str(work)],
-        capture_output=True, text=True, timeout=600,
+         "--random", "2", "--tau-archs", "4", "--search-seeds", "0", "1", "--retrain-seeds", "0", "1",
+         "--jobs", "2", "--cost", "flops", "--device", "", "--workdir", str(work)],
+        capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+    return spec, work
+
+
+def test_a_space_file_reaches_the_searches_and_the_retrainings(tiny_run: tuple[Path, Path]) -> None:
+    spec, work = tiny_run
     assert json.loads((work / "search-seed0" / "config.json").read_text())["space"] == str(spec)
     space = get_space(spec)
     searched = Architecture.load(work / "search-seed0" / "arch.json")
     assert space.contains(searched) and searched.resolution == 16  # the file's single resolution, not TINY's two
     results = json.loads((work / "results.json").read_text())
-    assert {k.split("|")[0] for k in results["retrained"]} >= {searched.to_str()}
+    assert f"{searched.to_str()}|seed0" in results["retrained"]
+
+
+def _tau_by_pairs(x: list[float], y: list[float]) -> float:
+    """Kendall tau-b counted pair by pair (independent of scipy)."""
+    conc = disc = tx = ty = 0
+    for i, j in itertools.combinations(range(len(x)), 2):
+        dx, dy = x[i] - x[j], y[i] - y[j]
+        if dx == 0 and dy == 0:
+            continue
+        if dx == 0:
+            tx += 1
+        elif dy == 0:
+            ty += 1
+        elif dx * dy > 0:
+            conc += 1
+        else:
+            disc += 1
+    return (conc - disc) / ((conc + disc + tx) * (conc + disc + ty)) ** 0.5
+
+
+def test_inband_ranking_takes_every_in_band_network_once_with_its_mean_accuracy(tiny_run, tmp_path,
+                                                                                 monkeypatch) -> None:  # fmt: skip
+    _, work = tiny_run
+    results = json.loads((work / "results.json").read_text())
+    space = get_space(json.loads((work / "search-seed0" / "config.json").read_text())["space"])
+    # a probe file as retrain_probe.py writes it: one network retrained once more, one new network
+    random0 = results["drawn"]["random"][0]
+    new = next(a for a in results["drawn"]["ranked"] if a not in results["drawn"]["random"])
+    probe = tmp_path / "probe.json"
+    probe.write_text(json.dumps({random0: {"label": "as given", "test": 0.9}, new: {"label": "as given", "test": 0.1}}))
+    out = tmp_path / "inband.json"
+    with benchmark_module("inband_ranking") as module:
+        monkeypatch.setattr("sys.argv", ["inband_ranking.py", "--protocol", str(work), "--probe", str(probe),
+                                         "--out", str(out)])  # fmt: skip
+        module.main()
+    got = json.loads(out.read_text())
+    rows = {r["arch"]: r for r in got["networks"]}
+    expected = {Architecture.load(work / f"search-seed{s}" / "arch.json").to_str() for s in (0, 1)}
+    expected |= {a for a in (results["drawn"].get("mbv2"), *results["drawn"]["random"], new) if a}
+    expected |= {c["arch"] for c in json.loads((work / "search-seed0" / "candidates.json").read_text())
+                 if c["how"].startswith("null")}  # fmt: skip
+    assert set(rows) == expected and len(got["networks"]) == len(expected)
+    for a, r in rows.items():
+        retrained = [v["test"] for k, v in results["retrained"].items() if k.rsplit("|", 1)[0] == a]
+        extra = {random0: [0.9], new: [0.1]}.get(a, [])
+        assert r["standalone"] == pytest.approx(statistics.fmean(retrained + extra))
+        arch = Architecture.from_str(a, space.num_classes, space.in_channels)
+        assert r["se_blocks"] == sum(b.op.split("_")[2:3] in (["se"], ["sehsig"]) for b in arch.blocks)
+    alone = [r["standalone"] for r in got["networks"]]
+    for seed in (0, 1):
+        via = [r[f"search-seed{seed}"] for r in got["networks"]]
+        assert all(0.0 <= v <= 1.0 for v in via)
+        assert got["summary"][f"search-seed{seed}"]["tau"] == pytest.approx(_tau_by_pairs(via, alone))
