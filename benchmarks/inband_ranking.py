@@ -33,11 +33,16 @@ def se_blocks(arch: Architecture) -> int:
     return sum(1 for b in arch.blocks if parse_op(b.op).gate != "")
 
 
+def search_folders(work: Path) -> list[Path]:
+    """The run's ``search-seed*`` folders in seed order."""
+    return sorted(work.glob("search-seed*"), key=lambda p: int(p.name.removeprefix("search-seed")))
+
+
 def in_band_networks(work: Path, probes: list[Path]) -> list[dict[str, Any]]:
     """The in-band networks of the run in ``work`` and of ``probes``: name, architecture string and
     standalone accuracy (mean over every retraining of it that the files hold)."""
     results = json.loads((work / "results.json").read_text())
-    folders = sorted(work.glob("search-seed*"), key=lambda p: int(p.name.removeprefix("search-seed")))
+    folders = search_folders(work)
     config = json.loads((folders[0] / "config.json").read_text())
     space = get_space(config["space"])
     accs: dict[str, list[float]] = {}
@@ -75,17 +80,16 @@ def main() -> None:
     work = Path(args.protocol)
     rows = in_band_networks(work, [Path(p) for p in args.probe])
     alone = [r["standalone"] for r in rows]
-    summary: dict[str, Any] = {
-        "tau_se_standalone": float(stats.kendalltau([r["se_blocks"] for r in rows], alone).statistic)
-    }
-    for folder in sorted(work.glob("search-seed*")):
+    se = [r["se_blocks"] for r in rows]
+    summary: dict[str, Any] = {"tau_se_standalone": float(stats.kendalltau(se, alone).statistic)}
+    for folder in search_folders(work):
         scores = _supernet_scores_job(str(folder), [r["arch"] for r in rows])
         for r in rows:
             r[folder.name] = scores[r["arch"]]
         via = [r[folder.name] for r in rows]
         summary[folder.name] = {
             "tau": float(stats.kendalltau(via, alone).statistic),
-            "tau_se_supernet": float(stats.kendalltau([r["se_blocks"] for r in rows], via).statistic),
+            "tau_se_supernet": float(stats.kendalltau(se, via).statistic),
         }
         print(f"{folder.name}: in-band Kendall tau {summary[folder.name]['tau']:.3f} over {len(rows)} networks",
               flush=True)  # fmt: skip

@@ -270,7 +270,7 @@ def welch_and_permutation(a: list[float], b: list[float]) -> tuple[float, float]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--space", default="cifar")
+    ap.add_argument("--space", default="cifar", help="a preset name or a space file (YAML/JSON)")
     ap.add_argument("--data", required=True)
     ap.add_argument("--cost", default="latency", choices=("latency", "flops", "params"))
     ap.add_argument("--lut", help="the LUT, for --cost latency")

@@ -97,7 +97,10 @@ def test_inband_ranking_takes_every_in_band_network_once_with_its_mean_accuracy(
         arch = Architecture.from_str(a, space.num_classes, space.in_channels)
         assert r["se_blocks"] == sum(b.op.split("_")[2:3] in (["se"], ["sehsig"]) for b in arch.blocks)
     alone = [r["standalone"] for r in got["networks"]]
+    se = [float(r["se_blocks"]) for r in got["networks"]]
+    assert got["summary"]["tau_se_standalone"] == pytest.approx(_tau_by_pairs(se, alone))
     for seed in (0, 1):
         via = [r[f"search-seed{seed}"] for r in got["networks"]]
         assert all(0.0 <= v <= 1.0 for v in via)
         assert got["summary"][f"search-seed{seed}"]["tau"] == pytest.approx(_tau_by_pairs(via, alone))
+        assert got["summary"][f"search-seed{seed}"]["tau_se_supernet"] == pytest.approx(_tau_by_pairs(se, via))
