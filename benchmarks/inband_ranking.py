@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from search_protocol import _supernet_scores_job, null_derivation
+from search_protocol import _supernet_scores_job, null_derivation, search_folders
 
 from hwnas.fileio import write_text_atomic
 from hwnas.nas.spaces.arch import Architecture
@@ -31,11 +31,6 @@ from hwnas.nas.spaces.space import get_space
 
 def se_blocks(arch: Architecture) -> int:
     return sum(1 for b in arch.blocks if parse_op(b.op).gate != "")
-
-
-def search_folders(work: Path) -> list[Path]:
-    """The run's ``search-seed*`` folders in seed order."""
-    return sorted(work.glob("search-seed*"), key=lambda p: int(p.name.removeprefix("search-seed")))
 
 
 def in_band_networks(work: Path, probes: list[Path]) -> list[dict[str, Any]]:

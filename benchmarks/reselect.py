@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from ranking_ablation import _parse_set
+from search_protocol import search_folders
 
 from hwnas.errors import HwnasError
 from hwnas.fileio import write_text_atomic
@@ -58,7 +59,7 @@ def main() -> None:
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
     results["set"] = changes
-    folders = sorted(Path(args.protocol).glob("search-seed*"), key=lambda p: int(p.name.removeprefix("search-seed")))
+    folders = search_folders(Path(args.protocol))
     if not folders:
         raise SystemExit(f"reselect.py: no search-seed* folders in {args.protocol}")
     for folder in folders:

@@ -101,6 +101,11 @@ def null_derivation(folder: Path, space: SearchSpace) -> Architecture:
     return Architecture.from_str(row["arch"], space.num_classes, space.in_channels)
 
 
+def search_folders(work: Path) -> list[Path]:
+    """A run's ``search-seed*`` folders in seed order (not name order: seed 10 after seed 2)."""
+    return sorted(work.glob("search-seed*"), key=lambda p: int(p.name.removeprefix("search-seed")))
+
+
 def _search_ended(work: Path, seed: int) -> bool:
     return (work / f"search-seed{seed}" / "arch.json").exists()
 

@@ -104,3 +104,11 @@ def test_inband_ranking_takes_every_in_band_network_once_with_its_mean_accuracy(
         assert all(0.0 <= v <= 1.0 for v in via)
         assert got["summary"][f"search-seed{seed}"]["tau"] == pytest.approx(_tau_by_pairs(via, alone))
         assert got["summary"][f"search-seed{seed}"]["tau_se_supernet"] == pytest.approx(_tau_by_pairs(se, via))
+
+
+def test_search_folders_come_in_seed_order_not_name_order(tmp_path: Path) -> None:
+    for seed in (10, 2, 0):
+        (tmp_path / f"search-seed{seed}").mkdir()
+    (tmp_path / "results.json").write_text("{}")
+    with benchmark_module("search_protocol") as module:
+        assert [p.name for p in module.search_folders(tmp_path)] == ["search-seed0", "search-seed2", "search-seed10"]
