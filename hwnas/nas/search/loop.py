@@ -56,7 +56,7 @@ from hwnas.nas.search.select import (
     uniform_scores,
 )
 from hwnas.nas.search.supernet import SuperNet
-from hwnas.nas.search.training import cosine, evaluate, param_groups, torch_device
+from hwnas.nas.search.training import cosine, evaluate, param_groups, torch_device, training_layout
 from hwnas.nas.spaces.arch import Architecture
 from hwnas.nas.spaces.space import Option, SearchSpace, get_space
 from hwnas.progress import progress_bar
@@ -208,7 +208,7 @@ class Search:
         self.splits = self._data()
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        self.net = SuperNet(self.space, paths=cfg.paths).to(self.device)
+        self.net = training_layout(SuperNet(self.space, paths=cfg.paths).to(self.device), self.device)
         with torch.no_grad():  # the alphas start at zero: these are the per-factor uniform probabilities
             res, probs = self.net.choice_probs()
             self._uniform = (res.detach().cpu().double(), [p.detach().cpu().double() for p in probs])
