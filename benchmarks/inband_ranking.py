@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,20 @@ def in_band_networks(work: Path, probes: list[Path]) -> list[dict[str, Any]]:
     return out
 
 
-def main() -> None:
+def kendall_tau(a: list[float], b: list[float]) -> float | None:
+    """Kendall tau-b of ``a`` against ``b``; None where it is undefined (one side constant, e.g. the
+    SE counts of a space without SE choices), so the output stays strict JSON (no NaN)."""
     from scipy import stats
 
+    tau = float(stats.kendalltau(a, b).statistic)
+    return None if math.isnan(tau) else tau
+
+
+def _show(tau: float | None) -> str:
+    return "undefined" if tau is None else f"{tau:.3f}"
+
+
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--protocol", required=True, help="a search_protocol.py workdir whose searches have ended")
     ap.add_argument("--probe", action="append", default=[], help="a retrain_probe.py output to add")
@@ -76,20 +88,22 @@ def main() -> None:
     rows = in_band_networks(work, [Path(p) for p in args.probe])
     alone = [r["standalone"] for r in rows]
     se = [r["se_blocks"] for r in rows]
-    summary: dict[str, Any] = {"tau_se_standalone": float(stats.kendalltau(se, alone).statistic)}
+    summary: dict[str, Any] = {"tau_se_standalone": kendall_tau(se, alone)}
     for folder in search_folders(work):
         scores = _supernet_scores_job(str(folder), [r["arch"] for r in rows])
         for r in rows:
             r[folder.name] = scores[r["arch"]]
         via = [r[folder.name] for r in rows]
         summary[folder.name] = {
-            "tau": float(stats.kendalltau(via, alone).statistic),
-            "tau_se_supernet": float(stats.kendalltau(se, via).statistic),
+            "tau": kendall_tau(via, alone),
+            "tau_se_supernet": kendall_tau(se, via),
         }
-        print(f"{folder.name}: in-band Kendall tau {summary[folder.name]['tau']:.3f} over {len(rows)} networks",
+        print(f"{folder.name}: in-band Kendall tau {_show(summary[folder.name]['tau'])} over {len(rows)} networks",
               flush=True)  # fmt: skip
-    write_text_atomic(Path(args.out), json.dumps({"summary": summary, "networks": rows}, indent=1) + "\n")
-    print(f"SE blocks against standalone accuracy: tau {summary['tau_se_standalone']:.3f}")
+    write_text_atomic(
+        Path(args.out), json.dumps({"summary": summary, "networks": rows}, indent=1, allow_nan=False) + "\n"
+    )
+    print(f"SE blocks against standalone accuracy: tau {_show(summary['tau_se_standalone'])}")
 
 
 if __name__ == "__main__":

@@ -106,6 +106,15 @@ def test_inband_ranking_takes_every_in_band_network_once_with_its_mean_accuracy(
         assert got["summary"][f"search-seed{seed}"]["tau_se_supernet"] == pytest.approx(_tau_by_pairs(se, via))
 
 
+def test_inband_tau_is_none_not_nan_where_one_side_is_constant() -> None:
+    """A space without SE choices gives every network 0 SE blocks: no tau exists, and the output
+    must stay strict JSON."""
+    with benchmark_module("inband_ranking") as module:
+        assert module.kendall_tau([0.0, 0.0, 0.0], [0.4, 0.5, 0.6]) is None
+        got = module.kendall_tau([1.0, 2.0, 3.0, 4.0], [0.4, 0.6, 0.5, 0.7])
+    assert got == pytest.approx(_tau_by_pairs([1.0, 2.0, 3.0, 4.0], [0.4, 0.6, 0.5, 0.7]))
+
+
 def test_search_folders_come_in_seed_order_not_name_order(tmp_path: Path) -> None:
     for seed in (10, 2, 0):
         (tmp_path / f"search-seed{seed}").mkdir()
