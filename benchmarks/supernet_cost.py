@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/supernet_cost.py memory [--choices 2 4 8 16 32] [--width 64] [--size 16] [--batch 32]
-    python benchmarks/supernet_cost.py compute [--space cifar] [--batch 64] [--repeats 20]
+    python benchmarks/supernet_cost.py compute [--space cifar] [--batch 64] [--repeats 20] [--paths masked]
 
 memory: a space of 8 searchable 3x3 conv layers of up to ``--width`` channels, each with K evenly
 spaced out-channel choices (the setup of DESIGN.md, scaled to a CPU), one training step
@@ -13,7 +13,10 @@ On a CUDA machine (``--torch-device cuda``) it reports ``torch.cuda.max_memory_a
 
 compute: the median time of a supernet weight step (at the largest resolution), of an
 architecture step, and of one evaluation of the expected cost (forward + backward), against a
-training step of the space's largest child (by FLOPs), same batch. Run it alone on the machine.
+training step of the space's largest child (by FLOPs), same batch, both in the memory layout the
+search trains in (channels-last on a CPU since 2026-11-29; the rows before that date ran NCHW).
+``--paths masked-se`` measures the supernet with the SE ops on their own weights. Run it alone on
+the machine.
 """
 
 from __future__ import annotations
@@ -131,17 +134,20 @@ def compute(args: argparse.Namespace) -> None:
     from hwnas.nas.models.builder import build_model
     from hwnas.nas.search.cost import make_cost
     from hwnas.nas.search.supernet import SuperNet
+    from hwnas.nas.search.training import training_layout
 
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     space = get_space(args.space)
     res = max(space.resolutions)
     x = torch.randn(args.batch, 3, res, res)
     y = torch.randint(0, space.num_classes, (args.batch,))
-    net = SuperNet(space).train()
+    dev = torch.device("cpu")
+    net = training_layout(SuperNet(space, paths=args.paths), dev).train()  # as the search trains it
     w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.01, momentum=0.9)
     a_opt = torch.optim.Adam(net.arch_parameters(), lr=0.01)
     expected = make_cost("flops", space).expected(space)
-    child = build_model(space.largest()).train()
+    child = training_layout(build_model(space.largest()), dev).train()
     c_opt = torch.optim.SGD(child.parameters(), lr=0.01, momentum=0.9)
 
     def super_step() -> None:
@@ -182,7 +188,8 @@ def compute(args: argparse.Namespace) -> None:
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     print(f"<!-- {date.today()}, {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, space {space.name} at {res} px, batch {args.batch}, "
+          f"threads {torch.get_num_threads()}, space {space.name} at {res} px, paths {args.paths}, "
+          f"channels-last, batch {args.batch}, "
           f"median of {args.repeats} -->")  # fmt: skip
     print("| space | largest child step (ms) | supernet weight step (ms) | ratio | architecture step (ms) | "
           "expected cost fwd+bwd (ms) | cost / supernet step |")  # fmt: skip
@@ -208,6 +215,8 @@ def main() -> None:
     c.add_argument("--space", default="cifar")
     c.add_argument("--batch", type=int, default=64)
     c.add_argument("--repeats", type=int, default=20)
+    c.add_argument("--paths", default="masked", choices=("masked", "masked-se"))
+    c.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     memory(args) if args.what == "memory" else compute(args)
 

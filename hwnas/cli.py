@@ -964,8 +964,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "fbnet: CE a log(E)^b")  # fmt: skip
     se.add_argument("--tau-start", type=_positive_float, default=5.0, help="Gumbel temperature at the first epoch")
     se.add_argument("--tau-end", type=_positive_float, default=0.5, help="and at the last (geometric annealing)")
-    se.add_argument("--paths", default="masked", choices=("masked", "explicit"),
-                    help="masked: DMasking; explicit: one block per choice (FBNet-style baseline, memory hungry)")  # fmt: skip
+    se.add_argument("--paths", default="masked", choices=("masked", "masked-se", "explicit"),  # supernet.PATHS
+                    help="masked: DMasking; masked-se: DMasking with the SE ops on weights of their own; explicit: one "
+                         "block per choice (FBNet-style baseline, memory hungry)")  # fmt: skip
     se.add_argument("--sandwich", action="store_true",
                     help="each weight step also trains the largest, the smallest and one sampled child, the last "
                          "two distilled from the largest (BigNAS / OFA); 1.4-2.0x the default search's time")  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -121,3 +122,31 @@ def test_search_folders_come_in_seed_order_not_name_order(tmp_path: Path) -> Non
     (tmp_path / "results.json").write_text("{}")
     with benchmark_module("search_protocol") as module:
         assert [p.name for p in module.search_folders(tmp_path)] == ["search-seed0", "search-seed2", "search-seed10"]
+
+
+@pytest.mark.tour
+def test_the_gpu_protocol_script_runs_its_arms_then_the_ranking_in_a_second_call(tmp_path: Path) -> None:
+    """benchmarks/gpu_search_protocol.sh at its tiny CPU size (TINY=1), as on a lent GPU: the first
+    call runs the issue's arms only; TAU=1 resumes the same folder and retrains only the ranking
+    networks."""
+    env = {**os.environ, "TINY": "1", "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work")}
+    script = str(ROOT / "benchmarks" / "gpu_search_protocol.sh")
+    first = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=900)
+    assert "protocol exit 0" in first.stdout, first.stdout[-2000:] + first.stderr[-2000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["drawn"]["ranked"] == [] and len(results["drawn"]["random"]) == 3
+    searched = [Architecture.load(tmp_path / "work" / f"search-seed{s}" / "arch.json").to_str() for s in (0, 1, 2)]
+    keys = set(results["retrained"])
+    assert {f"{a}|seed{s}" for s, a in enumerate(searched)} <= keys
+    assert {f"{a}|seed0" for a in results["drawn"]["random"]} <= keys
+    first_rows = dict(results["retrained"])
+
+    second = subprocess.run(["bash", script], env={**env, "TAU": "1"}, capture_output=True, text=True, timeout=900)
+    assert "protocol exit 0" in second.stdout, second.stdout[-2000:] + second.stderr[-2000:]
+    again = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert again["drawn"]["random"] == results["drawn"]["random"] and again["drawn"]["mbv2"] == results["drawn"]["mbv2"]
+    ranked = again["drawn"]["ranked"]
+    assert len(ranked) == 4 and set(again["supernet_scores"]) >= set(ranked)
+    assert {f"{a}|seed0" for a in ranked} <= set(again["retrained"])
+    for key, row in first_rows.items():  # nothing of the first call was trained again
+        assert again["retrained"][key] == row

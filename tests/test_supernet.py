@@ -29,11 +29,12 @@ def _randomize_bn(net: nn.Module, seed: int) -> None:
             m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
 
 
-@pytest.mark.parametrize("space_name", ["tiny", "cifar"])
-def test_sliced_child_equals_the_supernet_with_one_hot_choices(space_name: str) -> None:
+@pytest.mark.parametrize(("space_name", "paths"), [("tiny", "masked"), ("cifar", "masked"), ("tiny", "masked-se"),
+                                                  ("cifar", "masked-se")])  # fmt: skip
+def test_sliced_child_equals_the_supernet_with_one_hot_choices(space_name: str, paths: str) -> None:
     torch.manual_seed(0)
     space = get_space(space_name)
-    net = SuperNet(space)
+    net = SuperNet(space, paths=paths)
     _randomize_bn(net, 1)
     net.eval()
     rng = random.Random(0)
@@ -206,7 +207,7 @@ def _search_folder(folder, net: SuperNet, config: dict) -> None:
     write_search_checkpoint(folder / "checkpoint.safetensors", state)
 
 
-@pytest.mark.parametrize("paths", ["masked", None])
+@pytest.mark.parametrize("paths", ["masked", "masked-se", None])
 def test_a_child_sliced_from_a_search_folder_equals_the_saved_supernet(tmp_path, paths) -> None:
     """What ``train --init supernet`` starts from, read in process (the CLI test runs it in a child)."""
     from hwnas.nas.search.slicing import sliced_child_of_run
@@ -396,7 +397,8 @@ def test_the_resolution_loss_is_the_probability_weighted_loss_of_one_group_per_r
     assert torch.allclose(got, want, rtol=1e-6)
 
 
-@pytest.mark.parametrize(("space_name", "paths"), [("tiny", "masked"), ("cifar", "masked"), ("tiny", "explicit")])
+@pytest.mark.parametrize(("space_name", "paths"), [("tiny", "masked"), ("cifar", "masked"), ("tiny", "explicit"),
+                                                  ("cifar", "masked-se")])  # fmt: skip
 def test_convolutions_carry_no_bias_and_masks_are_not_saved(space_name: str, paths: str) -> None:
     """A BatchNorm follows every convolution, so a conv bias is a dead weight that the checkpoint and
     weight decay would carry; masks and kernel rings are rebuilt from the space, never stored."""
@@ -424,3 +426,65 @@ def test_the_resolution_loss_splits_any_batch_into_one_group_per_resolution() ->
     ce = torch.stack([F.cross_entropy(net(xr, 0.6, resolution=r), yr)
                       for r, (xr, yr) in zip(space.resolutions, groups, strict=True)])  # fmt: skip
     assert torch.allclose(got, (net.res_factor.alpha.softmax(0) * ce).sum())
+
+
+def _all_children(space, gated: bool):
+    """The largest child with every IR op SE-gated (``gated``) or none, where its layer offers one."""
+    options = []
+    for layer in space.layers:
+        ops = [o for o in layer.options if parse_op(o.op).kind != "ir" or bool(parse_op(o.op).gate) == gated]
+        ops = ops or list(layer.options)  # a layer without that kind of op (e.g. no SE op at all)
+        best = max(ops, key=lambda o: (parse_op(o.op).kind != "skip", o.c, o.e, parse_op(o.op).k))
+        options.append(Option(best.op, options[-1].c if layer.tied else best.c, best.e))
+    return space.architecture(max(space.resolutions), options)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_masked_se_trains_a_child_on_its_own_kind_of_weights_only(gated: bool) -> None:
+    """With ``masked-se`` a child without SE leaves the SE ops' weights untouched, and the other way round;
+    the shared supernet gives both kinds the same convolutions."""
+    torch.manual_seed(0)
+    space = get_space("cifar")
+    arch = _all_children(space, gated)
+    x, y = torch.randn(4, 3, arch.resolution, arch.resolution), torch.randint(0, 10, (4,))
+    net = SuperNet(space, paths="masked-se").train()
+    F.cross_entropy(net(x, arch=arch), y).backward()
+    apart = [lay for lay in net.super_layers() if lay.se_apart]
+    assert apart  # the cifar space has layers with both kinds
+    for lay in apart:
+        used, unused = (lay.se_path, lay) if gated else (lay, lay.se_path)
+        for name in ("pw", "dw", "pwl"):
+            grad = getattr(unused, name).weight.grad
+            assert grad is None or not grad.any(), f"layer {lay.layer.index}: {name} of the other kind trained"
+        assert used.dw.weight.grad is not None and used.dw.weight.grad.any()
+    shared = SuperNet(space, paths="masked").train()
+    F.cross_entropy(shared(x, arch=arch), y).backward()
+    assert all(lay.dw.weight.grad is not None and lay.dw.weight.grad.any() for lay in shared.super_layers()
+               if lay.kind == "ir")  # fmt: skip
+
+
+def test_masked_se_mixes_the_two_blocks_by_the_se_ops_total_weight() -> None:
+    """out(w) = (1 - s) out(w without SE ops, renormalised) + s out(w of the SE ops, renormalised), s the
+    SE ops' share: each block sees its ops' weights relative to each other (the kernel-size and
+    activation mixes within a block depend on that)."""
+    torch.manual_seed(0)
+    net = SuperNet(get_space("cifar"), paths="masked-se").eval()
+    _randomize_bn(net, 3)
+    layer = next(lay for lay in net.super_layers() if lay.se_apart and lay.skip_index is None)
+    x = torch.randn(2, layer.cin, 12, 12)
+    q_in = torch.softmax(torch.randn(layer.same.shape[0]), 0)
+    g_e = torch.softmax(torch.randn(len(layer.expansions)), 0)
+    g_c = torch.softmax(torch.randn(len(layer.layer.channels)), 0)
+
+    def out(w: list[float]) -> torch.Tensor:
+        return layer(x, q_in, {"op": torch.tensor(w), "e": g_e, "c": g_c})[0]
+
+    gated = [bool(op.gate) for op in layer.ops]
+    w = [0.1, 0.3, 0.2, 0.4][: len(layer.ops)]
+    s = sum(v for v, g in zip(w, gated, strict=True) if g)
+    plain = [0.0 if g else v / (1 - s) for v, g in zip(w, gated, strict=True)]
+    se = [v / s if g else 0.0 for v, g in zip(w, gated, strict=True)]
+    with torch.no_grad():
+        torch.testing.assert_close(out(w), (1 - s) * out(plain) + s * out(se), rtol=1e-4, atol=1e-5)
+        # and not the shared block's mix: the two blocks hold different weights
+        assert not torch.allclose(out(plain), out(se), atol=1e-3)

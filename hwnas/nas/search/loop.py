@@ -55,7 +55,7 @@ from hwnas.nas.search.select import (
     top_in_band,
     uniform_scores,
 )
-from hwnas.nas.search.supernet import SuperNet
+from hwnas.nas.search.supernet import PATHS, SuperNet
 from hwnas.nas.search.training import cosine, evaluate, param_groups, torch_device, training_layout
 from hwnas.nas.spaces.arch import Architecture
 from hwnas.nas.spaces.space import Option, SearchSpace, get_space
@@ -149,6 +149,8 @@ class SearchConfig:
         if self.selection_resolution not in SELECTION_RESOLUTION:
             raise HwnasError(f"unknown selection resolution {self.selection_resolution!r}; "
                              f"choose {', '.join(SELECTION_RESOLUTION)}")  # fmt: skip
+        if self.paths not in PATHS:
+            raise HwnasError(f"unknown paths {self.paths!r}; choose {', '.join(PATHS)}")
         if self.child_sampling not in CHILD_SAMPLING:
             raise HwnasError(f"unknown child sampling {self.child_sampling!r}; choose {', '.join(CHILD_SAMPLING)}")
         if not self.relaxed_weights and not (self.sandwich or self.sampled_child):

@@ -16,7 +16,7 @@ from torch import nn
 from hwnas.errors import HwnasError
 from hwnas.nas.models.blocks import InvertedResidual, IRPool, Skip
 from hwnas.nas.models.builder import ChildNet, build_model
-from hwnas.nas.search.supernet import SuperLayer, SuperNet
+from hwnas.nas.search.supernet import PATHS, SuperLayer, SuperNet
 from hwnas.nas.spaces.arch import Architecture
 
 
@@ -64,13 +64,14 @@ def _slice_layer(block: nn.Module, layer: SuperLayer) -> None:
         if not isinstance(block.conv, nn.Identity):
             _conv_bn(block.conv, layer.skip_conv, layer.skip_bn)
     elif isinstance(block, InvertedResidual):
+        src = layer.ir_weights(gated=not isinstance(block.se, nn.Identity))
         if not isinstance(block.pw, nn.Identity):
-            _conv_bn(block.pw, layer.pw, layer.pw_bn)
-        _conv_bn(block.dw, layer.dw, layer.dw_bn)
+            _conv_bn(block.pw, src.pw, src.pw_bn)
+        _conv_bn(block.dw, src.dw, src.dw_bn)
         if not isinstance(block.se, nn.Identity):
-            _copy_conv(block.se.reduce, layer.se_reduce)
-            _copy_conv(block.se.expand, layer.se_expand)
-        _conv_bn(block.pwl, layer.pwl, layer.pwl_bn)
+            _copy_conv(block.se.reduce, src.se_reduce)
+            _copy_conv(block.se.expand, src.se_expand)
+        _conv_bn(block.pwl, src.pwl, src.pwl_bn)
     elif isinstance(block, IRPool):
         if not isinstance(block[0], nn.Identity):
             _conv_bn(block[0], layer.pw, layer.pw_bn)
@@ -89,7 +90,7 @@ def sliced_child_of_run(run: str | Path, arch: Architecture) -> ChildNet:
     state = read_search_checkpoint(run)
     path, cfg = checkpoint_path(run), state["config"]
     space, paths = cfg.get("space"), cfg.get("paths", "masked")
-    if not isinstance(space, str) or paths not in ("masked", "explicit"):
+    if not isinstance(space, str) or paths not in PATHS:
         raise HwnasError(f"{path}: corrupt content (config.space or config.paths)")
     net = SuperNet(get_space(space), paths=paths)
     try:

@@ -13,7 +13,12 @@ widest (max in, mid and out channels, largest kernel). Its choices are Gumbel-so
   the ops that have them), and ``skip`` is a separate path, so depth is searched:
   ``y = (1 - g_skip) * IR(x) + g_skip * skip(x)``. With ``paths="explicit"`` every (op,
   expansion, out channels) is its own full block on the widest input instead (FBNet's DNAS, one
-  conv per channel choice): kept only as the baseline of the memory benchmark.
+  conv per channel choice): kept only as the baseline of the memory benchmark. With
+  ``paths="masked-se"`` the IR ops that have an SE gate share one set of weights among
+  themselves, apart from the ops without one (two Single-Path blocks per layer, mixed by the SE
+  ops' total weight; a child runs only its own). In the sixth CPU protocol run, with SE shared,
+  the supernet scored networks with more SE blocks higher while they retrained worse
+  (BENCHMARKS.md); this keeps a child without SE off convolutions trained behind a gate.
 
 A residual (or a skip that is an identity) exists in a child only where its in-channels equal its
 out-channels; the supernet adds it weighted by the probability of that event under the current
@@ -50,6 +55,7 @@ from hwnas.nas.spaces.ops import mid_channels, parse_op, se_channels
 from hwnas.nas.spaces.space import Layer, Option, SearchSpace
 
 Weights = dict[str, torch.Tensor]
+PATHS = ("masked", "explicit", "masked-se")  # how the ops of a layer hold their weights; see the module docstring
 
 
 def width_masks(choices: Sequence[int], width: int) -> torch.Tensor:
@@ -96,9 +102,30 @@ class Factor(nn.Module):
         return one_hot - soft.detach() + soft
 
 
+class IRWeights(nn.Module):
+    """The weights of one Single-Path IR block (a ``masked-se`` layer's SE ops keep theirs here)."""
+
+    pw: nn.Conv2d
+    pw_bn: nn.BatchNorm2d
+    dw: nn.Conv2d
+    dw_bn: nn.BatchNorm2d
+    se_reduce: nn.Conv2d
+    se_expand: nn.Conv2d
+    pwl: nn.Conv2d
+    pwl_bn: nn.BatchNorm2d
+
+
 class SuperLayer(nn.Module):
     """One searchable layer at its widest; see the module docstring."""
 
+    pw: nn.Conv2d
+    pw_bn: nn.BatchNorm2d
+    dw: nn.Conv2d
+    dw_bn: nn.BatchNorm2d
+    se_reduce: nn.Conv2d
+    se_expand: nn.Conv2d
+    pwl: nn.Conv2d
+    pwl_bn: nn.BatchNorm2d
     same: torch.Tensor
     out_masks: torch.Tensor
     mid_masks: torch.Tensor
@@ -106,7 +133,9 @@ class SuperLayer(nn.Module):
     se_masks: torch.Tensor
     kernel_rings: torch.Tensor
 
-    def __init__(self, layer: Layer, in_choices: tuple[int, ...], explicit: bool = False) -> None:
+    def __init__(
+        self, layer: Layer, in_choices: tuple[int, ...], explicit: bool = False, se_apart: bool = False
+    ) -> None:
         super().__init__()
         self.layer = layer
         self.in_choices = in_choices
@@ -121,6 +150,8 @@ class SuperLayer(nn.Module):
         self.expansions = layer.expansions if self.kind in ("ir", "ir_pool") else (1.0,)
         self.stride = layer.stride
         self.explicit = explicit and self.kind != "ir_pool"  # the head has one choice: masked either way
+        gates = {bool(op.gate) for op in self.ops if op.kind == "ir"}
+        self.se_apart = se_apart and not self.explicit and gates == {True, False}  # both kinds to keep apart
         self.tied = layer.tied
         if self.tied and in_choices != layer.channels:
             raise HwnasError(f"layer {layer.index}: a tied layer needs its input's channel choices {in_choices}")
@@ -159,15 +190,10 @@ class SuperLayer(nn.Module):
             self.conv = nn.Conv2d(self.cin, self.cout, self.kmax, self.stride, self.kmax // 2, bias=False)
             self.bn = nn.BatchNorm2d(self.cout)
         elif self.kind == "ir":
-            self.pw = nn.Conv2d(self.cin, self.mid, 1, bias=False)
-            self.pw_bn = nn.BatchNorm2d(self.mid)
-            self.dw = nn.Conv2d(self.mid, self.mid, self.kmax, self.stride, self.kmax // 2, groups=self.mid, bias=False)
-            self.dw_bn = nn.BatchNorm2d(self.mid)
-            if any(op.gate for op in self.ops):
-                self.se_reduce = nn.Conv2d(self.mid, self.se_mid, 1)
-                self.se_expand = nn.Conv2d(self.se_mid, self.mid, 1)
-            self.pwl = nn.Conv2d(self.mid, self.cout, 1, bias=False)
-            self.pwl_bn = nn.BatchNorm2d(self.cout)
+            self._build_ir(self, gate=any(op.gate for op in self.ops) and not self.se_apart)
+            if self.se_apart:  # the SE ops' own block, beside this one (which the ops without SE use)
+                self.se_path = IRWeights()
+                self._build_ir(self.se_path, gate=True)
         elif self.kind == "ir_pool":
             self.pw = nn.Conv2d(self.cin, self.mid, 1, bias=False)
             self.pw_bn = nn.BatchNorm2d(self.mid)
@@ -184,6 +210,22 @@ class SuperLayer(nn.Module):
                 rings[i, c - s // 2 : c + s // 2 + 1, c - s // 2 : c + s // 2 + 1] = 1.0
             self.kernel_sizes = sizes
             self.register_buffer("kernel_rings", rings, persistent=False)
+
+    def _build_ir(self, into: SuperLayer | IRWeights, gate: bool) -> None:
+        into.pw = nn.Conv2d(self.cin, self.mid, 1, bias=False)
+        into.pw_bn = nn.BatchNorm2d(self.mid)
+        into.dw = nn.Conv2d(self.mid, self.mid, self.kmax, self.stride, self.kmax // 2, groups=self.mid, bias=False)
+        into.dw_bn = nn.BatchNorm2d(self.mid)
+        if gate:
+            into.se_reduce = nn.Conv2d(self.mid, self.se_mid, 1)
+            into.se_expand = nn.Conv2d(self.se_mid, self.mid, 1)
+        into.pwl = nn.Conv2d(self.mid, self.cout, 1, bias=False)
+        into.pwl_bn = nn.BatchNorm2d(self.cout)
+
+    def ir_weights(self, gated: bool) -> SuperLayer | IRWeights:
+        """The module holding the pw / dw / SE / pwl weights that an IR op with (``gated``) or
+        without an SE gate uses: this layer, or with ``se_apart`` its ``se_path`` for SE ops."""
+        return self.se_path if gated and self.se_apart else self
 
     def _build_explicit(self) -> None:
         from hwnas.nas.models.blocks import make_block
@@ -298,27 +340,51 @@ class SuperLayer(nn.Module):
 
     def _ir(self, x: torch.Tensor, q_in: torch.Tensor, g_e: torch.Tensor, cond: torch.Tensor,
             hs: torch.Tensor | float, p_same: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        mid_mask = torch.einsum("i,e,iem->m", q_in, g_e, self.mid_masks)
-        p_id = q_in @ self.pw_identity @ g_e  # P(mid == in): the child has no expand conv
-        h = _act(self.pw_bn(self.pw(x)), hs)
-        if self.has_pw_identity:
-            h = p_id * _pad_channels(x, self.mid) + (1 - p_id) * h
-        h = _mask(h, mid_mask)
-        h = _mask(_act(self.dw_bn(F.conv2d(h, self._kernel(self.dw.weight, cond), None, self.stride,
-                                           self.kmax // 2, 1, self.mid)), hs), mid_mask)  # fmt: skip
-        if hasattr(self, "se_reduce"):
-            se_share = self._share(cond, lambda op: bool(op.gate))
-            hsig = self._share(cond, lambda op: op.gate == "hsigmoid")
-            s = _act(self.se_reduce(F.adaptive_avg_pool2d(h, 1)), hs)
-            s = _mask(s, torch.einsum("i,e,iem->m", q_in, g_e, self.se_masks))
-            s = self.se_expand(s)
-            gate = hsig * F.hardsigmoid(s) + (1 - hsig) * torch.sigmoid(s) if not isinstance(hsig, float) else (
-                F.hardsigmoid(s) if hsig == 1.0 else torch.sigmoid(s))  # fmt: skip
-            h = se_share * (h * gate) + (1 - se_share) * h
-        y = self.pwl_bn(self.pwl(h))
+        se_share = self._share(cond, lambda op: bool(op.gate))
+        if not self.se_apart:
+            y = self._ir_block(self, x, q_in, g_e, cond, hs, se_share)
+        else:
+            # each block sees the op weights within its own ops; a share of exactly 0 skips a block
+            # (a child runs one), a soft mixture runs both
+            y = x.new_zeros(())
+            for gated, share in ((False, 1 - se_share), (True, se_share)):
+                if not isinstance(share, torch.Tensor) and share == 0.0:
+                    continue
+                if isinstance(share, torch.Tensor) and not share.requires_grad and float(share) == 0.0:
+                    continue
+                keep = torch.tensor([float(op.kind != "skip" and bool(op.gate) == gated) for op in self.ops],
+                                    device=cond.device)  # fmt: skip
+                sub = cond * keep / torch.as_tensor(share, device=cond.device).clamp_min(1e-6)
+                y = y + share * self._ir_block(self.ir_weights(gated), x, q_in, g_e, sub,
+                                               self._share(sub, lambda op: op.act == "hswish"), float(gated))  # fmt: skip
         if self.stride == 1:
             y = y + p_same * _pad_channels(x, self.cout)
         return y
+
+    def _ir_block(self, m: SuperLayer | IRWeights, x: torch.Tensor, q_in: torch.Tensor, g_e: torch.Tensor, cond: torch.Tensor,
+                  hs: torch.Tensor | float, se_share: torch.Tensor | float) -> torch.Tensor:  # fmt: skip
+        """One Single-Path IR block on the weights in ``m``, without its residual."""
+        mid_mask = torch.einsum("i,e,iem->m", q_in, g_e, self.mid_masks)
+        p_id = q_in @ self.pw_identity @ g_e  # P(mid == in): the child has no expand conv
+        h = _act(m.pw_bn(m.pw(x)), hs)
+        if self.has_pw_identity:
+            h = p_id * _pad_channels(x, self.mid) + (1 - p_id) * h
+        h = _mask(h, mid_mask)
+        h = _mask(_act(m.dw_bn(F.conv2d(h, self._kernel(m.dw.weight, cond), None, self.stride,
+                                        self.kmax // 2, 1, self.mid)), hs), mid_mask)  # fmt: skip
+        if hasattr(m, "se_reduce") and not (isinstance(se_share, float) and se_share == 0.0):
+            hsig = self._share(cond, lambda op: op.gate == "hsigmoid")
+            s = _act(m.se_reduce(F.adaptive_avg_pool2d(h, 1)), hs)
+            s = _mask(s, torch.einsum("i,e,iem->m", q_in, g_e, self.se_masks))
+            s = m.se_expand(s)
+            gate = hsig * F.hardsigmoid(s) + (1 - hsig) * torch.sigmoid(s) if not isinstance(hsig, float) else (
+                F.hardsigmoid(s) if hsig == 1.0 else torch.sigmoid(s))  # fmt: skip
+            h = (
+                h * gate
+                if isinstance(se_share, float) and se_share == 1.0
+                else se_share * (h * gate) + (1 - se_share) * h
+            )
+        return m.pwl_bn(m.pwl(h))
 
     def _ir_pool(
         self, x: torch.Tensor, q_in: torch.Tensor, g_e: torch.Tensor, hs: torch.Tensor | float
@@ -351,13 +417,13 @@ class SuperNet(nn.Module):
 
     def __init__(self, space: SearchSpace, paths: str = "masked") -> None:
         super().__init__()
-        if paths not in ("masked", "explicit"):
-            raise ValueError(f"paths must be 'masked' or 'explicit', got {paths!r}")
+        if paths not in PATHS:
+            raise ValueError(f"paths must be one of {', '.join(PATHS)}, got {paths!r}")
         self.space = space
         in_choices: tuple[int, ...] = (space.in_channels,)
         layers = []
         for layer in space.layers:
-            layers.append(SuperLayer(layer, in_choices, explicit=paths == "explicit"))
+            layers.append(SuperLayer(layer, in_choices, explicit=paths == "explicit", se_apart=paths == "masked-se"))
             in_choices = layer.channels
         self.layers = nn.ModuleList(layers)
         self.res_factor = Factor(len(space.resolutions))
