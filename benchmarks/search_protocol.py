@@ -285,6 +285,8 @@ def main() -> None:
     ap.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--search-epochs", type=int, default=10)
     ap.add_argument("--sandwich", action="store_true")
+    ap.add_argument("--paths", choices=("masked", "masked-se"), default=SearchConfig.paths,
+                    help="the searches' supernet (default: hwnas search's); masked-se keeps SE ops on their own weights")  # fmt: skip
     ap.add_argument(
         "--sampled-child",
         action=argparse.BooleanOptionalAction,
@@ -341,7 +343,7 @@ def main() -> None:
     # retrained as soon as its search ends, ahead of any baseline still waiting.
     cfgs = {seed: SearchConfig(space=args.space, budget=budget, cost=args.cost, lut=args.lut, data=args.data,
                                limit=args.limit, epochs=args.search_epochs, seed=seed, split_seed=args.split_seed,
-                               sandwich=args.sandwich, sampled_child=args.sampled_child, torch_device=args.torch_device,
+                               sandwich=args.sandwich, paths=args.paths, sampled_child=args.sampled_child, torch_device=args.torch_device,
                                child_sampling=args.child_sampling, batch_size=args.search_batch_size, lr=args.search_lr,
                                selection_resolution=args.selection_resolution,
                                **({"evolution": args.evolution} if args.evolution is not None else {}))

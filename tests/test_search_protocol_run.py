@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    # a name no registry knows: the searches and the retraining workers must load the file itself
+    # a name no registry knows: the searches and the retraining workers must load the file itself;
+    # the supernets keep SE ops apart (masked-se), so scoring and in-band ranking load that kind too
     tmp = tmp_path_factory.mktemp("protocol")
     spec = tmp / "tiny-file.yaml"
     spec.write_text(yaml.safe_dump({**TINY, "name": "tiny-from-a-file", "resolutions": [16]}))
@@ -34,7 +35,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         [sys.executable, str(ROOT / "benchmarks" / "search_protocol.py"), "--space", str(spec),
          "--data", "synthetic:n=300,size=24", "--limit", "300", "--search-epochs", "1", "--retrain-epochs", "1",
          "--random", "2", "--tau-archs", "4", "--search-seeds", "0", "1", "--retrain-seeds", "0", "1",
-         "--jobs", "2", "--cost", "flops", "--device", "", "--workdir", str(work)],
+         "--jobs", "2", "--cost", "flops", "--device", "", "--paths", "masked-se", "--workdir", str(work)],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -43,7 +44,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_a_space_file_reaches_the_searches_and_the_retrainings(tiny_run: tuple[Path, Path]) -> None:
     spec, work = tiny_run
-    assert json.loads((work / "search-seed0" / "config.json").read_text())["space"] == str(spec)
+    config = json.loads((work / "search-seed0" / "config.json").read_text())
+    assert config["space"] == str(spec) and config["paths"] == "masked-se"  # --paths reaches the searches
     space = get_space(spec)
     searched = Architecture.load(work / "search-seed0" / "arch.json")
     assert space.contains(searched) and searched.resolution == 16  # the file's single resolution, not TINY's two
