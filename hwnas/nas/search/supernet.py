@@ -115,18 +115,12 @@ class IRWeights(nn.Module):
     pwl_bn: nn.BatchNorm2d
 
 
-class SuperLayer(nn.Module):
-    """One searchable layer at its widest; see the module docstring."""
+class SuperLayer(IRWeights):
+    """One searchable layer at its widest; see the module docstring. An IR layer holds its block's
+    weights itself (the names of :class:`IRWeights`), so checkpoints keep their keys."""
 
-    pw: nn.Conv2d
-    pw_bn: nn.BatchNorm2d
-    dw: nn.Conv2d
-    dw_bn: nn.BatchNorm2d
-    se_reduce: nn.Conv2d
-    se_expand: nn.Conv2d
-    pwl: nn.Conv2d
-    pwl_bn: nn.BatchNorm2d
     same: torch.Tensor
+    se_keep: torch.Tensor
     out_masks: torch.Tensor
     mid_masks: torch.Tensor
     pw_identity: torch.Tensor
@@ -152,6 +146,9 @@ class SuperLayer(nn.Module):
         self.explicit = explicit and self.kind != "ir_pool"  # the head has one choice: masked either way
         gates = {bool(op.gate) for op in self.ops if op.kind == "ir"}
         self.se_apart = se_apart and not self.explicit and gates == {True, False}  # both kinds to keep apart
+        if self.se_apart:  # row g: which ops each block serves (g = 0: the ops without SE, 1: with)
+            keep = [[float(op.kind != "skip" and bool(op.gate) == bool(g)) for op in self.ops] for g in (0, 1)]
+            self.register_buffer("se_keep", torch.tensor(keep), persistent=False)
         self.tied = layer.tied
         if self.tied and in_choices != layer.channels:
             raise HwnasError(f"layer {layer.index}: a tied layer needs its input's channel choices {in_choices}")
@@ -352,9 +349,7 @@ class SuperLayer(nn.Module):
                     continue
                 if isinstance(share, torch.Tensor) and not share.requires_grad and float(share) == 0.0:
                     continue
-                keep = torch.tensor([float(op.kind != "skip" and bool(op.gate) == gated) for op in self.ops],
-                                    device=cond.device)  # fmt: skip
-                sub = cond * keep / torch.as_tensor(share, device=cond.device).clamp_min(1e-6)
+                sub = cond * self.se_keep[int(gated)] / torch.as_tensor(share, device=cond.device).clamp_min(1e-6)
                 y = y + share * self._ir_block(self.ir_weights(gated), x, q_in, g_e, sub,
                                                self._share(sub, lambda op: op.act == "hswish"), float(gated))  # fmt: skip
         if self.stride == 1:
