@@ -8,7 +8,8 @@ and for the supernet (a relaxed step at the largest resolution, and the largest 
 the median time of one training step (forward, backward, SGD; batch 64) in each layout, the two
 layouts alternated step by step so that drift in the machine's speed hits both. The protocol trains
 one network per core, so the default is one thread. Also checks that both layouts compute the same
-loss from the same weights. Run it alone on the machine.
+loss from the same weights, and gives each layout's step spread (interquartile range over the
+median) as the noise floor. Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ def _pair(model: nn.Module, run: Callable[[nn.Module, torch.Tensor], torch.Tenso
             if i:  # the first step of each warms up
                 times[name].append(time.perf_counter() - t)
     med = {k: 1000 * statistics.median(v) for k, v in times.items()}
-    return {"nchw_ms": med["nchw"], "channels_last_ms": med["channels_last"],
+    # noise floor: the interquartile range of each layout's steps, relative to its median
+    spread = {k: (lambda q: (q[2] - q[0]) / q[1])(statistics.quantiles(v, n=4)) for k, v in times.items()}
+    return {"nchw_ms": med["nchw"], "channels_last_ms": med["channels_last"], "spread_nchw": spread["nchw"],
+            "spread_channels_last": spread["channels_last"],
             "speedup": med["nchw"] / med["channels_last"], "loss_nchw": a, "loss_channels_last": b}  # fmt: skip
 
 
@@ -85,10 +89,12 @@ def main() -> None:
     rows.append({"what": "supernet, largest child", **_pair(net, lambda m, x: m(x, arch=big), xb, y, args.repeats)})
     print(f"{args.space}, {args.threads} thread(s), batch {BATCH}, median of {args.repeats} steps each, "
           f"{platform.node()}, {date.today()}")  # fmt: skip
-    print("| step | NCHW (ms) | channels-last (ms) | speedup | loss NCHW / channels-last |")
-    print("|---|---|---|---|---|")
+    print("| step | NCHW (ms) | channels-last (ms) | speedup | step IQR / median, NCHW / channels-last | "
+          "loss NCHW / channels-last |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['what']} | {r['nchw_ms']:.1f} | {r['channels_last_ms']:.1f} | {r['speedup']:.2f}x | "
+              f"{r['spread_nchw']:.1%} / {r['spread_channels_last']:.1%} | "
               f"{r['loss_nchw']:.5f} / {r['loss_channels_last']:.5f} |")  # fmt: skip
     print(json.dumps(rows))
 

@@ -43,7 +43,7 @@ def torch_device(name: str) -> torch.device:
 
 def training_layout(model: ModuleT, device: torch.device) -> ModuleT:
     """``model`` in the memory layout it trains fastest in on ``device``: channels-last on a CPU,
-    where PyTorch's convolutions (depthwise ones most of all) train 1.45-1.9x faster in it than
+    where PyTorch's convolutions (depthwise ones most of all) train about 1.4-1.9x faster in it than
     in NCHW (BENCHMARKS.md, "Training memory layout"); unchanged elsewhere (not measured on a GPU).
     Inputs can stay NCHW: a convolution with channels-last weights computes channels-last."""
     if device.type != "cpu":
