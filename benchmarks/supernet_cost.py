@@ -187,10 +187,13 @@ def compute(args: argparse.Namespace) -> None:
             fn()
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    # noise floor: each kind's interquartile range over its median, from the same steps
+    iqr = {k: (lambda q: (q[2] - q[0]) / q[1])(statistics.quantiles(v, n=4)) for k, v in times.items()}
     print(f"<!-- {date.today()}, {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, space {space.name} at {res} px, paths {args.paths}, "
           f"channels-last, batch {args.batch}, "
-          f"median of {args.repeats} -->")  # fmt: skip
+          f"median of {args.repeats}; step IQR / median: "
+          + ", ".join(f"{k} {v:.1%}" for k, v in iqr.items()) + " -->")  # fmt: skip
     print("| space | largest child step (ms) | supernet weight step (ms) | ratio | architecture step (ms) | "
           "expected cost fwd+bwd (ms) | cost / supernet step |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
