@@ -15,7 +15,8 @@ recipe (:func:`hwnas.nas.search.training.train_child`) on the same class-balance
 * MobileNetV2-style: ir_k3, one expansion, one width step up to a stage and the next from it
   on, layers dropped from the stage ends, the costliest such network in ``[0.9 B, B]``, retrained
   with every ``--retrain-seeds`` (none in the band: the run says so at its start and in its table);
-* random: ``--random`` architectures drawn uniformly among those with cost in ``[0.9 B, B]``.
+* random: ``--random`` architectures drawn uniformly among those with cost in ``[0.9 B, B]``
+  (``--random-seed`` picks the draw).
 
 Every final network is timed alone on ``--device`` at the end (rounds counted by their fastest
 run). Statistics: mean +- sd per arm; searched against random with Welch's t-test and the exact
@@ -312,6 +313,8 @@ def main() -> None:
                     help="every retrained network's learning rate (default: hwnas train's)")  # fmt: skip
     ap.add_argument("--retrain-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--random", type=int, default=5)
+    ap.add_argument("--random-seed", type=int, default=12345,
+                    help="seed of the random-in-band draw (another value draws other networks, for a replication)")
     ap.add_argument("--tau-archs", type=int, default=12)
     ap.add_argument("--device", default="ort-cpu:threads=1", help="where the final networks are timed ('' to skip)")
     ap.add_argument("--torch-device", default="cpu")
@@ -351,6 +354,8 @@ def main() -> None:
     # the baselines and the ranking networks are drawn once and kept: drawing them costs minutes on a
     # large space (rejection sampling), and a resumed run must retrain the same networks
     drawn_for = f"{space.name} {args.cost} budget {budget!r}, {args.random} random, {args.tau_archs} ranked"
+    if args.random_seed != 12345:  # the default keeps the key older run folders were written with
+        drawn_for += f", random seed {args.random_seed}"
     if results.get("drawn", {}).get("for") == drawn_for:
 
         def parse(text: str) -> Architecture:
@@ -361,7 +366,7 @@ def main() -> None:
         ranked = [parse(t) for t in results["drawn"]["ranked"]]
     else:
         mbv2 = mobilenet_v2_style(space, cost, *band)
-        randoms = random_in_band(space, cost, *band, args.random, seed=12345)
+        randoms = random_in_band(space, cost, *band, args.random, seed=args.random_seed)
         ranked = spread(space, cost, args.tau_archs, seed=777) if args.tau_archs > 1 else []
         results["drawn"] = {"for": drawn_for, "mbv2": mbv2.to_str() if mbv2 else None,
                             "random": [a.to_str() for a in randoms], "ranked": [a.to_str() for a in ranked]}  # fmt: skip
