@@ -313,8 +313,12 @@ def main() -> None:
                     help="every retrained network's learning rate (default: hwnas train's)")  # fmt: skip
     ap.add_argument("--retrain-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--random", type=int, default=5)
-    ap.add_argument("--random-seed", type=int, default=12345,
-                    help="seed of the random-in-band draw (another value draws other networks, for a replication)")
+    ap.add_argument(
+        "--random-seed",
+        type=int,
+        default=12345,
+        help="seed of the random-in-band draw (another value draws other networks, for a replication)",
+    )
     ap.add_argument("--tau-archs", type=int, default=12)
     ap.add_argument("--device", default="ort-cpu:threads=1", help="where the final networks are timed ('' to skip)")
     ap.add_argument("--torch-device", default="cpu")

@@ -53,6 +53,46 @@ def test_a_space_file_reaches_the_searches_and_the_retrainings(tiny_run: tuple[P
     assert f"{searched.to_str()}|seed0" in results["retrained"]
 
 
+def test_another_random_seed_redraws_only_the_random_arm_on_resume(tiny_run: tuple[Path, Path],
+                                                                   tmp_path: Path) -> None:  # fmt: skip
+    """A replication (``--random-seed``) in a copy of a finished run: the random networks are drawn
+    again, inside the band, and retrained; the budget, the MobileNetV2-style and ranking networks,
+    the searches and every earlier retraining stay as they were."""
+    import shutil
+
+    from hwnas.nas.search.cost import make_cost
+
+    spec, work = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(work, copy)
+    before = json.loads((copy / "results.json").read_text())
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "search_protocol.py"), "--space", str(spec),
+         "--data", "synthetic:n=300,size=24", "--limit", "300", "--search-epochs", "1", "--retrain-epochs", "1",
+         "--random", "2", "--tau-archs", "4", "--search-seeds", "0", "1", "--retrain-seeds", "0", "1",
+         "--jobs", "1", "--cost", "flops", "--device", "", "--paths", "masked-se", "--random-seed", "7",
+         "--workdir", str(copy)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = json.loads((copy / "results.json").read_text())
+    assert after["drawn"]["mbv2"] == before["drawn"]["mbv2"] and after["drawn"]["ranked"] == before["drawn"]["ranked"]
+    assert after["drawn"]["random"] != before["drawn"]["random"]
+    # the tiny band is small: a new draw may repeat a network already retrained (as a random or a
+    # ranking network, seed 0); only the others are retrained
+    new = {f"{a}|seed0" for a in after["drawn"]["random"]} - set(before["retrained"])
+    assert new and f"0 searches and {len(new)} retrainings to run" in done.stdout, done.stdout[-2000:]
+    assert set(after["retrained"]) == set(before["retrained"]) | new
+    space = get_space(spec)
+    cost = make_cost("flops", space, None)
+    lo, hi = cost.smallest(space)[1], cost.largest(space)[1]
+    budget = round(lo + 0.5 * (hi - lo), 6)
+    for a in after["drawn"]["random"]:
+        assert 0.9 * budget <= cost.of(Architecture.from_str(a, space.num_classes, space.in_channels)) <= budget
+    for key, row in before["retrained"].items():
+        assert after["retrained"][key] == row
+
+
 def _tau_by_pairs(x: list[float], y: list[float]) -> float:
     """Kendall tau-b counted pair by pair (independent of scipy)."""
     conc = disc = tx = ty = 0
