@@ -59,6 +59,7 @@ from hwnas.nas.spaces.arch import Architecture
 from hwnas.nas.spaces.space import Option, SearchSpace
 
 _WORKER: dict[str, Any] = {}
+RANDOM_SEED = 12345  # the random-in-band draw of every run before --random-seed existed
 
 
 def _worker_init(data: str, space_name: str, limit: int, split_seed: int, threads: int) -> None:
@@ -316,7 +317,7 @@ def main() -> None:
     ap.add_argument(
         "--random-seed",
         type=int,
-        default=12345,
+        default=RANDOM_SEED,
         help="seed of the random-in-band draw (another value draws other networks, for a replication)",
     )
     ap.add_argument("--tau-archs", type=int, default=12)
@@ -358,7 +359,7 @@ def main() -> None:
     # the baselines and the ranking networks are drawn once and kept: drawing them costs minutes on a
     # large space (rejection sampling), and a resumed run must retrain the same networks
     drawn_for = f"{space.name} {args.cost} budget {budget!r}, {args.random} random, {args.tau_archs} ranked"
-    if args.random_seed != 12345:  # the default keeps the key older run folders were written with
+    if args.random_seed != RANDOM_SEED:  # the default keeps the key older run folders were written with
         drawn_for += f", random seed {args.random_seed}"
     if results.get("drawn", {}).get("for") == drawn_for:
 
