@@ -33,6 +33,7 @@ import time
 from datetime import date
 
 import torch
+from noise import relative_iqr
 from torch.nn import functional as F
 
 
@@ -188,7 +189,7 @@ def compute(args: argparse.Namespace) -> None:
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     # noise floor: each kind's interquartile range over its median, from the same steps
-    iqr = {k: (lambda q: (q[2] - q[0]) / q[1])(statistics.quantiles(v, n=4)) for k, v in times.items()}
+    iqr = {k: relative_iqr(v) for k, v in times.items()}
     print(f"<!-- {date.today()}, {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, space {space.name} at {res} px, paths {args.paths}, "
           f"channels-last, batch {args.batch}, "

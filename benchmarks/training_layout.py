@@ -24,6 +24,7 @@ from collections.abc import Callable
 from datetime import date
 
 import torch
+from noise import relative_iqr
 from torch import nn
 from torch.nn import functional as F
 
@@ -56,7 +57,7 @@ def _pair(model: nn.Module, run: Callable[[nn.Module, torch.Tensor], torch.Tenso
                 times[name].append(time.perf_counter() - t)
     med = {k: 1000 * statistics.median(v) for k, v in times.items()}
     # noise floor: the interquartile range of each layout's steps, relative to its median
-    spread = {k: (lambda q: (q[2] - q[0]) / q[1])(statistics.quantiles(v, n=4)) for k, v in times.items()}
+    spread = {k: relative_iqr(v) for k, v in times.items()}
     return {"nchw_ms": med["nchw"], "channels_last_ms": med["channels_last"], "spread_nchw": spread["nchw"],
             "spread_channels_last": spread["channels_last"],
             "speedup": med["nchw"] / med["channels_last"], "loss_nchw": a, "loss_channels_last": b}  # fmt: skip

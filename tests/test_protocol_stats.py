@@ -180,3 +180,15 @@ def test_the_tau_ceiling_falls_as_the_retrain_noise_grows() -> None:
     assert 0.85 < small[1] <= 1.0 and large[1] < small[1] - 0.3
     assert abs(protocol.tau_ceiling(standalone, 10.0, draws=400)[1]) < 0.15  # noise swamps the order
     assert small[0] <= small[1] <= small[2]
+
+
+def test_relative_iqr_matches_numpys_quartiles_over_the_median() -> None:
+    """The noise floor training_layout.py and supernet_cost.py print: numpy's exclusive quartiles
+    (the 'weibull' method, statistics.quantiles' default) computed independently."""
+    from conftest import benchmark_module
+
+    with benchmark_module("noise") as noise:
+        for values in ([3.0, 1.0, 2.0, 10.0], [5.0, 5.2, 4.9, 5.1, 7.5, 5.0, 5.05], list(np.linspace(1, 2, 31))):
+            q1, med, q3 = np.percentile(values, [25, 50, 75], method="weibull")
+            assert noise.relative_iqr(values) == pytest.approx((q3 - q1) / med)
+        assert noise.relative_iqr([4.0] * 9) == 0.0  # identical timings: no spread
