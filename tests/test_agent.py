@@ -171,6 +171,38 @@ def test_no_token_and_a_wrong_token_are_refused_before_the_body_is_read(agent, m
     assert not _held(agent, data) and agent.health()["jobs"] == jobs
 
 
+def test_the_token_is_checked_before_the_declared_length(agent) -> None:
+    """No token and a declared length over the cap: 401, not 413 (the token comes first, so an
+    unauthenticated client learns nothing of the limits and the agent reads nothing)."""
+    data = b"\x08" + bytes(2 * 2**20)  # 2 MiB, over the agent's 1 MiB cap
+    status, answer = agent.upload(data, token=None)
+    assert status == 401 and "no token" in answer["error"]
+    status, answer = agent.upload(data, token="not-the-token-at-all-really")
+    assert status == 401 and answer["error"] == "wrong token"
+
+
+def test_a_tokenless_upload_is_refused_without_waiting_for_its_body(agent) -> None:
+    """The headers of a large PUT (under the cap) without a token, and no body: the answer is 401
+    at once, not after the agent has waited for the body until its 2 s request deadline."""
+    name = "0" * 64
+    head = f"PUT /v1/models/{name} HTTP/1.1\r\nHost: x\r\nContent-Length: {512 * 1024}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", agent.port)) as s:
+        s.settimeout(1.5)  # under the 2 s deadline, after which the agent would cut the connection
+        t0 = time.monotonic()
+        s.sendall(head)
+        answer = b""
+        try:
+            while b"\r\n" not in answer:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        except TimeoutError:
+            pass
+        waited = time.monotonic() - t0
+    assert answer.startswith(b"HTTP/1.0 401"), f"no 401 within {waited:.1f} s: {answer[:80]!r}"
+
+
 def test_an_oversized_body_is_refused_by_its_declared_length(agent) -> None:
     data = b"\x08" + bytes(2 * 2**20)  # 2 MiB, over the agent's 1 MiB cap
     status, answer = agent.upload(data)

@@ -158,6 +158,15 @@ def test_outlying_rounds_picks_the_farthest_round_beyond_the_spread() -> None:
     assert outlying_rounds(per_key, 0.8) == []
 
 
+def test_the_outlier_rule_is_relative_not_in_milliseconds() -> None:
+    """A scale where relative and absolute differ: a 0.02 ms kernel with one round 50% off (0.01 ms)
+    is an outlier; a 10 ms network with one round 5% off (0.5 ms) is not (rule in milliseconds:
+    the reverse)."""
+    per_key = {"kernel": {0: 0.02, 1: 0.02, 2: 0.03}, "network": {0: 10.0, 1: 10.0, 2: 10.5}}
+    assert outlying_rounds(per_key, 0.15) == [("kernel", 2)]
+    assert outlying_rounds({"kernel": {0: 0.02, 1: 0.02, 2: 0.01}}, 0.15) == [("kernel", 2)]
+
+
 def test_an_outlying_round_is_remeasured_and_replaced(tmp_path: Path) -> None:
     device = open_device("ort-cpu:threads=1")
     kernels = get_space("tiny").kernels()
@@ -196,6 +205,17 @@ def test_the_three_verdicts() -> None:
     assert judge([1.0, 1.0, 1.0], 0.98).outcome == OVER
     with pytest.raises(ValueError):
         judge([], 1.0)
+
+
+def test_the_least_noise_is_relative_to_the_measurement() -> None:
+    """Agreeing rounds are credited with NOISE_FLOOR of their median, not NOISE_FLOOR milliseconds:
+    at 10 ms that is 0.1 ms, so 9.95 ms is within noise and 9.85 ms is over; at 0.02 ms it is
+    0.0002 ms, so a budget 5% under is over."""
+    v = judge([10.0, 10.0, 10.0], 9.95)
+    assert v.noise_ms == pytest.approx(NOISE_FLOOR * 10.0) and v.outcome == NOISE
+    assert judge([10.0, 10.0, 10.0], 9.85).outcome == OVER
+    small = judge([0.02, 0.02, 0.02], 0.019)
+    assert small.noise_ms == pytest.approx(NOISE_FLOOR * 0.02) and small.outcome == OVER
 
 
 def test_a_measurement_near_the_budget_takes_more_rounds() -> None:

@@ -266,6 +266,32 @@ def test_a_file_that_differs_from_pytorch_is_refused_and_nothing_is_written(tmp_
         "m-fp32.onnx", "m-fp32.onnx.json", "m-fp32.tflite", "m-fp32.tflite.json"]  # fmt: skip
 
 
+class _LowerWhenExported(torch.nn.Module):
+    """PyTorch's logits in eager mode; every logit ``shift`` lower in the ONNX file it exports to."""
+
+    def __init__(self, model: torch.nn.Module, shift: float) -> None:
+        super().__init__()
+        self.model, self.shift = model, shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.model(x)
+        return y - self.shift if torch.onnx.is_in_onnx_export() else y
+
+
+def test_a_file_whose_every_output_is_below_pytorchs_is_refused(tmp_path: Path) -> None:
+    """The comparison is of |file - PyTorch|: an ONNX file whose every logit is 1e-3 below
+    PyTorch's (10x the fp32 tolerance) is refused, though its largest signed difference is negative."""
+    arch = get_space("tiny").sample(3)
+    child = _child(arch)
+    lower = Child(arch, _LowerWhenExported(child.model, 1e-3), child.mean, child.std, child.meta)
+    out = tmp_path / "out"
+    with pytest.raises(HwnasError, match=r"onnx fp32 differs from PyTorch by 1\.00e-03 .*nothing was written"):
+        export_child(lower, out, ["onnx"], ["fp32"], stem="m")
+    assert not out.exists() or not any(out.iterdir())
+    same = export_child(child, tmp_path / "fine", ["onnx"], ["fp32"], stem="m")  # the same network, unshifted
+    assert same[0].max_abs_diff is not None and same[0].max_abs_diff <= 1e-4
+
+
 def test_cards_from_an_image_folder_carry_its_class_names_preprocessing_and_one_set_of_tensor_names(
     tmp_path: Path,
 ) -> None:

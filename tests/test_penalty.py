@@ -40,6 +40,9 @@ def test_dual_ascent() -> None:
     assert target.lam == pytest.approx(1.0 + 0.5 * (0.3 - TOLERANCE))
     target.update(10.2)  # inside the tolerance: relaxes
     assert target.lam < 1.0 + 0.5 * (0.3 - TOLERANCE)
+    under = Penalty("target", 10.0, 1.0, lambda_lr=0.5)
+    under.update(7.0)  # 30% under: the target is two-sided, so it grows as much as 30% over
+    assert under.lam == pytest.approx(1.0 + 0.5 * (0.3 - TOLERANCE))
     hinge = Penalty("hinge", 10.0, 0.1, lambda_lr=0.5)
     hinge.update(5.0)  # under budget: relaxes, never below 0
     assert hinge.lam == 0.0

@@ -115,6 +115,12 @@ def test_noise_floor_is_how_well_each_networks_own_rounds_agree() -> None:
     assert nf["within_10"] == pytest.approx(4 / 5) and nf["within_5"] == pytest.approx(4 / 5)
     assert nf["median_spread"] == pytest.approx((0.2 / 1.05 + 0.0) / 2) and nf["networks"] == 2
     assert noise_floor({"c": [5.0]}) == {}
+    # relative, not in milliseconds: a 0.02 ms kernel's 43% off round is outside +-10% (0.009 ms),
+    # a 10 ms network's 14% off round too (1.5 ms), its 4.8% off round inside (0.5 ms)
+    small = noise_floor({"k": [0.02, 0.021, 0.03]})
+    assert small["within_10"] == pytest.approx(2 / 3) and small["median_spread"] == pytest.approx(0.01 / 0.021)
+    large = noise_floor({"n": [10.0, 10.5, 12.0]})
+    assert large["within_10"] == pytest.approx(2 / 3) and large["within_5"] == pytest.approx(2 / 3)
 
 
 def test_the_demo_margin_is_the_90th_percentile_of_held_out_errors() -> None:
@@ -128,3 +134,7 @@ def test_the_demo_margin_is_the_90th_percentile_of_held_out_errors() -> None:
     assert margin_of(rows) == pytest.approx(0.08 + 0.1 * 0.01)  # 90th percentile, linear between 8% and 9%
     rows["role"] = "score"
     assert margin_of(rows) == MAX_MARGIN  # two networks off by 200% push it past the cap
+    # under-predictions count as much as over-predictions: the margin is of |error|
+    rows = pd.DataFrame({"role": ["score"] * 10, "calibrated_ms": [1.0 - i / 100 for i in range(10)],
+                         "measured_ms": [1.0] * 10})  # fmt: skip
+    assert margin_of(rows) == pytest.approx(0.08 + 0.1 * 0.01)
