@@ -25,8 +25,8 @@ import pandas as pd
 from hwnas.latency.predictor import MIN_FIT, LatencyPredictor, fit_calibration
 from hwnas.latency.table import LatencyTable
 from hwnas.latency.validate import scores
-from hwnas.nas import get_space
-from hwnas.nas.spaces.arch import Architecture
+from hwnas.spaces import get_space
+from hwnas.spaces.arch import Architecture
 
 
 def _score(table: LatencyTable, fit: pd.DataFrame, held: pd.DataFrame, space_name: str) -> tuple[float, float, float]:

@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from hwnas.nas import get_space
-from hwnas.nas.search.cost import expected_cost
+from hwnas.search.cost import expected_cost
+from hwnas.spaces import get_space
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ from hwnas.devices import open_device
 from hwnas.export.child_file import Child
 from hwnas.export.latency_check import measure_file
 from hwnas.export.pipeline import export_child
-from hwnas.nas import get_arch
-from hwnas.nas.models.builder import build_model
+from hwnas.models.builder import build_model
+from hwnas.spaces import get_arch
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine (see BENCHMARKS.md, "GPU checks"): the tests that skip without a
+# One call on a lent GPU machine (see BENCHMARKS.md, "GPU"): the tests that skip without a
 # GPU, a torch-cuda profile of the cifar space with its end-to-end validation, and the throughput
 # of the DMaskingNAS search and of child training on the GPU. Writes logs and files under $OUT.
 #

@@ -6,7 +6,7 @@
 # network), random in band x8, MobileNetV2-style x3 (retrain seeds) and the null derivation: the arms
 # the issue asks of it. results.json, table.md and the log reach $OUT as they come and when the time
 # limit ($LIMIT s, default 470) stops the run; the GPU tests run beside it first.
-# Sized to finish inside 8 minutes from the one H200 run (BENCHMARKS.md, "GPU protocol": a search
+# Sized to finish inside 8 minutes from the one H200 run (docs/notebook/search-protocol.md, "GPU protocol": a search
 # epoch 42 s with the 3 searches alone on the card, an 8-epoch retraining 46-89 s with 8 processes):
 # about 14 s of card time per search epoch and 8.4 s per retraining, so 3 x 5 epochs + 15 retrainings
 # come to about 340 s plus start-up. Not yet run in this form on a GPU.

@@ -24,10 +24,10 @@ from typing import Any
 
 from search_protocol import _supernet_scores_job, null_derivation, search_folders
 
-from hwnas.fileio import write_text_atomic
-from hwnas.nas.spaces.arch import Architecture
-from hwnas.nas.spaces.ops import parse_op
-from hwnas.nas.spaces.space import get_space
+from hwnas.core.fileio import write_text_atomic
+from hwnas.spaces.arch import Architecture
+from hwnas.spaces.ops import parse_op
+from hwnas.spaces.space import get_space
 
 
 def se_blocks(arch: Architecture) -> int:

@@ -22,7 +22,7 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
-from hwnas.nas import get_space
+from hwnas.spaces import get_space
 
 
 def run(*args: str) -> None:

@@ -33,8 +33,8 @@ import pandas as pd
 
 from hwnas.devices import TimingConfig, open_device
 from hwnas.latency.network_timing import network_artifacts, network_input_shape, network_module
-from hwnas.nas import get_space
-from hwnas.nas.spaces.arch import Architecture
+from hwnas.spaces import get_space
+from hwnas.spaces.arch import Architecture
 
 
 def main() -> None:

@@ -19,10 +19,10 @@ from datetime import date
 
 import onnx
 
+from hwnas.convert.onnx_export import onnx_bytes
 from hwnas.devices import TimingConfig, open_device
-from hwnas.export.convert.onnx_export import onnx_bytes
-from hwnas.nas import get_arch, get_space
-from hwnas.nas.models.builder import build_model
+from hwnas.models.builder import build_model
+from hwnas.spaces import get_arch, get_space
 
 
 def main() -> None:

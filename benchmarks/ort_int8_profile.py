@@ -25,7 +25,7 @@ import onnxruntime as ort
 import pandas as pd
 
 from hwnas.latency.network_timing import network_artifacts, network_input_shape
-from hwnas.nas.spaces.arch import Architecture
+from hwnas.spaces.arch import Architecture
 
 
 def main() -> None:

@@ -31,11 +31,11 @@ from typing import Any
 from scipy import stats
 from search_protocol import _search_ended, _search_job, _supernet_scores_job, ranking_rows, tau_ceiling
 
-from hwnas.errors import HwnasError
-from hwnas.fileio import write_text_atomic
-from hwnas.nas import get_space
-from hwnas.nas.search.loop import SearchConfig
-from hwnas.nas.spaces.arch import Architecture
+from hwnas.core.errors import HwnasError
+from hwnas.core.fileio import write_text_atomic
+from hwnas.search.loop import SearchConfig
+from hwnas.spaces import get_space
+from hwnas.spaces.arch import Architecture
 
 
 def _scores(folder: Path, ranked: list[str], cached: Path) -> list[float]:

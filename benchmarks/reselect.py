@@ -22,9 +22,9 @@ from pathlib import Path
 from ranking_ablation import _parse_set
 from search_protocol import search_folders
 
-from hwnas.errors import HwnasError
-from hwnas.fileio import write_text_atomic
-from hwnas.nas.search.loop import Search, SearchConfig
+from hwnas.core.errors import HwnasError
+from hwnas.core.fileio import write_text_atomic
+from hwnas.search.loop import Search, SearchConfig
 
 SELECTION_FIELDS = ("selection_resolution", "evolution")  # the settings that act only at selection
 

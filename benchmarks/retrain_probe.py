@@ -22,12 +22,12 @@ from pathlib import Path
 
 from search_protocol import _retrain_job, _worker_init
 
-from hwnas.fileio import write_text_atomic
-from hwnas.nas import get_space
-from hwnas.nas.search.training import train_child
-from hwnas.nas.spaces.arch import Architecture, Block
-from hwnas.nas.spaces.ops import parse_op
-from hwnas.nas.spaces.space import SearchSpace
+from hwnas.core.fileio import write_text_atomic
+from hwnas.spaces import get_space
+from hwnas.spaces.arch import Architecture, Block
+from hwnas.spaces.ops import parse_op
+from hwnas.spaces.space import SearchSpace
+from hwnas.train.training import train_child
 
 
 def _searchable(space: SearchSpace, i: int) -> bool:

@@ -37,7 +37,7 @@ from hwnas.latency.predictor import LatencyPredictor, fit_calibration
 from hwnas.latency.store import LutStore
 from hwnas.latency.table import LatencyTable
 from hwnas.latency.validate import scores, stratified_sample
-from hwnas.nas import get_space
+from hwnas.spaces import get_space
 
 
 def _trimmed(xs: list[float]) -> float:

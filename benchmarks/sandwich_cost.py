@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from hwnas.nas.search.loop import Search, SearchConfig
+from hwnas.search.loop import Search, SearchConfig
 
 MODES = {"default (relaxed supernet + one sampled child)": False, "--sandwich": True}
 

@@ -6,7 +6,7 @@
         --search-epochs 2 --retrain-epochs 1 --random 3 --tau-archs 4 --workdir /tmp/p   # dry run, ~3 min
 
 One budget ``B`` at ``--budget-quantile`` of the space's cost range. Arms, each retrained with one
-recipe (:func:`hwnas.nas.search.training.train_child`) on the same class-balanced training subset
+recipe (:func:`hwnas.train.training.train_child`) on the same class-balanced training subset
 (``--limit``, fixed ``--split-seed``) and scored on the full test split:
 
 * searched: one search per ``--search-seeds`` (same data split), its selected architecture,
@@ -47,16 +47,16 @@ from typing import Any, cast
 
 import torch
 
-from hwnas.fileio import write_text_atomic
-from hwnas.nas import get_space
-from hwnas.nas.search import evolution
-from hwnas.nas.search.checkpoints import has_search_checkpoint
-from hwnas.nas.search.cost import SearchCost, make_cost
-from hwnas.nas.search.data import load_test_images, make_splits
-from hwnas.nas.search.loop import CHILD_SAMPLING, SELECTION_RESOLUTION, Search, SearchConfig, load_images_for
-from hwnas.nas.search.training import evaluate, torch_device, train_child
-from hwnas.nas.spaces.arch import Architecture
-from hwnas.nas.spaces.space import Option, SearchSpace
+from hwnas.core.fileio import write_text_atomic
+from hwnas.search import evolution
+from hwnas.search.cost import SearchCost, make_cost
+from hwnas.search.loop import CHILD_SAMPLING, SELECTION_RESOLUTION, Search, SearchConfig, load_images_for
+from hwnas.spaces import get_space
+from hwnas.spaces.arch import Architecture
+from hwnas.spaces.space import Option, SearchSpace
+from hwnas.train.checkpoints import has_search_checkpoint
+from hwnas.train.data import load_test_images, make_splits
+from hwnas.train.training import evaluate, torch_device, train_child
 
 _WORKER: dict[str, Any] = {}
 RANDOM_SEED = 12345  # the random-in-band draw of every run before --random-seed existed

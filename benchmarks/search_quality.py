@@ -15,7 +15,7 @@ LUT, calibrated if it holds a calibration):
   choice pattern for all stages, the same number of layers dropped at the end of every stage;
   the largest such network (by predicted latency) with latency <= B.
 
-All are retrained with one fixed recipe (:func:`hwnas.nas.search.training.train_child`: SGD, cosine,
+All are retrained with one fixed recipe (:func:`hwnas.train.training.train_child`: SGD, cosine,
 label smoothing, crop + flip) on the same class-balanced subset of the training images, scored
 on the full test set, and timed end to end on ``--device`` at the end (3 rounds, median), alone.
 Results are cached in the work folder (re-running resumes). Prints markdown for BENCHMARKS.md
@@ -38,17 +38,17 @@ from pathlib import Path
 
 import torch
 
+from hwnas.core.fileio import write_text_atomic
 from hwnas.devices import TimingConfig, open_device
-from hwnas.fileio import write_text_atomic
 from hwnas.latency.network_timing import network_artifacts, network_input_shape
-from hwnas.nas import get_space
-from hwnas.nas.search.checkpoints import has_search_checkpoint
-from hwnas.nas.search.cost import make_cost
-from hwnas.nas.search.data import load_images, load_test_images, make_splits
-from hwnas.nas.search.loop import Search, SearchConfig
-from hwnas.nas.search.training import train_child
-from hwnas.nas.spaces.arch import Architecture
-from hwnas.nas.spaces.space import Option
+from hwnas.search.cost import make_cost
+from hwnas.search.loop import Search, SearchConfig
+from hwnas.spaces import get_space
+from hwnas.spaces.arch import Architecture
+from hwnas.spaces.space import Option
+from hwnas.train.checkpoints import has_search_checkpoint
+from hwnas.train.data import load_images, load_test_images, make_splits
+from hwnas.train.training import train_child
 
 
 def mobilenet_v2_style(space, cost, budget: float) -> Architecture | None:

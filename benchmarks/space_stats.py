@@ -11,8 +11,8 @@ import time
 from collections import Counter
 from datetime import date
 
-from hwnas.nas import get_space, list_spaces
-from hwnas.nas.spaces.kernels import arch_flops
+from hwnas.spaces import get_space, list_spaces
+from hwnas.spaces.kernels import arch_flops
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ Usage:
     python benchmarks/supernet_cost.py compute [--space cifar] [--batch 64] [--repeats 20] [--paths masked]
 
 memory: a space of 8 searchable 3x3 conv layers of up to ``--width`` channels, each with K evenly
-spaced out-channel choices (the setup of DESIGN.md, scaled to a CPU), one training step
+spaced out-channel choices (the paper's setup, scaled to a CPU; docs/design.md, "Method notes"), one training step
 (forward, backward, SGD) at batch ``--batch``; each (mode, K) runs in a fresh subprocess that
 reports the growth of its peak resident memory over the step (``ru_maxrss`` after minus before)
 and the step time. Modes: ``masked`` (DMasking) and ``explicit`` (one conv per choice, FBNet).
@@ -38,7 +38,7 @@ from torch.nn import functional as F
 
 
 def _space(k: int, width: int, size: int):
-    from hwnas.nas.spaces.space import SearchSpace
+    from hwnas.spaces.space import SearchSpace
 
     channels = sorted({max(1, round(width * (i + 1) / k)) for i in range(k)})
     return SearchSpace.from_dict(
@@ -56,7 +56,7 @@ def _space(k: int, width: int, size: int):
 
 
 def _one_step(mode: str, k: int, width: int, size: int, batch: int, device: str) -> dict[str, float]:
-    from hwnas.nas.search.supernet import SuperNet
+    from hwnas.search.supernet import SuperNet
 
     torch.manual_seed(0)
     dev = torch.device(device)
@@ -131,11 +131,11 @@ def _median_time(fn, repeats: int) -> float:
 
 
 def compute(args: argparse.Namespace) -> None:
-    from hwnas.nas import get_space
-    from hwnas.nas.models.builder import build_model
-    from hwnas.nas.search.cost import make_cost
-    from hwnas.nas.search.supernet import SuperNet
-    from hwnas.nas.search.training import training_layout
+    from hwnas.models.builder import build_model
+    from hwnas.search.cost import make_cost
+    from hwnas.search.supernet import SuperNet
+    from hwnas.spaces import get_space
+    from hwnas.train.training import training_layout
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -28,9 +28,9 @@ from noise import relative_iqr
 from torch import nn
 from torch.nn import functional as F
 
-from hwnas.nas.models.builder import build_model
-from hwnas.nas.search.supernet import SuperNet
-from hwnas.nas.spaces.space import get_space
+from hwnas.models.builder import build_model
+from hwnas.search.supernet import SuperNet
+from hwnas.spaces.space import get_space
 
 BATCH = 64
 

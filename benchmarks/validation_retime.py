@@ -25,7 +25,7 @@ from hwnas.devices import open_device
 from hwnas.latency.network_timing import measure_networks
 from hwnas.latency.store import LutStore, device_id
 from hwnas.latency.validate import noise_floor
-from hwnas.nas.spaces.arch import Architecture
+from hwnas.spaces.arch import Architecture
 
 
 def main() -> None:

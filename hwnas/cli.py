@@ -1,6 +1,6 @@
 """The ``hwnas`` command: parse arguments, call the library, print. No logic of its own.
 
-User errors (:class:`hwnas.errors.HwnasError`) print one line and exit with code 2.
+User errors (:class:`hwnas.core.errors.HwnasError`) print one line and exit with code 2.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from hwnas import __version__
+from hwnas.core.errors import HwnasError
 from hwnas.devices.agent.__main__ import add_serve_arguments
-from hwnas.errors import HwnasError
 
 if TYPE_CHECKING:
     from hwnas.devices import Device, TimingConfig
@@ -38,8 +38,8 @@ def _size_text(n: int) -> str:
 
 # --- arch -------------------------------------------------------------------------------
 def cmd_arch_list(args: argparse.Namespace) -> None:
-    from hwnas.nas import get_arch, list_archs
-    from hwnas.nas.spaces.kernels import arch_flops, arch_params
+    from hwnas.spaces import get_arch, list_archs
+    from hwnas.spaces.kernels import arch_flops, arch_params
 
     t = Table("name", "resolution", "blocks", "MFLOPs", "params (M)")
     for name in list_archs():
@@ -49,8 +49,8 @@ def cmd_arch_list(args: argparse.Namespace) -> None:
 
 
 def cmd_arch_show(args: argparse.Namespace) -> None:
-    from hwnas.nas import get_arch
-    from hwnas.nas.models.counting import count_arch
+    from hwnas.models.counting import count_arch
+    from hwnas.spaces import get_arch
 
     arch = get_arch(args.arch)
     if args.resolution:
@@ -82,7 +82,7 @@ def cmd_arch_show(args: argparse.Namespace) -> None:
 
 
 def cmd_arch_sample(args: argparse.Namespace) -> None:
-    from hwnas.nas import get_space
+    from hwnas.spaces import get_space
 
     space = get_space(args.space)
     arch = space.sample(args.seed)
@@ -95,7 +95,7 @@ def cmd_arch_sample(args: argparse.Namespace) -> None:
 
 # --- space ------------------------------------------------------------------------------
 def cmd_space_list(args: argparse.Namespace) -> None:
-    from hwnas.nas import get_space, list_spaces
+    from hwnas.spaces import get_space, list_spaces
 
     t = Table("name", "resolutions", "classes", "layers", "size", "kernels")
     for name in list_spaces():
@@ -112,8 +112,8 @@ def cmd_space_list(args: argparse.Namespace) -> None:
 
 
 def cmd_space_show(args: argparse.Namespace) -> None:
-    from hwnas.nas import get_space
-    from hwnas.nas.spaces.kernels import arch_flops
+    from hwnas.spaces import get_space
+    from hwnas.spaces.kernels import arch_flops
 
     space = get_space(args.space)
     if args.yaml:  # a template: under its own name, so errors in the user's copy do not name the preset
@@ -240,7 +240,7 @@ def _timing(args: argparse.Namespace) -> TimingConfig:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from hwnas.devices import open_device
-    from hwnas.nas import get_space
+    from hwnas.spaces import get_space
     from hwnas.workflows import ProfileInterrupted, profile_space
 
     space = get_space(args.space)
@@ -457,7 +457,7 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
 
     from hwnas.devices import open_device
     from hwnas.latency.validate import validate, write_report
-    from hwnas.nas import get_space
+    from hwnas.spaces import get_space
 
     space = get_space(args.space)
     device = open_device(_with_precision(args.device, args.precision))
@@ -533,7 +533,7 @@ def _budget(args: argparse.Namespace) -> tuple[str, list[float]]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from hwnas.nas.search.loop import Search, SearchConfig
+    from hwnas.search.loop import Search, SearchConfig
 
     cost, budgets = _budget(args)
     budget = budgets[(len(budgets) - 1) // 2]  # the supernet trains towards the middle budget
@@ -548,7 +548,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     )  # fmt: skip
     search = Search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     _fit_threads(args.torch_device)
-    from hwnas.nas.search.data import fit_notes
+    from hwnas.train.data import fit_notes
 
     for note in fit_notes(search.splits, max(search.space.resolutions)):
         print(f"hwnas: note: {note}", file=sys.stderr)
@@ -598,7 +598,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from hwnas.nas.spaces.arch import Architecture
+    from hwnas.spaces.arch import Architecture
     from hwnas.workflows import train_and_save
 
     arch = Architecture.load(args.arch)
@@ -1072,7 +1072,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("model", metavar="MODEL.onnx|MODEL.tflite")
     b.add_argument("--device", required=True, metavar="SPEC")
     b.add_argument(
-        "--rounds", type=_positive_int, default=3, help="timed series; the result is the median of their medians"
+        "--rounds", type=_positive_int, default=3, help="timed series; the result is the median of their fastest runs"
     )
     b.add_argument("--budget-ms", type=_positive_float, help="judge the file against this budget: exit 0 within, 1 "
                    "over beyond the measured noise, 3 within noise of it (more rounds are taken first)")  # fmt: skip

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwnas.errors import HwnasError
-from hwnas.fileio import write_text_atomic
+from hwnas.core.errors import HwnasError
+from hwnas.core.fileio import write_text_atomic
 
 DATA = "synthetic:n=2000,size=32"
 
@@ -72,10 +72,10 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
     from hwnas.devices import open_device
     from hwnas.export.child_file import load_child
     from hwnas.latency.validate import validate
-    from hwnas.nas import get_space
-    from hwnas.nas.search.checkpoints import has_search_checkpoint
-    from hwnas.nas.search.cost import make_cost
-    from hwnas.nas.search.loop import Search, SearchConfig
+    from hwnas.search.cost import make_cost
+    from hwnas.search.loop import Search, SearchConfig
+    from hwnas.spaces import get_space
+    from hwnas.train.checkpoints import has_search_checkpoint
     from hwnas.workflows import busy_warning, export_and_check, fit_torch_threads, profile_space, train_and_save
 
     out = cfg.out
@@ -120,7 +120,7 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
         result = Search(scfg, run, resume=has_search_checkpoint(run), progress=cfg.progress).run()
         arch, predicted = result.derivation.arch, result.derivation.cost
     else:
-        from hwnas.nas.spaces.arch import Architecture
+        from hwnas.spaces.arch import Architecture
 
         arch = Architecture.load(run / "arch.json")
         predicted = cost.of(arch)

@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     from hwnas.export.pipeline import Exported
     from hwnas.latency.profiler import ProfileReport
     from hwnas.latency.verdict import Verdict
-    from hwnas.nas.search.training import TrainResult
-    from hwnas.nas.spaces.arch import Architecture
-    from hwnas.nas.spaces.space import SearchSpace
+    from hwnas.spaces.arch import Architecture
+    from hwnas.spaces.space import SearchSpace
+    from hwnas.train.training import TrainResult
 
 
 def busy_warning(threads: int = 1, seconds: float = 0.5) -> str | None:
@@ -152,11 +152,11 @@ def profile_farm(
     """
     import threading
 
-    from hwnas.errors import HwnasError
+    from hwnas.core.errors import HwnasError
+    from hwnas.core.progress import progress_bar
     from hwnas.latency.artifact_cache import ArtifactCache
     from hwnas.latency.profiler import convert_kernels
     from hwnas.latency.store import LutStore
-    from hwnas.progress import progress_bar
 
     if len(devices) != len(luts):
         raise HwnasError(f"give one --out per --device ({len(devices)} devices, {len(luts)} --out)")
@@ -221,12 +221,12 @@ def train_and_save(
     ``init="supernet"`` starts from the weights of the supernet saved in the search folder ``run``.
     ``split_seed`` picks the validation images; ``seed`` the initialization and the batch order.
     """
-    from hwnas.errors import HwnasError
-    from hwnas.nas.search.data import fit_notes, load_test_images, make_splits
-    from hwnas.nas.search.loop import load_images_for
-    from hwnas.nas.search.slicing import sliced_child_of_run
-    from hwnas.nas.search.training import save_child, train_child
-    from hwnas.nas.search.training import torch_device as make_device
+    from hwnas.core.errors import HwnasError
+    from hwnas.search.loop import load_images_for
+    from hwnas.search.slicing import sliced_child_of_run
+    from hwnas.train.data import fit_notes, load_test_images, make_splits
+    from hwnas.train.training import save_child, train_child
+    from hwnas.train.training import torch_device as make_device
 
     if init not in ("scratch", "supernet"):
         raise HwnasError(f"init {init!r}: choose scratch or supernet")
@@ -315,7 +315,7 @@ def export_and_check(
     ``data`` supplies the int8 calibration images and the real images of the checks; ``options``
     go to :func:`hwnas.export.pipeline.export_child` (``nhwc``, ``dynamic_batch``, ``simplify``).
     """
-    from hwnas.errors import HwnasError
+    from hwnas.core.errors import HwnasError
     from hwnas.export.latency_check import check_latency
     from hwnas.export.pipeline import export_child, export_images
 
@@ -330,7 +330,7 @@ def export_and_check(
     check, calibration, labelled = (
         export_images(data, child, calibration_images, check_images) if data else (None, [], None)
     )
-    from hwnas.progress import progress_bar
+    from hwnas.core.progress import progress_bar
 
     n_files = sum(1 for f in formats for p in precisions if not (f == "onnx" and p == "fp16"))
     with progress_bar(progress) as bar:
@@ -353,15 +353,15 @@ def bench_file(
     path: str | Path, device: Device, timing: TimingConfig, rounds: int, budget_ms: float | None = None
 ) -> dict[str, Any]:
     """Time the model file ``path`` on ``device`` (in a memory-capped child process, see
-    :mod:`hwnas.devices.isolated`): ``rounds`` series, the median of their medians, their noise,
+    :mod:`hwnas.devices.isolated`): ``rounds`` series, the median of their fastest runs, their noise,
     the machine's conditions over the timing, and with ``budget_ms`` the verdict (more rounds
     first when the measurement lands within its noise of the budget)."""
     import statistics
 
-    from hwnas.devices.base import Stats
+    from hwnas.core.errors import HwnasError
+    from hwnas.devices.base import Stats, model_format
     from hwnas.devices.conditions import Conditions, CpuSnapshot, between
-    from hwnas.devices.isolated import measure_isolated, model_format
-    from hwnas.errors import HwnasError
+    from hwnas.devices.isolated import measure_isolated
     from hwnas.latency.verdict import EXTRA_ROUNDS, judge, near, noise_of
 
     path = Path(path)
@@ -408,8 +408,8 @@ def bench_file(
 def export_lut_table(lut: str | Path, out: str | Path, fmt: str, raw: bool = False) -> int:
     """Write a LUT's per-kernel table (or, with ``raw``, every measurement) as ``csv`` or ``parquet``;
     return the number of rows."""
-    from hwnas.errors import HwnasError
-    from hwnas.fileio import write_bytes_atomic
+    from hwnas.core.errors import HwnasError
+    from hwnas.core.fileio import write_bytes_atomic
     from hwnas.latency.table import LatencyTable
 
     table = LatencyTable.load(lut)

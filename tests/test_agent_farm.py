@@ -15,7 +15,7 @@ from agent_process import AgentProcess, wait_for
 from scipy.stats import kendalltau
 
 from hwnas.latency.store import LutStore, identity
-from hwnas.nas import get_space
+from hwnas.spaces import get_space
 
 from conftest import ROOT, run_cli
 

@@ -14,7 +14,7 @@ from agent_process import AgentProcess
 
 from hwnas.devices import DeviceError, TimingConfig, parse_device
 from hwnas.latency.kernel_models import kernel_artifacts
-from hwnas.nas import get_space
+from hwnas.spaces import get_space
 
 from conftest import ROOT
 

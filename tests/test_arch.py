@@ -8,11 +8,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hwnas.errors import SpecError
-from hwnas.nas import Architecture, Block, get_arch, get_space, list_spaces
-from hwnas.nas.models.builder import build_model
-from hwnas.nas.models.counting import count_arch
-from hwnas.nas.spaces.kernels import arch_flops, arch_params
+from hwnas.core.errors import SpecError
+from hwnas.models.builder import build_model
+from hwnas.models.counting import count_arch
+from hwnas.spaces import Architecture, Block, get_arch, get_space, list_spaces
+from hwnas.spaces.kernels import arch_flops, arch_params
 
 # mobile-vision's published figures (fbnet_modeldef_cls_fbnetv2.py): params, multiply-adds.
 PUBLISHED = {

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas import tensorfile
-from hwnas.errors import HwnasError
-from hwnas.nas.search.checkpoints import (
+from hwnas.core import tensorfile
+from hwnas.core.errors import HwnasError
+from hwnas.core.tensorfile import TensorFileError
+from hwnas.train.checkpoints import (
     SEARCH_FORMAT,
     SEARCH_VERSION,
     has_search_checkpoint,
@@ -24,7 +25,6 @@ from hwnas.nas.search.checkpoints import (
     set_rng_states,
     write_search_checkpoint,
 )
-from hwnas.tensorfile import TensorFileError
 
 
 def _saved() -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import hwnas
-from hwnas.nas import Architecture, get_space
+from hwnas.spaces import Architecture, get_space
 
 from conftest import run_cli
 

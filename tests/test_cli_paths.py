@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hwnas.nas import get_space
-from hwnas.nas.spaces.kernels import arch_kernels
+from hwnas.spaces import get_space
+from hwnas.spaces.kernels import arch_kernels
 
 from conftest import FAST_TIMING, run_cli
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hwnas.nas.search.data import DataError, batches, load_images, load_test_images, make_splits, synthetic
+from hwnas.train.data import DataError, batches, load_images, load_test_images, make_splits, synthetic
 
 from conftest import SHARED_DATA
 
@@ -114,7 +114,7 @@ def test_splits_are_disjoint_balanced_and_normalized() -> None:
 
 
 def test_grayscale_images_are_repeated_to_three_channels() -> None:
-    from hwnas.nas.search.data import Images
+    from hwnas.train.data import Images
 
     gray = Images(torch.randint(0, 255, (20, 1, 8, 8), dtype=torch.uint8), torch.arange(20) % 2, ["a", "b"], "g")
     splits = make_splits(gray, None, 3, 2)
@@ -125,7 +125,7 @@ def test_batched_augmentation_is_the_per_image_crop_and_flip() -> None:
     """The batched gather against a plain per-image reference fed the same random draws."""
     from torch.nn import functional as F
 
-    from hwnas.nas.search.data import _augment
+    from hwnas.train.data import _augment
 
     x = torch.rand(9, 3, 16, 12)
     out = _augment(x, torch.Generator().manual_seed(5))
@@ -160,7 +160,7 @@ def test_real_cifar10_archive() -> None:
 
 def test_greyscale_npz_with_class_names_is_converted_and_says_so(tmp_path: Path) -> None:
     from hwnas.export.child_file import load_child
-    from hwnas.nas import get_space
+    from hwnas.spaces import get_space
 
     from conftest import run_cli
 

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 import torch
 
-from hwnas.devices import DEVICE_KINDS, DeviceError, Stats, TimingConfig, open_device, parse_device, time_calls
+from hwnas.devices import DEVICE_KINDS, Device, DeviceError, Stats, TimingConfig, open_device, parse_device, time_calls
 from hwnas.devices.base import pinned
 from hwnas.latency.kernel_models import kernel_input_shape, kernel_module, to_onnx
-from hwnas.nas.spaces.kernels import Kernel
+from hwnas.spaces.kernels import Kernel
 
 FAST = TimingConfig(warmup_runs=2, warmup_s=0.001, min_runs=5, min_time_s=0.002)
 CONV = Kernel("conv", 8, 16, 3, 2, 12, 12, "hswish")
@@ -176,3 +178,12 @@ def test_stats_from_an_agent_of_another_version() -> None:
     assert Stats.from_dict(older).min_ms is None and Stats.from_dict(older).round_ms == 2.0
     newer = {**s.to_dict(), "p99_ms": 3.0}  # a field this version does not know
     assert Stats.from_dict(newer) == s
+
+
+def test_each_kind_names_the_class_that_declares_it_and_parsing_imports_only_that_runtime() -> None:
+    for kind, cls in DEVICE_KINDS.items():
+        assert cls.kind == kind and issubclass(cls, Device)
+    code = ("import sys; from hwnas.devices import parse_device; parse_device('ort-cpu:threads=1'); "
+            "print(sorted(m for m in sys.modules if m.startswith('hwnas.devices.')))")  # fmt: skip
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "hwnas.devices.onnxruntime" in loaded and "hwnas.devices.adb" not in loaded

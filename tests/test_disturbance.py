@@ -25,7 +25,7 @@ from hwnas.latency.kernel_models import ARTIFACT_BUILDERS, kernel_input_shape
 from hwnas.latency.profiler import profile
 from hwnas.latency.store import LutStore
 from hwnas.latency.verdict import NOISE, NOISE_FLOOR, OVER, WITHIN, judge, measure_verdict
-from hwnas.nas import get_space
+from hwnas.spaces import get_space
 
 HZ = os.sysconf("SC_CLK_TCK")
 CPUS = os.cpu_count() or 1

@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from hwnas.nas import get_space
-from hwnas.nas.search.cost import make_cost
-from hwnas.nas.search.evolution import crossover, evolve, mutate, random_in_band
-from hwnas.nas.spaces.arch import Architecture
-from hwnas.nas.spaces.kernels import arch_flops
+from hwnas.search.cost import make_cost
+from hwnas.search.evolution import crossover, evolve, mutate, random_in_band
+from hwnas.spaces import get_space
+from hwnas.spaces.arch import Architecture
+from hwnas.spaces.kernels import arch_flops
 
 SPACE = get_space("cifar")
 COST = make_cost("flops", SPACE)

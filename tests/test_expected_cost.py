@@ -7,9 +7,9 @@ import zlib
 import pytest
 import torch
 
-from hwnas.nas import get_space
-from hwnas.nas.search.cost import discrete_cost, expected_cost, one_hot_choices
-from hwnas.nas.spaces.kernels import Kernel, arch_kernels
+from hwnas.search.cost import discrete_cost, expected_cost, one_hot_choices
+from hwnas.spaces import get_space
+from hwnas.spaces.kernels import Kernel, arch_kernels
 
 
 def fake_latency(k: Kernel) -> float:
@@ -73,7 +73,7 @@ def test_bad_inputs() -> None:
 def test_a_search_costs_expected_cost_has_the_dtype_asked_for() -> None:
     """The search runs the expected cost in float32 (beside float32 logits, on any device); selection
     asks for float64 to compare it exactly with the discrete cost."""
-    from hwnas.nas.search.cost import make_cost
+    from hwnas.search.cost import make_cost
 
     space = get_space("tiny")
     cost = make_cost("flops", space)
@@ -85,8 +85,8 @@ def test_a_search_costs_expected_cost_has_the_dtype_asked_for() -> None:
 
 # --- make_cost, in process (the CLI tests run it in a child process, out of mutmut's sight) -------------
 def test_flops_and_params_costs_count_what_fvcore_counts() -> None:
-    from hwnas.nas.models.counting import count_arch
-    from hwnas.nas.search.cost import make_cost
+    from hwnas.models.counting import count_arch
+    from hwnas.search.cost import make_cost
 
     space = get_space("tiny")
     flops, params = make_cost("flops", space), make_cost("params", space)
@@ -109,11 +109,11 @@ def test_flops_and_params_costs_count_what_fvcore_counts() -> None:
 
 
 def test_a_latency_cost_is_the_luts_prediction_and_names_what_it_lacks(tmp_path) -> None:
+    from hwnas.core.errors import HwnasError
     from hwnas.devices import Stats
-    from hwnas.errors import HwnasError
     from hwnas.latency.predictor import LatencyPredictor
     from hwnas.latency.store import LutStore
-    from hwnas.nas.search.cost import make_cost
+    from hwnas.search.cost import make_cost
 
     space = get_space("tiny")
     fp = {"kind": "ort-cpu", "runtime": "onnxruntime", "runtime_version": "1.0", "threads": 1, "batch": 1,

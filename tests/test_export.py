@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.errors import HwnasError
+from hwnas.core.errors import HwnasError
 from hwnas.export.child_file import Child, load_child
 from hwnas.export.pipeline import export_child
-from hwnas.nas import get_arch, get_space
-from hwnas.nas.models.builder import build_model
-from hwnas.nas.search.checkpoints import read_child
-from hwnas.nas.spaces.kernels import arch_flops, arch_params
+from hwnas.models.builder import build_model
+from hwnas.spaces import get_arch, get_space
+from hwnas.spaces.kernels import arch_flops, arch_params
+from hwnas.train.checkpoints import read_child
 
 from conftest import SHARED_DATA, run_cli
 

@@ -23,18 +23,18 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hwnas import tensorfile
+from hwnas.core import tensorfile
+from hwnas.core.errors import HwnasError
 from hwnas.devices import parse_device
 from hwnas.devices.base import Stats, TimingConfig
-from hwnas.errors import HwnasError
 from hwnas.latency.store import LutStore
 from hwnas.latency.table import LatencyTable
-from hwnas.nas import get_space
-from hwnas.nas.models.builder import build_model
-from hwnas.nas.search.checkpoints import read_child, read_search_checkpoint, write_child
-from hwnas.nas.search.data import load_images
-from hwnas.nas.spaces.arch import Architecture
-from hwnas.nas.spaces.space import SearchSpace
+from hwnas.models.builder import build_model
+from hwnas.spaces import get_space
+from hwnas.spaces.arch import Architecture
+from hwnas.spaces.space import SearchSpace
+from hwnas.train.checkpoints import read_child, read_search_checkpoint, write_child
+from hwnas.train.data import load_images
 
 
 def fuzz(cases: int) -> settings:
@@ -215,7 +215,7 @@ def test_fuzz_architecture_json(tmp_path: Path, path: list, value: object) -> No
     f.write_text(json.dumps(data))
     arch = _accepts_or_refuses(Architecture.load, f)
     if arch is not None:
-        from hwnas.nas.models.counting import count_arch
+        from hwnas.models.counting import count_arch
 
         count_arch(arch)  # what 'hwnas arch show' does with it
 
@@ -333,8 +333,8 @@ def test_fuzz_image_folder(tmp_path: Path, blobs: list[bytes], cut: int) -> None
 # --- model files given to bench ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    from hwnas.export.convert.onnx_export import onnx_bytes
-    from hwnas.export.convert.tflite_export import tflite_bytes
+    from hwnas.convert.onnx_export import onnx_bytes
+    from hwnas.convert.tflite_export import tflite_bytes
 
     arch = get_space("tiny").sample(0)
     model = build_model(arch).eval()
@@ -368,7 +368,7 @@ def test_fuzz_device_specs(text: str) -> None:
 @given(text=st.text(max_size=12) | st.floats().map(repr) | st.sampled_from(["inf", "-inf", "nan", "1e309", "0", "-1"]))
 def test_fuzz_budgets(text: str) -> None:
     from hwnas.cli import _positive_float
-    from hwnas.nas.search.loop import SearchConfig
+    from hwnas.search.loop import SearchConfig
 
     try:
         value = _positive_float(text)
@@ -380,7 +380,7 @@ def test_fuzz_budgets(text: str) -> None:
 
 @pytest.mark.parametrize("budget", [math.inf, math.nan, 0.0, -1.0])
 def test_the_library_refuses_non_finite_budgets(budget: float) -> None:
-    from hwnas.nas.search.loop import SearchConfig
+    from hwnas.search.loop import SearchConfig
 
     with pytest.raises(HwnasError, match="finite number > 0"):
         SearchConfig(space="tiny", budget=budget).check()

@@ -7,8 +7,8 @@ import torch
 
 from hwnas.devices import open_device
 from hwnas.latency.kernel_models import kernel_input_shape, kernel_module, onnx_artifacts
-from hwnas.nas import get_space
-from hwnas.nas.spaces.kernels import Kernel
+from hwnas.spaces import get_space
+from hwnas.spaces.kernels import Kernel
 
 KERNELS = [
     (Kernel("conv", 8, 16, 3, 2, 12, 12, "hswish"), ["Conv", "HardSwish"]),

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from hwnas.nas.spaces.kernels import Kernel, block_kernels, classifier_kernels
-from hwnas.nas.spaces.ops import parse_op
+from hwnas.spaces.kernels import Kernel, block_kernels, classifier_kernels
+from hwnas.spaces.ops import parse_op
 
 # (op, cin, cout, stride, expansion, h, w) -> the keys, in execution order. Worked by hand:
 # mid = make_divisible(cin * e, 8); SE width = make_divisible(mid / 4, 8); h, w of each kernel are

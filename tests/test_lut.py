@@ -9,8 +9,8 @@ import pytest
 from hwnas.devices import Stats, open_device
 from hwnas.latency.store import LutError, LutStore
 from hwnas.latency.table import LatencyTable, MissingKernelsError
-from hwnas.nas import get_space
-from hwnas.nas.spaces.kernels import Kernel
+from hwnas.spaces import get_space
+from hwnas.spaces.kernels import Kernel
 
 FP = {"kind": "ort-cpu", "runtime": "onnxruntime", "runtime_version": "1.0", "threads": 1, "batch": 1,
       "cpu_model": "X", "hwnas_version": "0.1.0", "os": "Linux 1"}  # fmt: skip

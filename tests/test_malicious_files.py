@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.nas import get_space
+from hwnas.spaces import get_space
 
 from conftest import run_cli
 

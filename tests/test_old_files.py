@@ -21,10 +21,10 @@ from safetensors import safe_open
 
 from hwnas.export.child_file import load_child
 from hwnas.latency.predictor import LatencyPredictor
-from hwnas.nas.search.checkpoints import read_search_checkpoint
-from hwnas.nas.search.slicing import sliced_child_of_run
-from hwnas.nas.spaces.arch import Architecture
-from hwnas.nas.spaces.kernels import arch_kernels
+from hwnas.search.slicing import sliced_child_of_run
+from hwnas.spaces.arch import Architecture
+from hwnas.spaces.kernels import arch_kernels
+from hwnas.train.checkpoints import read_search_checkpoint
 
 from conftest import run_cli
 

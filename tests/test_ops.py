@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hwnas.nas.spaces.ops import OpType, format_number, make_divisible, mid_channels, parse_op, se_channels
+from hwnas.spaces.ops import OpType, format_number, make_divisible, mid_channels, parse_op, se_channels
 
 
 @pytest.mark.parametrize(

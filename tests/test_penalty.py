@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from hwnas.errors import HwnasError
-from hwnas.nas.search.penalty import FBNET_A, FBNET_B, FBNET_SCALE, TOLERANCE, Penalty
+from hwnas.core.errors import HwnasError
+from hwnas.search.penalty import FBNET_A, FBNET_B, FBNET_SCALE, TOLERANCE, Penalty
 
 CE = torch.tensor(2.0)
 

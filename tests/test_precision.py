@@ -14,7 +14,7 @@ import pytest
 from hwnas.devices import open_device
 from hwnas.latency.kernel_models import kernel_artifacts, kernel_input_shape, kernel_module
 from hwnas.latency.table import LatencyTable
-from hwnas.nas import get_space
+from hwnas.spaces import get_space
 
 from conftest import FAST_TIMING, run_cli
 
@@ -190,7 +190,7 @@ def test_tflite_int8_kernel_models_are_integer_and_compute_the_fp32_kernel(op: s
 def test_a_tflite_int8_lut_is_profiled_and_validated_against_whole_int8_networks(tmp_path: Path) -> None:
     from hwnas.devices.litert import open_interpreter
     from hwnas.latency.network_timing import network_artifacts
-    from hwnas.nas.spaces.arch import Architecture
+    from hwnas.spaces.arch import Architecture
 
     lut = tmp_path / "t8.lut"
     proc = run_cli("profile", "--space", "tiny", "--device", "tflite-cpu:threads=1", "--precision", "int8", "--out",
@@ -219,7 +219,7 @@ def test_whole_int8_networks_run_every_conv_as_qlinearconv(tmp_path: Path) -> No
     scale is wrong for all but one conv and ONNX Runtime leaves those convs float."""
     import onnxruntime as ort
 
-    from hwnas.export.convert.onnx_export import unshare_initializers
+    from hwnas.convert.onnx_export import unshare_initializers
     from hwnas.latency.network_timing import network_artifacts, network_input_shape
 
     space = get_space("tiny")

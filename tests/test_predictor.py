@@ -26,9 +26,9 @@ from hwnas.latency.predictor import (
 from hwnas.latency.store import LutError, LutStore
 from hwnas.latency.table import LatencyTable
 from hwnas.latency.validate import rank_scores, scores, split_fit_score, stratified_sample
-from hwnas.nas import get_space
-from hwnas.nas.search.cost import expected_cost, one_hot_choices
-from hwnas.nas.spaces.kernels import Kernel, arch_kernels
+from hwnas.search.cost import expected_cost, one_hot_choices
+from hwnas.spaces import get_space
+from hwnas.spaces.kernels import Kernel, arch_kernels
 
 FP = {"kind": "ort-cpu", "runtime": "onnxruntime", "runtime_version": "1.0", "threads": 1, "batch": 1,
       "cpu_model": "X", "hwnas_version": "0.1.0", "os": "Linux 1"}  # fmt: skip

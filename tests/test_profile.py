@@ -16,7 +16,7 @@ from hwnas.devices import TimingConfig, open_device
 from hwnas.latency.profiler import profile
 from hwnas.latency.store import LutStore
 from hwnas.latency.table import LatencyTable
-from hwnas.nas import get_space
+from hwnas.spaces import get_space
 
 from conftest import FAST_TIMING, ROOT, run_cli
 
@@ -235,7 +235,7 @@ def test_lut_show_and_export(tmp_path: Path) -> None:
 
 def test_bench_a_model_file(tmp_path: Path) -> None:
     from hwnas.latency.kernel_models import onnx_artifacts
-    from hwnas.nas.spaces.kernels import Kernel
+    from hwnas.spaces.kernels import Kernel
 
     model = tmp_path / "m.onnx"
     model.write_bytes(onnx_artifacts([Kernel("conv", 8, 16, 3, 1, 16, 16, "relu")])[0])

@@ -66,8 +66,8 @@ def _is_mobilenet_v2_style(space, arch) -> bool:  # type: ignore[no-untyped-def]
 
 
 def test_mobilenet_v2_style_lies_in_the_band_and_fills_gaps_that_uniform_widths_leave() -> None:
-    from hwnas.nas import get_space
-    from hwnas.nas.search.cost import make_cost
+    from hwnas.search.cost import make_cost
+    from hwnas.spaces import get_space
 
     space = get_space("cifar")
     cost = make_cost("flops", space, None)
@@ -84,7 +84,7 @@ def test_mobilenet_v2_style_lies_in_the_band_and_fills_gaps_that_uniform_widths_
     assert found >= 30  # most bands of the range hold one
     # a band that holds only a network with the last stage wide and the others narrow (full depth, the
     # largest resolution and expansion): uniform widths alone have no member there
-    from hwnas.nas.spaces.space import Option
+    from hwnas.spaces.space import Option
 
     last = max(layer.stage for layer in space.layers if len(layer.channels) > 1)
     options = [
@@ -105,9 +105,9 @@ def test_mobilenet_v2_style_lies_in_the_band_and_fills_gaps_that_uniform_widths_
 def test_spread_puts_one_network_in_every_slice_even_where_sampling_finds_none() -> None:
     import random
 
-    from hwnas.nas import get_space
-    from hwnas.nas.search import evolution
-    from hwnas.nas.search.cost import make_cost
+    from hwnas.search import evolution
+    from hwnas.search.cost import make_cost
+    from hwnas.spaces import get_space
 
     space = get_space("cifar")
     cost = make_cost("flops", space, None)
@@ -128,8 +128,8 @@ def test_spread_puts_one_network_in_every_slice_even_where_sampling_finds_none()
 def test_walk_into_reaches_a_narrow_interval_and_refuses_an_impossible_one() -> None:
     import random
 
-    from hwnas.nas import get_space
-    from hwnas.nas.search.cost import make_cost
+    from hwnas.search.cost import make_cost
+    from hwnas.spaces import get_space
 
     space = get_space("cifar")
     cost = make_cost("flops", space, None)
@@ -151,9 +151,9 @@ def _tau_by_pairs(x: list[float], y: list[float]) -> float:
 def test_ranking_rows_put_the_largest_disagreement_first_and_bound_tau_leaving_one_out() -> None:
     import random
 
-    from hwnas.nas import get_space
-    from hwnas.nas.search import evolution
-    from hwnas.nas.search.cost import make_cost
+    from hwnas.search import evolution
+    from hwnas.search.cost import make_cost
+    from hwnas.spaces import get_space
 
     space = get_space("tiny")
     cost = make_cost("flops", space, None)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hwnas.nas import get_space
+from hwnas.spaces import get_space
 
 from conftest import FAST_TIMING, run_cli
 

@@ -9,7 +9,7 @@ import pytest
 
 from hwnas.devices import Stats
 from hwnas.latency.store import LutStore
-from hwnas.nas import get_space
+from hwnas.spaces import get_space
 
 from conftest import ROOT
 

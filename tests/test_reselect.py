@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hwnas.nas.search.loop import Search, SearchConfig
+from hwnas.search.loop import Search, SearchConfig
 
 from conftest import benchmark_module
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hwnas.nas import get_space
-from hwnas.nas.spaces.arch import Architecture
+from hwnas.spaces import get_space
+from hwnas.spaces.arch import Architecture
 
 from conftest import benchmark_module
 

@@ -17,16 +17,16 @@ import pandas as pd
 import pytest
 import torch
 
-from hwnas.errors import HwnasError
-from hwnas.nas import get_space
-from hwnas.nas.models.builder import build_model
-from hwnas.nas.search.checkpoints import read_child
-from hwnas.nas.search.cost import make_cost
-from hwnas.nas.search.derive import GROW_TO, InfeasibleBudget, check_budget, derive
-from hwnas.nas.search.loop import Search, SearchConfig
-from hwnas.nas.search.training import evaluate
-from hwnas.nas.spaces.arch import Architecture
-from hwnas.nas.spaces.kernels import arch_flops
+from hwnas.core.errors import HwnasError
+from hwnas.models.builder import build_model
+from hwnas.search.cost import make_cost
+from hwnas.search.derive import GROW_TO, InfeasibleBudget, check_budget, derive
+from hwnas.search.loop import Search, SearchConfig
+from hwnas.spaces import get_space
+from hwnas.spaces.arch import Architecture
+from hwnas.spaces.kernels import arch_flops
+from hwnas.train.checkpoints import read_child
+from hwnas.train.training import evaluate
 
 from conftest import FAST_TIMING, ROOT, run_cli
 
@@ -439,8 +439,8 @@ def test_train_once_search_many_derives_one_architecture_per_budget_in_its_band(
 
 def test_init_from_the_supernet_starts_from_its_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """train_and_save(init="supernet") hands training the supernet's weights, not a fresh network."""
-    from hwnas.nas.search import training
-    from hwnas.nas.search.checkpoints import read_search_checkpoint
+    from hwnas.train import training
+    from hwnas.train.checkpoints import read_search_checkpoint
     from hwnas.workflows import train_and_save
 
     run = tmp_path / "run"
@@ -466,8 +466,8 @@ def test_the_first_repair_step_is_the_cheapest_loss_of_probability_per_unit_save
     tiny_flops: list[float], seed: int
 ) -> None:
     """Against an independent enumeration of every single change from the joint argmax."""
-    from hwnas.nas.search.derive import _opt
-    from hwnas.nas.spaces.kernels import arch_flops as flops
+    from hwnas.search.derive import _opt
+    from hwnas.spaces.kernels import arch_flops as flops
 
     space = get_space("tiny")
     cost = make_cost("flops", space)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hwnas.nas.spaces.arch import Architecture
-from hwnas.nas.spaces.presets import TINY
-from hwnas.nas.spaces.space import get_space
+from hwnas.spaces.arch import Architecture
+from hwnas.spaces.presets import TINY
+from hwnas.spaces.space import get_space
 
 from conftest import benchmark_module
 
@@ -60,7 +60,7 @@ def test_another_random_seed_redraws_only_the_random_arm_on_resume(tiny_run: tup
     the searches and every earlier retraining stay as they were."""
     import shutil
 
-    from hwnas.nas.search.cost import make_cost
+    from hwnas.search.cost import make_cost
 
     spec, work = tiny_run
     copy = tmp_path / "run"

@@ -8,9 +8,8 @@ import math
 import pytest
 import torch
 
-from hwnas.nas import get_space
-from hwnas.nas.search.cost import make_cost
-from hwnas.nas.search.select import (
+from hwnas.search.cost import make_cost
+from hwnas.search.select import (
     Scores,
     best_in_band,
     best_per_resolution,
@@ -18,7 +17,8 @@ from hwnas.nas.search.select import (
     prior,
     uniform_scores,
 )
-from hwnas.nas.spaces.kernels import arch_flops
+from hwnas.spaces import get_space
+from hwnas.spaces.kernels import arch_flops
 
 SPACE = get_space("tiny")
 COST = make_cost("flops", SPACE)
@@ -79,7 +79,7 @@ def test_an_empty_band_gives_none() -> None:
 
 def test_scores_are_zero_at_the_prior_and_make_skip_and_ir_comparable() -> None:
     """At uniform factors every option scores 0, although a skip has n_e times an IR option's mass."""
-    from hwnas.nas.search.supernet import SuperNet
+    from hwnas.search.supernet import SuperNet
 
     space = get_space("cifar")
     net = SuperNet(space)
@@ -96,7 +96,7 @@ def test_scores_are_zero_at_the_prior_and_make_skip_and_ir_comparable() -> None:
 
 
 def test_several_candidates_are_distinct_in_the_band_and_best_first() -> None:
-    from hwnas.nas.search.select import top_in_band
+    from hwnas.search.select import top_in_band
 
     hi = _gap_budget(0.5)
     scores = _random_scores(4)
@@ -176,9 +176,9 @@ def _peaked(space, arch, mass: float = 0.9):
 def test_a_start_no_single_change_can_cheapen_restarts_from_the_cheapest_network() -> None:
     """A cost under which every single change of the start adds new, dear kernels: the repair cannot
     move, so the derivation must start again from the cheapest network (the space's exact minimum)."""
-    from hwnas.nas.search.cost import SearchCost
-    from hwnas.nas.search.derive import derive
-    from hwnas.nas.spaces.kernels import arch_kernels
+    from hwnas.search.cost import SearchCost
+    from hwnas.search.derive import derive
+    from hwnas.spaces.kernels import arch_kernels
 
     space = get_space("tiny")
     start = space.largest()
@@ -199,7 +199,7 @@ def test_a_start_no_single_change_can_cheapen_restarts_from_the_cheapest_network
 
 def test_the_first_repair_step_loses_the_least_probability_per_unit_saved() -> None:
     """The first repair move, found again by enumerating every single change of the start."""
-    from hwnas.nas.search.derive import derive
+    from hwnas.search.derive import derive
 
     space = get_space("tiny")
     cost = make_cost("flops", space)
@@ -242,7 +242,7 @@ def test_the_first_repair_step_loses_the_least_probability_per_unit_saved() -> N
 def test_the_top_of_the_band_is_distinct_in_band_and_in_score_order_beginning_with_the_best(seed: int) -> None:
     """top_in_band against brute force over all of tiny's architectures: every answer lies in the
     band (below as well as above), none twice, best first, and the first is the band's best."""
-    from hwnas.nas.search.select import top_in_band
+    from hwnas.search.select import top_in_band
 
     hi = _gap_budget(0.7)
     lo = _gap_budget(0.4)
@@ -281,7 +281,7 @@ def test_probabilities_of_the_wrong_length_are_refused_not_cut_short() -> None:
 
 # --- the derivation: the budget check, exact budgets, and the grow step (mutation survivors) -----------
 def test_the_budget_check_refuses_zero_and_accepts_exactly_the_cheapest_cost() -> None:
-    from hwnas.nas.search.derive import InfeasibleBudget, check_budget
+    from hwnas.search.derive import InfeasibleBudget, check_budget
 
     with pytest.raises(InfeasibleBudget, match="the budget must be positive, got 0"):
         check_budget(SPACE, COST, 0.0)
@@ -293,7 +293,7 @@ def test_the_budget_check_refuses_zero_and_accepts_exactly_the_cheapest_cost() -
 
 
 def test_an_argmax_that_costs_exactly_the_budget_is_kept_as_it_is() -> None:
-    from hwnas.nas.search.derive import derive
+    from hwnas.search.derive import derive
 
     start = SPACE.architecture(
         SPACE.resolutions[-1], [layer.options[len(layer.options) // 2] for layer in SPACE.layers]
@@ -315,7 +315,7 @@ def _option_text(arch, i: int) -> str:
 def test_the_first_grow_step_loses_the_least_probability_per_unit_added_and_names_it(seed: int) -> None:
     """The first grow move, found again by enumerating every single change of a cheap argmax that fits.
     Seed 6 makes the resolutions almost equally likely, so its first move is to a larger resolution."""
-    from hwnas.nas.search.derive import derive
+    from hwnas.search.derive import derive
 
     g = torch.Generator().manual_seed(seed)
     start = SPACE.architecture(SPACE.resolutions[0 if seed == 6 else seed % len(SPACE.resolutions)],

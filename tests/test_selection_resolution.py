@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hwnas.errors import HwnasError
-from hwnas.nas.search.derive import GROW_TO
-from hwnas.nas.search.loop import Search, SearchConfig
+from hwnas.core.errors import HwnasError
+from hwnas.search.derive import GROW_TO
+from hwnas.search.loop import Search, SearchConfig
 
 DATA = "synthetic:n=320,size=24"
 

@@ -7,12 +7,12 @@ import random
 import pytest
 import yaml
 
-from hwnas.errors import HwnasError, SpecError
-from hwnas.nas import Architecture, get_space, list_spaces, register_space
-from hwnas.nas.spaces.kernels import arch_flops, arch_kernels
-from hwnas.nas.spaces.ops import parse_op
-from hwnas.nas.spaces.presets import TINY
-from hwnas.nas.spaces.space import SearchSpace
+from hwnas.core.errors import HwnasError, SpecError
+from hwnas.spaces import Architecture, get_space, list_spaces, register_space
+from hwnas.spaces.kernels import arch_flops, arch_kernels
+from hwnas.spaces.ops import parse_op
+from hwnas.spaces.presets import TINY
+from hwnas.spaces.space import SearchSpace
 
 
 def _brute_force(space: SearchSpace) -> list[Architecture]:
@@ -176,7 +176,7 @@ def test_missing_expansions_for_ir_ops() -> None:
 
 def test_the_wide_cifar_space_searches_channels_and_depth() -> None:
     """At least 6 out-channel choices in every searchable stage, searchable depth, a wide cost range."""
-    from hwnas.nas.spaces.kernels import arch_flops
+    from hwnas.spaces.kernels import arch_flops
 
     space = get_space("cifar-wide")
     searchable = [st for st in space.stages if len(st.ops) > 1]

@@ -9,12 +9,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hwnas.nas import get_space
-from hwnas.nas.models.builder import build_model
-from hwnas.nas.search.slicing import slice_child
-from hwnas.nas.search.supernet import SuperNet
-from hwnas.nas.spaces.ops import parse_op
-from hwnas.nas.spaces.space import Option
+from hwnas.models.builder import build_model
+from hwnas.search.slicing import slice_child
+from hwnas.search.supernet import SuperNet
+from hwnas.spaces import get_space
+from hwnas.spaces.ops import parse_op
+from hwnas.spaces.space import Option
 
 
 def _randomize_bn(net: nn.Module, seed: int) -> None:
@@ -170,7 +170,7 @@ def test_one_hot_covers_every_option() -> None:
 def test_soft_op_weights_are_renormalised_over_the_non_skip_ops() -> None:
     """out(a, b, s) = (1 - s) out(a / (1 - s), b / (1 - s), 0) + s out(0, 0, 1): the inverted-residual
     part sees its ops' weights relative to each other, whatever weight the skip path takes."""
-    from hwnas.nas.search.supernet import SuperNet
+    from hwnas.search.supernet import SuperNet
 
     torch.manual_seed(0)
     net = SuperNet(get_space("tiny")).eval()
@@ -200,7 +200,7 @@ def test_soft_op_weights_are_renormalised_over_the_non_skip_ops() -> None:
 
 
 def _search_folder(folder, net: SuperNet, config: dict) -> None:
-    from hwnas.nas.search.checkpoints import rng_states, write_search_checkpoint
+    from hwnas.train.checkpoints import rng_states, write_search_checkpoint
 
     state = {"config": config, "epoch": 1, "net": net.state_dict(), "w_opt": {}, "w_sched": {}, "a_opt": {},
              "lambda": 0.0, "metrics": [], "probs": [], "timing": {}, "rng": rng_states()}  # fmt: skip
@@ -210,7 +210,7 @@ def _search_folder(folder, net: SuperNet, config: dict) -> None:
 @pytest.mark.parametrize("paths", ["masked", "masked-se", None])
 def test_a_child_sliced_from_a_search_folder_equals_the_saved_supernet(tmp_path, paths) -> None:
     """What ``train --init supernet`` starts from, read in process (the CLI test runs it in a child)."""
-    from hwnas.nas.search.slicing import sliced_child_of_run
+    from hwnas.search.slicing import sliced_child_of_run
 
     torch.manual_seed(1)
     space = get_space("tiny")
@@ -228,8 +228,8 @@ def test_a_child_sliced_from_a_search_folder_equals_the_saved_supernet(tmp_path,
 
 
 def test_a_search_folder_that_cannot_give_a_child_names_why(tmp_path) -> None:
-    from hwnas.errors import HwnasError
-    from hwnas.nas.search.slicing import sliced_child_of_run
+    from hwnas.core.errors import HwnasError
+    from hwnas.search.slicing import sliced_child_of_run
 
     tiny = SuperNet(get_space("tiny"))
     arch = get_space("tiny").sample(0)
@@ -264,7 +264,7 @@ def test_gumbel_noise_comes_from_the_cpu_generator_a_checkpoint_stores(hard: boo
     not store: a resumed GPU search drew other noise than an uninterrupted one (seen on an H200)."""
     from torch.nn import functional as F
 
-    from hwnas.nas.search.supernet import Factor
+    from hwnas.search.supernet import Factor
 
     factor = Factor(5).to(dtype)
     with torch.no_grad():

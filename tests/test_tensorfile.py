@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas import tensorfile
-from hwnas.errors import HwnasError
-from hwnas.nas import get_space
-from hwnas.nas.models.builder import build_model
-from hwnas.nas.search.checkpoints import (
+from hwnas.core import tensorfile
+from hwnas.core.errors import HwnasError
+from hwnas.core.tensorfile import PickleFileError, TensorFileError
+from hwnas.models.builder import build_model
+from hwnas.spaces import get_space
+from hwnas.train.checkpoints import (
     CHILD_FORMAT,
     ChildFile,
     read_child,
@@ -25,7 +26,6 @@ from hwnas.nas.search.checkpoints import (
     set_rng_states,
     write_child,
 )
-from hwnas.tensorfile import PickleFileError, TensorFileError
 
 
 def _tree() -> dict:
@@ -164,7 +164,7 @@ def test_files_get_the_umask_mode_not_a_private_one(tmp_path: Path) -> None:
     import os
     import stat
 
-    from hwnas.fileio import write_text_atomic
+    from hwnas.core.fileio import write_text_atomic
 
     old = os.umask(0o022)
     try:

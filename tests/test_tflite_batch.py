@@ -1,4 +1,4 @@
-"""Batched litert-torch conversion and flatbuffer splitting (hwnas.export.convert.tflite_batch).
+"""Batched litert-torch conversion and flatbuffer splitting (hwnas.convert.tflite_batch).
 
 One batched conversion of a dozen modules, shared by the tests through module-scoped fixtures,
 and one conversion per module alone to compare against; one batched conversion of the profiler's
@@ -22,12 +22,12 @@ flatbuffers = pytest.importorskip("flatbuffers")
 from ai_edge_litert import schema_py_generated as schema  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
-from hwnas.export.convert import tflite_batch  # noqa: E402
-from hwnas.export.convert.tflite_batch import convert_batch, operator_types, split_tflite  # noqa: E402
+from hwnas.convert import tflite_batch  # noqa: E402
+from hwnas.convert.tflite_batch import convert_batch, operator_types, split_tflite  # noqa: E402
 from hwnas.latency.kernel_models import kernel_input_shape, kernel_module  # noqa: E402
-from hwnas.nas import Architecture, Block  # noqa: E402
-from hwnas.nas.models.builder import build_model  # noqa: E402
-from hwnas.nas.spaces.kernels import Kernel, arch_kernels  # noqa: E402
+from hwnas.models.builder import build_model  # noqa: E402
+from hwnas.spaces import Architecture, Block  # noqa: E402
+from hwnas.spaces.kernels import Kernel, arch_kernels  # noqa: E402
 
 TOL = 1e-4
 

@@ -11,17 +11,17 @@ import pytest
 import torch
 from test_supernet import _randomize_bn
 
-from hwnas.errors import SpecError
-from hwnas.nas import get_space
-from hwnas.nas.search.cost import SearchCost, discrete_cost, expected_cost
-from hwnas.nas.search.derive import derive
-from hwnas.nas.search.evolution import crossover, mutate
-from hwnas.nas.search.select import best_in_band, log_ratio_scores, prior
-from hwnas.nas.search.slicing import slice_child
-from hwnas.nas.search.supernet import SuperNet
-from hwnas.nas.spaces.arch import Architecture
-from hwnas.nas.spaces.kernels import Kernel, arch_kernels
-from hwnas.nas.spaces.space import Option, SearchSpace
+from hwnas.core.errors import SpecError
+from hwnas.search.cost import SearchCost, discrete_cost, expected_cost
+from hwnas.search.derive import derive
+from hwnas.search.evolution import crossover, mutate
+from hwnas.search.select import best_in_band, log_ratio_scores, prior
+from hwnas.search.slicing import slice_child
+from hwnas.search.supernet import SuperNet
+from hwnas.spaces import get_space
+from hwnas.spaces.arch import Architecture
+from hwnas.spaces.kernels import Kernel, arch_kernels
+from hwnas.spaces.space import Option, SearchSpace
 
 TIED = {
     "name": "tied-test",
@@ -241,7 +241,7 @@ def test_a_tied_layers_residual_is_whole_under_soft_channel_weights() -> None:
 def test_a_search_over_a_tied_space_trains_children_of_the_space_and_logs_each_width_once(tmp_path) -> None:
     import pandas as pd
 
-    from hwnas.nas.search.loop import Search, SearchConfig
+    from hwnas.search.loop import Search, SearchConfig
 
     path = tmp_path / "tied.yaml"
     path.write_text(_space().to_yaml())

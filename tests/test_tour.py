@@ -70,7 +70,7 @@ def _user_files(folder: Path) -> None:
                 folder / "my-images" / name / f"{i}.png"
             )
     from hwnas.latency.kernel_models import onnx_artifacts
-    from hwnas.nas.spaces.kernels import Kernel
+    from hwnas.spaces.kernels import Kernel
 
     (folder / "model.onnx").write_bytes(onnx_artifacts([Kernel("conv", 8, 16, 3, 1, 16, 16, "relu")])[0])
 
@@ -82,8 +82,8 @@ def test_the_readme_tour_runs_command_by_command(tmp_path: Path) -> None:
     budget = None
     for argv in commands:
         if argv[1] == "search" and "--budget-ms" in argv and budget is None:
-            from hwnas.nas import get_space
-            from hwnas.nas.search.cost import make_cost
+            from hwnas.search.cost import make_cost
+            from hwnas.spaces import get_space
 
             lut = argv[argv.index("--lut") + 1]
             space = get_space("cifar")

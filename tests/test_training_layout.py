@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hwnas.nas import get_space
-from hwnas.nas.search import training
-from hwnas.nas.search.data import make_splits, synthetic
-from hwnas.nas.search.supernet import SuperNet
-from hwnas.nas.search.training import train_child, training_layout
+from hwnas.search.supernet import SuperNet
+from hwnas.spaces import get_space
+from hwnas.train import training
+from hwnas.train.data import make_splits, synthetic
+from hwnas.train.training import train_child, training_layout
 
 CHANNELS_LAST = torch.channels_last
 

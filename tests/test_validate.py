@@ -13,9 +13,9 @@ import pytest
 from hwnas.devices import open_device
 from hwnas.latency.predictor import LatencyPredictor
 from hwnas.latency.store import device_id
-from hwnas.nas import get_space
-from hwnas.nas.spaces.arch import Architecture
-from hwnas.nas.spaces.kernels import arch_flops
+from hwnas.spaces import get_space
+from hwnas.spaces.arch import Architecture
+from hwnas.spaces.kernels import arch_flops
 
 from conftest import FAST_TIMING, run_cli
 

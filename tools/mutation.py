@@ -107,8 +107,7 @@ def main() -> int:
     ap.add_argument(
         "modules",
         nargs="*",
-        help="test only these modules' mutants (e.g. hwnas/nas/search/cost.py); "
-        "default: every module [tool.mutmut] lists",
+        help="test only these modules' mutants (e.g. hwnas/search/cost.py); default: every module [tool.mutmut] lists",
     )
     args = ap.parse_args()
     if not args.report:

@@ -84,7 +84,7 @@ PLANTS = {
         "test_the_least_noise_is_relative_to_the_measurement",
     ),
     "target-dual-ascent-signed": Plant(
-        "hwnas/nas/search/penalty.py",
+        "hwnas/search/penalty.py",
         (("abs(e_cost / self.budget - 1) - TOLERANCE", "(e_cost / self.budget - 1) - TOLERANCE"),),
         "tests/test_penalty.py",
         "test_dual_ascent",

@@ -26,10 +26,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hwnas import __version__
-from hwnas.devices.base import BATCH, Device, DeviceError, Param, Runner, Stats, TimingConfig, precision_param
+from hwnas.devices.base import (
+    BATCH,
+    Device,
+    DeviceError,
+    Param,
+    Runner,
+    Stats,
+    TimingConfig,
+    model_format,
+    precision_param,
+)
 from hwnas.devices.benchmark_model import BenchmarkOutput, parse_output
 from hwnas.devices.conditions import Conditions
-from hwnas.devices.isolated import model_format
 
 REMOTE_DIR = "/data/local/tmp/hwnas"
 DEFAULT_BINARY = "/data/local/tmp/benchmark_model"

@@ -1,6 +1,6 @@
 """The device interface: load a model artifact, time it, say what the device is.
 
-Timing method (DESIGN.md, "Latency LUT"): warm up by count *and* time, then time single runs
+Timing method (docs/design.md, "The noise model"): warm up by count *and* time, then time single runs
 with ``perf_counter_ns`` until both a minimum count and a minimum time are reached (capped by a
 maximum time), and summarize as median, p10, p90, mean, std and n. Optionally pin the process
 to CPU cores while timing.
@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
+from hwnas.core.errors import HwnasError
 from hwnas.devices.conditions import Conditions, CpuSnapshot, between
-from hwnas.errors import HwnasError
 
 
 class DeviceError(HwnasError):
@@ -60,7 +60,7 @@ class Stats:
     def round_ms(self) -> float:
         """The round's latency as hwnas uses it: its fastest run (``min_ms``), or the median where
         the minimum is unknown. A neighbour on the machine only ever adds time, so the fastest runs
-        of a round are the ones it did not touch; BENCHMARKS.md ("Which per-round statistic") measured
+        of a round are the ones it did not touch; docs/notebook/busy-machine.md ("Which per-round statistic") measured
         the minimum as accurate as the median on a quiet machine and more accurate beside a busy one."""
         return self.min_ms if self.min_ms is not None else self.median_ms
 
@@ -244,3 +244,15 @@ def _fmt(v: Any) -> str:
     if isinstance(v, tuple):
         return "+".join(map(str, v))
     return str(v)
+
+
+def model_format(data: bytes) -> str | None:
+    """``"tflite"`` (FlatBuffer with identifier ``TFL3``), ``"onnx"`` (a protobuf that starts like a
+    ModelProto), or None."""
+    if len(data) >= 8 and data[4:8] == b"TFL3":
+        return "tflite"
+    # ONNX ModelProto: field 1 (ir_version, varint) first in every exporter's output, or a
+    # length-delimited field (opset_import = 8, producer_name = 2, graph = 7) first.
+    if len(data) >= 2 and data[0] in (0x08, 0x12, 0x1A, 0x22, 0x2A, 0x3A, 0x42):
+        return "onnx"
+    return None

@@ -28,18 +28,6 @@ from hwnas.devices.base import DeviceError, Stats, TimingConfig
 DEFAULT_MEMORY_MB = 4096
 
 
-def model_format(data: bytes) -> str | None:
-    """``"tflite"`` (FlatBuffer with identifier ``TFL3``), ``"onnx"`` (a protobuf that starts like a
-    ModelProto), or None."""
-    if len(data) >= 8 and data[4:8] == b"TFL3":
-        return "tflite"
-    # ONNX ModelProto: field 1 (ir_version, varint) first in every exporter's output, or a
-    # length-delimited field (opset_import = 8, producer_name = 2, graph = 7) first.
-    if len(data) >= 2 and data[0] in (0x08, 0x12, 0x1A, 0x22, 0x2A, 0x3A, 0x42):
-        return "onnx"
-    return None
-
-
 def limit_child(memory_mb: int) -> None:
     """In a child process before exec: cap its address space at ``memory_mb`` MiB, no core dumps."""
     import resource

@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hwnas import __version__
+from hwnas.core.quiet import quiet
 from hwnas.devices.base import BATCH, PIN, Device, DeviceError, Param, Runner, precision_param
 from hwnas.devices.host import host_facts
-from hwnas.quiet import quiet
 
 _MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 

@@ -3,18 +3,41 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from hwnas.devices.adb import AdbDevice
 from hwnas.devices.base import Device, DeviceError, Param
-from hwnas.devices.litert import TfliteCpu
-from hwnas.devices.onnxruntime import OrtCpu, OrtCuda
-from hwnas.devices.remote import RemoteDevice
-from hwnas.devices.torch_devices import TorchCpu, TorchCuda
 
-DEVICE_KINDS: dict[str, type[Device]] = {
-    cls.kind: cls for cls in (OrtCpu, TfliteCpu, TorchCpu, TorchCuda, OrtCuda, RemoteDevice, AdbDevice)
+# kind -> (module, class): a kind's module is imported only when the kind is used, so parsing a
+# spec imports one runtime, and no device module imports this one back (no cycle through adb).
+_KIND_CLASSES: dict[str, tuple[str, str]] = {
+    "ort-cpu": ("hwnas.devices.onnxruntime", "OrtCpu"),
+    "tflite-cpu": ("hwnas.devices.litert", "TfliteCpu"),
+    "torch-cpu": ("hwnas.devices.torch_devices", "TorchCpu"),
+    "torch-cuda": ("hwnas.devices.torch_devices", "TorchCuda"),
+    "ort-cuda": ("hwnas.devices.onnxruntime", "OrtCuda"),
+    "remote": ("hwnas.devices.remote", "RemoteDevice"),
+    "adb": ("hwnas.devices.adb", "AdbDevice"),
 }
+
+
+class _DeviceKinds(Mapping[str, type[Device]]):
+    """The device classes by kind, each imported on first use."""
+
+    def __getitem__(self, kind: str) -> type[Device]:
+        module, name = _KIND_CLASSES[kind]
+        cls: type[Device] = getattr(importlib.import_module(module), name)
+        return cls
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_KIND_CLASSES)
+
+    def __len__(self) -> int:
+        return len(_KIND_CLASSES)
+
+
+DEVICE_KINDS: Mapping[str, type[Device]] = _DeviceKinds()
 
 
 def _value(kind: str, name: str, p: Param, text: str) -> Any:

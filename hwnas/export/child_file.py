@@ -1,5 +1,5 @@
 """The trained child to export: a child file from ``hwnas train`` (``child.safetensors``), or an
-architecture plus a bare safetensors state dict. The file is read by :mod:`hwnas.nas.search.checkpoints`
+architecture plus a bare safetensors state dict. The file is read by :mod:`hwnas.train.checkpoints`
 (no pickles).
 
 The weights must fit the architecture exactly: the first tensor that is missing, unexpected or of
@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from hwnas.errors import HwnasError
-from hwnas.nas.models.builder import ChildNet, build_model
-from hwnas.nas.spaces.arch import Architecture
+from hwnas.core.errors import HwnasError
+from hwnas.models.builder import ChildNet, build_model
+from hwnas.spaces.arch import Architecture
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Child:
 
 def load_child(arch_path: str | Path | None, weights_path: str | Path) -> Child:
     """The trained child in ``weights_path`` (a child file, or a bare state dict with ``arch_path``)."""
-    from hwnas.nas.search.checkpoints import read_child
+    from hwnas.train.checkpoints import read_child
 
     wp = Path(weights_path)
     stored = read_child(wp)

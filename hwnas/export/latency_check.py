@@ -16,12 +16,12 @@ import math
 import statistics
 from collections.abc import Sequence
 
+from hwnas.core.errors import HwnasError
 from hwnas.devices.base import Device, TimingConfig
-from hwnas.errors import HwnasError
 from hwnas.export.pipeline import Exported, update_card_latency
 from hwnas.latency.disturbance import Guard, GuardConfig
 from hwnas.latency.verdict import ROUNDS, Verdict, measure_verdict, noise_of
-from hwnas.nas.spaces.arch import Architecture
+from hwnas.spaces.arch import Architecture
 
 
 def measure_file(

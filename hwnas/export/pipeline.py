@@ -22,13 +22,13 @@ import numpy as np
 import torch
 
 from hwnas import __version__
-from hwnas.errors import HwnasError
+from hwnas.convert.onnx_export import INPUT, OUTPUT, onnx_bytes, onnx_int8
+from hwnas.convert.tflite_export import PRECISIONS, fp16_weights, tflite_bytes
+from hwnas.core.errors import HwnasError
+from hwnas.core.fileio import write_bytes_atomic, write_text_atomic
+from hwnas.core.quiet import quiet
 from hwnas.export.child_file import Child
-from hwnas.export.convert.onnx_export import INPUT, OUTPUT, onnx_bytes, onnx_int8
-from hwnas.export.convert.tflite_export import PRECISIONS, fp16_weights, tflite_bytes
-from hwnas.fileio import write_bytes_atomic, write_text_atomic
-from hwnas.nas.spaces.kernels import arch_flops, arch_params
-from hwnas.quiet import quiet
+from hwnas.spaces.kernels import arch_flops, arch_params
 
 FORMATS = ("onnx", "tflite")
 FP32_TOL, FP16_TOL = 1e-4, 1e-2
@@ -305,7 +305,7 @@ def export_images(
     images, labelled test images), normalized as the child was trained, at its resolution."""
     from torch.nn import functional as F
 
-    from hwnas.nas.search.data import load_images, load_test_images
+    from hwnas.train.data import load_images, load_test_images
 
     arch = child.arch
     train = load_images(data)

@@ -2,5 +2,5 @@
 profiler that times them on a device (``profiler``), the SQLite store (``store``), the per-kernel
 table (``table``), prediction with a fitted calibration (``predictor``), and accuracy against whole
 networks timed end to end (``network_timing``, ``validate``). The kernels themselves (LUT keys) are
-data: :mod:`hwnas.nas.spaces.kernels`; the differentiable expected cost is the search's:
-:mod:`hwnas.nas.search.cost`."""
+data: :mod:`hwnas.spaces.kernels`; the differentiable expected cost is the search's:
+:mod:`hwnas.search.cost`."""

@@ -12,9 +12,9 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hwnas.fileio import write_bytes_atomic
+from hwnas.core.fileio import write_bytes_atomic
 from hwnas.latency.kernel_models import KERNEL_MODELS_VERSION
-from hwnas.nas.spaces.kernels import Kernel
+from hwnas.spaces.kernels import Kernel
 
 
 def cache_root() -> Path:

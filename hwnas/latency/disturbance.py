@@ -7,7 +7,7 @@ Two detectors, because each misses what the other sees:
    or the hypervisor stole over 10% of the CPU, the measurement is disturbed: wait
    ``backoff_s`` (doubled each time) and take it again, up to ``retries`` times.
 2. **The spread across rounds**: a kernel is timed in several rounds, in shuffled orders. With
-   at least 3 rounds, a round whose median is more than ``spread`` away from the median across
+   at least 3 rounds, a round whose latency (its fastest run) is more than ``spread`` away from the median across
    rounds (``|x / median - 1| > spread``) is an outlier, whatever the snapshots said (a short
    burst, a frequency change, a neighbour in another VM): the farthest such round of each key is
    re-measured once, and replaces the stored one.

@@ -1,10 +1,10 @@
 """One-kernel models: each LUT entry is timed as a tiny network that runs exactly that kernel.
 
-The modules come from :mod:`hwnas.nas.models.layers`, the same layers the child networks are built from, so
+The modules come from :mod:`hwnas.models.layers`, the same layers the child networks are built from, so
 a runtime fuses and executes them the same way (conv + BN + activation as one conv, etc.).
 Artifacts per device format: the module itself (``torch``), ONNX bytes (``onnx``, through the
 TorchScript-based ``torch.onnx.export``: ~5 ms a kernel) or TFLite bytes (``tflite``, through
-litert-torch in batches, see :mod:`hwnas.export.convert.tflite_batch`). TFLite kernel models take NHWC
+litert-torch in batches, see :mod:`hwnas.convert.tflite_batch`). TFLite kernel models take NHWC
 input and hold exactly the ops the kernel has inside a converted network (no layout transposes
 at their boundaries; anchors cut away, see that module).
 """
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas.nas.models.layers import ConvBNAct, SqueezeExcite
-from hwnas.nas.spaces.kernels import Kernel
+from hwnas.models.layers import ConvBNAct, SqueezeExcite
+from hwnas.spaces.kernels import Kernel
 
 ONNX_OPSET = 17
 # Bump when a kernel's module or its conversion changes, so cached artifacts are rebuilt.
@@ -78,7 +78,7 @@ def kernel_input_shape(kernel: Kernel, batch: int = 1) -> tuple[int, ...]:
 
 def to_onnx(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     """ONNX bytes of one kernel's module (input ``x``, output ``y``), by the one ONNX exporter."""
-    from hwnas.export.convert.onnx_export import onnx_bytes
+    from hwnas.convert.onnx_export import onnx_bytes
 
     return onnx_bytes(module, input_shape, input_name="x", output_name="y")
 
@@ -88,10 +88,10 @@ def onnx_artifacts(kernels: Sequence[Kernel], batch: int = 1) -> list[bytes]:
 
 
 def tflite_artifacts(kernels: Sequence[Kernel], batch: int = 1) -> list[bytes]:
-    from hwnas.quiet import quiet
+    from hwnas.core.quiet import quiet
 
     with quiet():  # litert-torch's import and conversion log to stderr (absl, torchao, oneDNN)
-        from hwnas.export.convert.tflite_batch import convert_batch
+        from hwnas.convert.tflite_batch import convert_batch
 
         return convert_batch([(kernel_module(k), kernel_input_shape(k, batch)) for k in kernels])
 
@@ -118,8 +118,8 @@ def at_precision(
     fp32: Sequence[bytes], fmt: str, precision: str, shapes: Sequence[tuple[int, ...]], input_name: str
 ) -> list[bytes]:
     """Models converted at fp32 in the form export ships at ``precision``: ONNX static QDQ int8
-    (:func:`hwnas.export.convert.onnx_export.onnx_int8`), TFLite float16 weights
-    (:func:`hwnas.export.convert.tflite_export.fp16_weights`). TFLite int8 is quantized from the
+    (:func:`hwnas.convert.onnx_export.onnx_int8`), TFLite float16 weights
+    (:func:`hwnas.convert.tflite_export.fp16_weights`). TFLite int8 is quantized from the
     module, not from fp32 bytes: :func:`tflite_int8_kernel`."""
     if precision not in PRECISIONS.get(fmt, ()):
         raise ValueError(f"no {precision} form for {fmt} models; choose from {', '.join(PRECISIONS.get(fmt, ()))}")
@@ -128,11 +128,11 @@ def at_precision(
     if precision == "fp32":
         return list(fp32)
     if fmt == "onnx":
-        from hwnas.export.convert.onnx_export import onnx_int8
+        from hwnas.convert.onnx_export import onnx_int8
 
         return [onnx_int8(d, random_calibration(s, zlib.crc32(d[:4096])), input_name=input_name)
                 for d, s in zip(fp32, shapes, strict=True)]  # fmt: skip
-    from hwnas.export.convert.tflite_export import fp16_weights
+    from hwnas.convert.tflite_export import fp16_weights
 
     return [fp16_weights(d) for d in fp32]
 
@@ -142,7 +142,7 @@ def tflite_int8(module: nn.Module, input_shape: tuple[int, ...], seed: int, nhwc
     network (PyTorch 2 export, per-channel symmetric weights, int8 activations, lowered by
     litert-torch), calibrated on :func:`random_calibration` inputs; a 4-D input in NHWC order, and
     with ``nhwc_output`` a 4-D output too (give False for a 2-D output)."""
-    from hwnas.export.convert.tflite_export import tflite_bytes
+    from hwnas.convert.tflite_export import tflite_bytes
 
     nhwc = len(input_shape) == 4
     calibration = random_calibration(input_shape, seed)
@@ -153,7 +153,7 @@ def tflite_int8(module: nn.Module, input_shape: tuple[int, ...], seed: int, nhwc
 def tflite_int8_kernel(kernel: Kernel, batch: int = 1) -> bytes:
     """The int8 TFLite timing model of ``kernel``: the operators an int8 network runs for it.
 
-    Unlike the fp32 kernels (:mod:`hwnas.export.convert.tflite_batch`) these are quantized and
+    Unlike the fp32 kernels (:mod:`hwnas.convert.tflite_batch`) these are quantized and
     converted one model at a time (quantization runs on the whole exported graph). Convolutions
     pin the layout themselves: conv, depthwise conv and add convert with no layout op. Converted
     alone, squeeze-excite and global pool would run a ``TRANSPOSE`` that a network does not, and
@@ -164,7 +164,7 @@ def tflite_int8_kernel(kernel: Kernel, batch: int = 1) -> bytes:
     reads and writes; where an op has no int8 kernel (hard-swish, hard-sigmoid's add) the
     ``DEQUANTIZE`` / ``QUANTIZE`` around it are those a network runs too. The calibration
     (``lut validate --fit``) absorbs what is left (the network's own quantize and dequantize)."""
-    from hwnas.export.convert.tflite_batch import cut_input_anchor
+    from hwnas.convert.tflite_batch import cut_input_anchor
 
     module, shape, seed = kernel_module(kernel), kernel_input_shape(kernel, batch), zlib.crc32(kernel.key.encode())
     if kernel.op in ANCHORED_INT8:
@@ -177,7 +177,7 @@ def tflite_int8_kernel(kernel: Kernel, batch: int = 1) -> bytes:
 def kernel_artifacts(kernels: Sequence[Kernel], fmt: str, batch: int = 1, precision: str = "fp32") -> list[bytes]:
     """The timing models of ``kernels`` in format ``fmt`` at ``precision``."""
     if fmt == "tflite" and precision == "int8":
-        from hwnas.quiet import quiet
+        from hwnas.core.quiet import quiet
 
         with quiet():
             return [tflite_int8_kernel(k, batch) for k in kernels]

@@ -21,15 +21,15 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from hwnas.core.progress import progress_bar
 from hwnas.devices.base import Device, Runner, TimingConfig
 from hwnas.latency.artifact_cache import ArtifactCache
 from hwnas.latency.disturbance import Guard, GuardConfig, Measured
 from hwnas.latency.kernel_models import at_precision, to_onnx
 from hwnas.latency.profiler import measure_rounds
 from hwnas.latency.store import LutStore, device_id
-from hwnas.nas.models.builder import build_model
-from hwnas.nas.spaces.arch import Architecture
-from hwnas.progress import progress_bar
+from hwnas.models.builder import build_model
+from hwnas.spaces.arch import Architecture
 
 _TFLITE_CHUNK = 8  # networks per litert-torch conversion
 
@@ -54,8 +54,8 @@ def network_artifacts(archs: Sequence[Architecture], fmt: str, batch: int = 1, p
     """Convert networks to ``onnx`` or ``tflite`` bytes, at ``precision`` in the form export ships."""
     shapes = [network_input_shape(a, batch) for a in archs]
     if fmt == "tflite" and precision == "int8":
+        from hwnas.core.quiet import quiet
         from hwnas.latency.kernel_models import tflite_int8
-        from hwnas.quiet import quiet
 
         with quiet():
             return [tflite_int8(network_module(a), s, zlib.crc32(a.to_str().encode()), nhwc_output=False)
@@ -63,10 +63,10 @@ def network_artifacts(archs: Sequence[Architecture], fmt: str, batch: int = 1, p
     if fmt == "onnx":
         fp32 = [to_onnx(network_module(a), s) for a, s in zip(archs, shapes, strict=True)]
     elif fmt == "tflite":
-        from hwnas.quiet import quiet
+        from hwnas.core.quiet import quiet
 
         with quiet():  # litert-torch's import and conversion log to stderr
-            from hwnas.export.convert.tflite_batch import convert_batch
+            from hwnas.convert.tflite_batch import convert_batch
 
             fp32 = convert_batch([(network_module(a), s) for a, s in zip(archs, shapes, strict=True)])
     else:

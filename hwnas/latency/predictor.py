@@ -35,9 +35,9 @@ import numpy as np
 
 from hwnas.latency.store import LutError, LutStore, identity
 from hwnas.latency.table import LatencyTable
-from hwnas.nas.spaces.arch import Architecture
-from hwnas.nas.spaces.kernels import KERNEL_OPS, Kernel, arch_kernels
-from hwnas.nas.spaces.space import SearchSpace
+from hwnas.spaces.arch import Architecture
+from hwnas.spaces.kernels import KERNEL_OPS, Kernel, arch_kernels
+from hwnas.spaces.space import SearchSpace
 
 # model -> (one scale for all ops?, one per-kernel constant for all ops?)
 MODEL_SHAPES = {"linear": (True, True), "per-op": (True, False), "per-op-scale": (False, True), "full": (False, False)}

@@ -3,7 +3,7 @@
 Method: convert (or fetch from the cache) every kernel model first, then time the list in
 ``rounds`` passes, each in a freshly shuffled order (drift and noisy neighbours spread over all
 kernels instead of hitting a few), committing each measurement to the store as it is taken.
-A LUT entry is the median across rounds of each round's median. A re-run skips every
+A LUT entry is the median across rounds of each round's fastest run. A re-run skips every
 ``(key, round)`` already stored, so a killed profile resumes where it stopped.
 
 Every measurement is watched (:mod:`hwnas.latency.disturbance`): one taken while other processes
@@ -22,13 +22,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from hwnas.core.progress import progress_bar
 from hwnas.devices.base import Device, Runner, TimingConfig
 from hwnas.latency.artifact_cache import ArtifactCache
 from hwnas.latency.disturbance import Guard, GuardConfig, Measured, outlying_rounds
 from hwnas.latency.kernel_models import kernel_artifacts, kernel_input_shape, kernel_module
 from hwnas.latency.store import ROW_COLUMNS, LutStore
-from hwnas.nas.spaces.kernels import Kernel
-from hwnas.progress import progress_bar
+from hwnas.spaces.kernels import Kernel
 
 if TYPE_CHECKING:
     from rich.progress import Progress

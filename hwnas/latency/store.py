@@ -40,8 +40,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from hwnas.core.errors import HwnasError
 from hwnas.devices.base import Stats
-from hwnas.errors import HwnasError
 
 LUT_FORMAT = "hwnas.lut"
 SCHEMA_VERSION = 1

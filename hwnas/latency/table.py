@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-from hwnas.errors import HwnasError
+from hwnas.core.errors import HwnasError
 from hwnas.latency.store import ROW_COLUMNS, LutError, LutStore, fingerprint_mismatch, sqlite_reason
-from hwnas.nas.spaces.kernels import Kernel
+from hwnas.spaces.kernels import Kernel
 
 
 class MissingKernelsError(HwnasError):

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hwnas.core.errors import HwnasError
+from hwnas.core.fileio import write_bytes_atomic, write_text_atomic
 from hwnas.devices.base import Device, TimingConfig
-from hwnas.errors import HwnasError
-from hwnas.fileio import write_bytes_atomic, write_text_atomic
 from hwnas.latency.network_timing import measure_networks
 from hwnas.latency.predictor import (
     MIN_FIT,
@@ -36,9 +36,9 @@ from hwnas.latency.predictor import (
 )
 from hwnas.latency.store import LutStore, device_id, identity
 from hwnas.latency.table import LatencyTable
-from hwnas.nas.spaces.arch import Architecture
-from hwnas.nas.spaces.kernels import arch_flops, arch_kernels
-from hwnas.nas.spaces.space import SearchSpace
+from hwnas.spaces.arch import Architecture
+from hwnas.spaces.kernels import arch_flops, arch_kernels
+from hwnas.spaces.space import SearchSpace
 
 WITHIN = (0.05, 0.10, 0.15)
 

@@ -14,8 +14,8 @@ import stat
 import sys
 from pathlib import Path
 
+from hwnas.core.errors import HwnasError
 from hwnas.devices.agent.protocol import MIN_TOKEN_CHARS, TOKEN_ENV
-from hwnas.errors import HwnasError
 
 MAKE_TOKEN = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > agent.token && chmod 600 agent.token"
 

@@ -38,8 +38,7 @@ from hwnas import __version__
 from hwnas.devices.agent.models import ModelStore, is_model_name, sha256
 from hwnas.devices.agent.protocol import API, MAX_JSON_BYTES, SERVED_KINDS
 from hwnas.devices.agent.supervisor import JobError, Supervisor
-from hwnas.devices.base import DeviceError, TimingConfig
-from hwnas.devices.isolated import model_format
+from hwnas.devices.base import DeviceError, TimingConfig, model_format
 from hwnas.devices.spec import parse_device
 
 DEFAULT_DEVICE = {"onnx": "ort-cpu:threads=1", "tflite": "tflite-cpu:threads=1"}

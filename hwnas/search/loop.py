@@ -1,0 +1,661 @@
+"""The DMaskingNAS search loop (``hwnas search``).
+
+Per epoch (FBNet/FBNetV2): the Gumbel temperature ``tau`` anneals geometrically from
+``tau_start`` to ``tau_end``; every weight step (SGD, cosine schedule, on the weights split) is
+followed, after the warm-up epochs, by one architecture step (Adam on the ``alpha`` logits, on
+the disjoint alphas split) on the cross-entropy plus the cost penalty (:mod:`hwnas.search.penalty`:
+``target``, the default, two-sided, and ``hinge``, each with dual ascent on its weight, or FBNet's
+multiplicative ``fbnet``).
+
+``E[cost]`` is the exact expected cost under the current choice probabilities (softmax of the
+alphas), from :mod:`hwnas.search.cost`. At the end of every epoch: BatchNorm statistics are
+re-estimated for the argmax architecture and its validation accuracy is measured through the
+supernet; a row goes to ``metrics.csv``, the choice probabilities to ``probs.csv``, and a
+checkpoint (weights, optimizers, schedule, lambda, RNG states) is written atomically, so a
+killed search resumes from its last finished epoch with ``--resume`` and ends where an
+uninterrupted run would. After the last epoch the architecture is derived for the budget
+(:mod:`hwnas.search.derive`) and the run folder gets ``arch.json``, ``arch.txt``, ``search.json``
+and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from hwnas.core.errors import HwnasError
+from hwnas.core.fileio import write_text_atomic
+from hwnas.core.progress import progress_bar
+from hwnas.search.cost import SearchCost, make_cost
+from hwnas.search.derive import GROW_TO, Derivation, check_budget, derive
+from hwnas.search.evolution import evolve
+from hwnas.search.penalty import PENALTIES, Penalty
+from hwnas.search.select import (
+    Scores,
+    best_in_band,
+    best_per_resolution,
+    log_ratio_scores,
+    top_in_band,
+    uniform_scores,
+)
+from hwnas.search.supernet import PATHS, SuperNet
+from hwnas.spaces.arch import Architecture
+from hwnas.spaces.space import Option, SearchSpace, get_space
+from hwnas.train.checkpoints import (
+    checkpoint_path,
+    has_search_checkpoint,
+    read_search_checkpoint,
+    rng_states,
+    set_rng_states,
+    write_search_checkpoint,
+)
+from hwnas.train.data import DataSplits, Images, batches, load_images, make_splits
+from hwnas.train.training import cosine, evaluate, param_groups, torch_device, training_layout
+
+BN_BATCHES = 8  # batches to re-estimate BatchNorm statistics of the argmax architecture
+# Adam moves a parameter by about its learning rate per step while the gradient keeps its sign, so
+# lr = ALPHA_TRAVEL / steps lets a logit travel about 3 over the search: enough to take one of three
+# choices from 1/3 to about 0.9, whatever the number of steps (a fixed 0.01 over ~90 CPU steps
+# could move a logit by 0.9 at most, and the distribution stayed near uniform).
+ALPHA_TRAVEL, ARCH_LR_MIN, ARCH_LR_MAX = 3.0, 1e-3, 0.1
+BAND_CANDIDATES = 4  # the most probable architectures in the band, each scored through the supernet
+EVOLVED_CANDIDATES = 3  # the best new architectures of the evolutionary search that join the candidates
+
+
+# What a run made before these settings existed did: a checkpoint or config.json without them
+# resumes (and compares) as these values, not as today's defaults.
+BEFORE_FIELD_EXISTED: dict[str, Any] = {
+    "sampled_child": False,
+    "evolution": 0,
+    "child_sampling": "alpha",
+    "relaxed_weights": True,
+    "selection_resolution": "supernet",
+}
+# How the trained child (the sampled-child step, and the sandwich's third child) is drawn: from the
+# choice probabilities (alpha), uniformly per factor (uniform), or the two on alternate weight steps
+# (mixed). alpha is the default: mixed did not rank better (docs/notebook/search-protocol.md,
+# "Child sampling and the ranking").
+CHILD_SAMPLING = ("alpha", "mixed", "uniform")
+# Which resolutions selection considers: every one, the supernet's accuracy deciding (supernet), or
+# only the one the searched distribution prefers (distribution; every one at a tie). Measured in
+# docs/notebook/search-protocol.md ("Sixth run: results", "Seventh run, reduced: results").
+SELECTION_RESOLUTION = ("supernet", "distribution")
+
+
+@dataclass
+class SearchConfig:
+    space: str
+    budget: float
+    cost: str = "latency"
+    budgets: list[float] = field(default_factory=list)  # train once, search many: one result per budget
+    lut: str | None = None
+    data: str = "synthetic"
+    limit: int | None = None  # training images to use (class-balanced subset)
+    loss: str = "target"
+    epochs: int = 10
+    warmup_epochs: int | None = None  # None: a fifth of the epochs, at most epochs - 1
+    batch_size: int = 64
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    arch_lr: float | None = None  # None: ALPHA_TRAVEL / (architecture steps), see Search.arch_lr
+    arch_weight_decay: float = 0.0
+    tau_start: float = 5.0
+    tau_end: float = 0.5
+    lambda_init: float = 1.0
+    lambda_lr: float = 0.05
+    val_fraction: float = 0.1
+    alpha_fraction: float = 0.2
+    paths: str = "masked"
+    sandwich: bool = False  # also train the largest, smallest and one sampled child each step
+    sampled_child: bool = True  # also train one sampled child each step (see child_sampling)
+    child_sampling: str = "alpha"  # how that child is drawn; see CHILD_SAMPLING
+    relaxed_weights: bool = True  # the weights also learn through the relaxed (Gumbel-weighted) supernet
+    evolution: int = 24  # supernet evaluations of the evolutionary search at selection (0: none)
+    selection_resolution: str = "supernet"  # see SELECTION_RESOLUTION
+    seed: int = 0
+    split_seed: int = 0  # which images go to the weights / alphas / val splits; independent of seed
+    torch_device: str = "cpu"
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> SearchConfig:
+        """The config a run folder's ``config.json`` (or a checkpoint) describes; a field added after
+        that run was made takes the value that reproduces what the run did then."""
+        return cls(**{**BEFORE_FIELD_EXISTED, **saved})
+
+    def check(self) -> None:
+        for b in [self.budget, *self.budgets]:
+            if not (isinstance(b, (int, float)) and math.isfinite(b) and b > 0):
+                raise HwnasError(f"the budget must be a finite number > 0, got {b}")
+        for name in ("lr", "arch_lr", "tau_start", "tau_end"):
+            value = getattr(self, name)
+            if value is None and name == "arch_lr":
+                continue
+            if not (math.isfinite(value) and value > 0):
+                raise HwnasError(f"{name} must be a finite number > 0, got {value}")
+        if not (isinstance(self.evolution, int) and self.evolution >= 0):
+            raise HwnasError(f"evolution must be a whole number >= 0, got {self.evolution!r}")
+        if self.selection_resolution not in SELECTION_RESOLUTION:
+            raise HwnasError(f"unknown selection resolution {self.selection_resolution!r}; "
+                             f"choose {', '.join(SELECTION_RESOLUTION)}")  # fmt: skip
+        if self.paths not in PATHS:
+            raise HwnasError(f"unknown paths {self.paths!r}; choose {', '.join(PATHS)}")
+        if self.child_sampling not in CHILD_SAMPLING:
+            raise HwnasError(f"unknown child sampling {self.child_sampling!r}; choose {', '.join(CHILD_SAMPLING)}")
+        if not self.relaxed_weights and not (self.sandwich or self.sampled_child):
+            raise HwnasError("without the relaxed weight step the weights learn only from children: "
+                             "add --sandwich or --sampled-child")  # fmt: skip
+        if self.loss not in PENALTIES:
+            raise HwnasError(f"unknown loss {self.loss!r}; choose {', '.join(PENALTIES)}")
+        if self.warmup_epochs is None and self.epochs >= 1:
+            self.warmup_epochs = min(self.epochs - 1, round(0.2 * self.epochs))
+        if self.epochs < 1 or self.warmup_epochs is None or not 0 <= self.warmup_epochs < self.epochs:
+            raise HwnasError(
+                f"--warmup-epochs {self.warmup_epochs} must be at least 0 and below --epochs {self.epochs} (the warm-up "
+                "epochs count inside the epochs; leave --warmup-epochs out for 20% of them)"
+            )
+        if not (0 < self.tau_end <= self.tau_start):
+            raise HwnasError("need 0 < --tau-end <= --tau-start")
+
+    def tau(self, epoch: int) -> float:
+        frac = epoch / max(1, self.epochs - 1)
+        return self.tau_start * (self.tau_end / self.tau_start) ** frac
+
+
+@dataclass
+class SearchResult:
+    derivation: Derivation
+    metrics: list[dict[str, Any]]
+    out: Path
+    seconds: float
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # see candidates.json
+    per_budget: list[dict[str, Any]] = field(default_factory=list)  # see budgets.json (train once, search many)
+
+
+def entropy(p: torch.Tensor) -> float:
+    p = p.detach().clamp_min(1e-12)
+    return float(-(p * p.log()).sum())
+
+
+class Search:
+    """One search run in a folder; see the module docstring."""
+
+    def __init__(self, cfg: SearchConfig, out: str | Path, resume: bool = False, progress: bool = True) -> None:
+        cfg.check()
+        self.cfg = cfg
+        self.out = Path(out)
+        self.progress = progress
+        self.space: SearchSpace = get_space(cfg.space)
+        self.cost: SearchCost = make_cost(cfg.cost, self.space, cfg.lut)
+        for b in cfg.budgets:
+            check_budget(self.space, self.cost, b)
+        self.cheapest, self.costliest = check_budget(self.space, self.cost, cfg.budget)
+        self.smallest, self.largest = self.cost.smallest(self.space)[0], self.cost.largest(self.space)[0]
+        self.device = torch_device(cfg.torch_device)
+        if has_search_checkpoint(self.out) and not resume:
+            raise HwnasError(f"{self.out} already holds a search; pass --resume to continue it, or use another --out")
+        if resume and not has_search_checkpoint(self.out):
+            raise HwnasError(f"{self.out}: no checkpoint to resume from; run without --resume to start")
+        self.splits = self._data()
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.net = training_layout(SuperNet(self.space, paths=cfg.paths).to(self.device), self.device)
+        with torch.no_grad():  # the alphas start at zero: these are the per-factor uniform probabilities
+            res, probs = self.net.choice_probs()
+            self._uniform = (res.detach().cpu().double(), [p.detach().cpu().double() for p in probs])
+        self.expected = self.cost.expected(self.space).to(self.device)
+        self.steps_per_epoch = max(1, len(self.splits.weights) // cfg.batch_size)
+        self.w_opt = torch.optim.SGD(param_groups(self.net, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
+        self.w_sched = cosine(self.w_opt, cfg.epochs * self.steps_per_epoch)
+        self.warmup = int(cfg.warmup_epochs or 0)  # resolved by cfg.check()
+        arch_steps = max(1, (cfg.epochs - self.warmup) * self.steps_per_epoch)
+        self.arch_lr = cfg.arch_lr or min(ARCH_LR_MAX, max(ARCH_LR_MIN, ALPHA_TRAVEL / arch_steps))
+        self.a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=self.arch_lr, betas=(0.9, 0.999),
+                                      weight_decay=cfg.arch_weight_decay)  # fmt: skip
+        self.penalty = Penalty(cfg.loss, cfg.budget, cfg.lambda_init, cfg.lambda_lr)
+        self.epoch = 0
+        self.metrics: list[dict[str, Any]] = []
+        self.candidates: list[dict[str, Any]] = []
+        self.per_budget: list[dict[str, Any]] = []
+        self._alpha_start: torch.Tensor | None = None  # the logits at the start of the running epoch
+        self.probs: list[dict[str, Any]] = []
+        self.timing = {"weight_step_s": 0.0, "arch_step_s": 0.0, "cost_s": 0.0, "weight_steps": 0, "arch_steps": 0}
+        if resume:
+            self._load()
+        else:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+
+    # --- data --------------------------------------------------------------------------------
+    @property
+    def selection_images(self) -> Images:
+        """The images candidates are scored on: validation and architecture images, which the
+        weights never see (the architecture steps fit alphas, not the child networks' weights)."""
+        return self.splits.unseen_by_weights()
+
+    def _data(self) -> DataSplits:
+        cfg, space = self.cfg, self.space
+        train = load_images_for(cfg.data, space.num_classes)
+        return make_splits(train, None, space.in_channels, space.num_classes, cfg.val_fraction, cfg.alpha_fraction,
+                           cfg.limit, cfg.split_seed)  # fmt: skip
+
+    # --- checkpoint --------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.cfg),
+            "epoch": self.epoch,
+            "net": self.net.state_dict(),
+            "w_opt": self.w_opt.state_dict(),
+            "w_sched": self.w_sched.state_dict(),
+            "a_opt": self.a_opt.state_dict(),
+            "lambda": self.penalty.lam,
+            "metrics": self.metrics,
+            "probs": self.probs,
+            "timing": self.timing,
+            "rng": rng_states(),
+        }
+
+    def _save(self) -> None:
+        write_search_checkpoint(checkpoint_path(self.out), self._state())
+
+    def _load(self) -> None:
+        path = checkpoint_path(self.out)
+        state = read_search_checkpoint(self.out)
+        saved = state["config"]
+        saved = {**BEFORE_FIELD_EXISTED, **saved}
+        changed = [
+            f.name
+            for f in fields(SearchConfig)
+            if f.name != "epochs" and saved.get(f.name) != getattr(self.cfg, f.name)
+        ]
+        if changed:
+            diffs = ", ".join(f"{k}: {saved.get(k)!r} vs {getattr(self.cfg, k)!r}" for k in changed)
+            raise HwnasError(f"{path} was made with other settings ({diffs}); resume with the same ones")
+        try:
+            self.net.load_state_dict(state["net"])
+            self.w_opt.load_state_dict(state["w_opt"])
+            self.w_sched.load_state_dict(state["w_sched"])
+            self.a_opt.load_state_dict(state["a_opt"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise HwnasError(f"{path}: corrupt content ({first[:160]}); start a new --out") from None
+        self.penalty.lam, self.epoch = float(state["lambda"]), int(state["epoch"])
+        self.metrics, self.probs, self.timing = state["metrics"], state["probs"], state["timing"]
+        set_rng_states(state["rng"], str(path))
+
+    # --- loop --------------------------------------------------------------------------------
+    def run(self) -> SearchResult:
+        start = time.perf_counter()
+        cfg = self.cfg
+        with progress_bar(self.progress, status=True) as bar:
+            task = bar.add_task("searching", total=cfg.epochs * self.steps_per_epoch,
+                                completed=self.epoch * self.steps_per_epoch, status="")  # fmt: skip
+            while self.epoch < cfg.epochs:
+                t0 = time.perf_counter()
+                row = self._epoch(lambda: bar.advance(task))
+                row["seconds"] = time.perf_counter() - t0
+                self.metrics.append(row)
+                self.epoch += 1
+                self._save()
+                self._write_logs()
+                bar.update(task, status=f"ep {self.epoch}: E[{cfg.cost}] {row['expected_cost']:.4g} "
+                                        f"lambda {row['lambda']:.2f} val {row['val_acc']:.1%}")  # fmt: skip
+        d = self._select(cfg.budget)
+        self._write_result(d)
+        main = self.candidates  # the per-budget selections below replace self.candidates
+        if cfg.budgets:
+            self.per_budget = self._search_many()
+            self.candidates = main
+        return SearchResult(d, self.metrics, self.out, time.perf_counter() - start, main, self.per_budget)
+
+    # --- train once, search many -----------------------------------------------------------
+    def _search_many(self) -> list[dict[str, Any]]:
+        """For every budget: from the trained alphas, one pass of architecture steps over the
+        alphas split with that budget's penalty and the weights frozen (as HardCoRe-NAS searches
+        many budgets on one supernet), then selection in its band; written to ``budget-B/``."""
+        cfg = self.cfg
+        trained = [a.detach().clone() for a in self.net.arch_parameters()]
+        rows = []
+        for i, budget in enumerate(sorted(cfg.budgets)):
+            with torch.no_grad():
+                for a, t in zip(self.net.arch_parameters(), trained, strict=True):
+                    a.copy_(t)
+            penalty = Penalty(cfg.loss, budget, cfg.lambda_init, cfg.lambda_lr)
+            opt = torch.optim.Adam(self.net.arch_parameters(), lr=self.arch_lr)
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 900_000 + i)
+            weights = self.net.weight_parameters()
+            self.net.train()  # batch statistics, as in the search's own architecture steps
+            for x, y in batches(self.splits.alphas, cfg.batch_size, self.splits.mean, self.splits.std, gen,
+                                drop_last=True, device=self.device):  # fmt: skip
+                self._arch_step(x, y, cfg.tau_end, weights, penalty, opt)
+            d = self._select(budget)
+            folder = self.out / f"budget-{budget:g}"
+            folder.mkdir(exist_ok=True)
+            d.arch.save(folder / "arch.json")
+            write_text_atomic(folder / "arch.txt", d.arch.to_str() + "\n")
+            write_text_atomic(folder / "candidates.json", json.dumps(self.candidates, indent=2) + "\n")
+            chosen = next(c for c in self.candidates if c["selected"])
+            null = next((c for c in self.candidates if c["how"].startswith("null")), None)
+            rows.append({"budget": budget, "arch": d.arch.to_str(), "cost": d.cost, "in_band": GROW_TO * budget <= d.cost
+                         <= budget * (1 + 1e-9), "how": chosen["how"], "val_acc_supernet": chosen["val_acc_supernet"],
+                         "layers_differing_from_null": null["layers_differing_from_selected"] if null else None})  # fmt: skip
+        with torch.no_grad():
+            for a, t in zip(self.net.arch_parameters(), trained, strict=True):
+                a.copy_(t)
+        write_text_atomic(self.out / "budgets.json", json.dumps(rows, indent=2) + "\n")
+        return rows
+
+    # --- selection ---------------------------------------------------------------------------
+    def _select(self, budget: float) -> Derivation:
+        """Candidates in the band ``[0.9 B, B]``: the most probable ones (exact program over the
+        log-ratio scores), the most probable at each resolution not yet among them, the greedy one
+        (only when it lands in the band, or when the band holds no other), and the best ones of an evolutionary search seeded with them
+        (:mod:`hwnas.search.evolution`, ``cfg.evolution`` evaluations). Each is scored by its
+        supernet accuracy (BatchNorm re-estimated for it); the best is the result. The null
+        derivation (the same program at uniform alphas) is scored and reported beside them, never
+        selected. With ``selection_resolution="distribution"`` every candidate but the null
+        derivation is at the resolution the distribution prefers (:meth:`_selection_space`)."""
+        cfg, full = self.cfg, self.space
+        name = f"searched-{cfg.space}-{cfg.cost}-{budget:g}"
+        res, probs = self.net.choice_probs()
+        res, probs = res.detach().cpu(), [p.detach().cpu() for p in probs]
+        full_scores = log_ratio_scores(full, res, probs)
+        space, scores = self._selection_space(res, full_scores, budget)
+        greedy = derive(space, self.cost, budget, res[[full.resolutions.index(r) for r in space.resolutions]],
+                        probs, name=name)  # fmt: skip
+        lo = GROW_TO * budget
+        found: list[tuple[str, Architecture]] = []
+        for rank, arch in enumerate(top_in_band(space, self.cost, scores, lo, budget, BAND_CANDIDATES, name=name)):
+            found.append((f"most probable in [0.9 B, B], #{rank + 1}", arch))
+        # The score sums one resolution term and a term per layer, so wider layers at a lower
+        # resolution can out-score every network at the resolution the search prefers: the most
+        # probable network at each resolution joins, and the supernet decides between them.
+        for r, best_r in best_per_resolution(space, self.cost, scores, lo, budget, name=name).items():
+            if not any(a.resolution == r for _, a in found):
+                found.append((f"most probable in [0.9 B, B] at resolution {r}", best_r))
+        in_band = lo <= greedy.cost <= budget * (1 + 1e-9)
+        if all(a != greedy.arch for _, a in found) and (in_band or not found):  # the band first, when it has any
+            found.append(("joint argmax, repaired / grown", greedy.arch))
+        accuracy: dict[str, float] = {}
+        images = self.selection_images  # joined once for every candidate
+
+        def supernet_accuracy(arch: Architecture) -> float:
+            key = arch.to_str()
+            if key not in accuracy:
+                self._recalibrate_bn(arch)
+                accuracy[key] = evaluate(self.net, images, self.splits.mean, self.splits.std, self.device,
+                                         arch=arch)  # fmt: skip
+            return accuracy[key]
+
+        if cfg.evolution > 0 and found:
+            evolved = evolve(space, self.cost, lo, budget, supernet_accuracy, cfg.evolution + len(found),
+                             seeds=[a for _, a in found], seed=cfg.seed)  # fmt: skip
+            known = {a.to_str() for _, a in found}
+            new = [e.arch for e in evolved if e.arch.to_str() not in known][:EVOLVED_CANDIDATES]
+            found += [(f"evolution over the supernet, #{i + 1}", a) for i, a in enumerate(new)]
+        rows = [self._candidate_row(how, arch, full_scores, supernet_accuracy) for how, arch in found]
+        best = max(range(len(rows)), key=lambda i: (rows[i]["val_acc_supernet"], rows[i]["score"]))
+        rows[best]["selected"] = True
+        arch = found[best][1]
+        null = best_in_band(full, self.cost, uniform_scores(full), lo, budget, name=name)  # uniform: every resolution
+        if null is not None:
+            row = self._candidate_row("null derivation (uniform alphas)", null, full_scores, supernet_accuracy)
+            row["layers_differing_from_selected"] = _differences(null, arch)
+            rows.append(row)
+        self.candidates = rows
+        evaluated = f"; {len(accuracy)} architectures evaluated" if cfg.evolution > 0 else ""
+        steps = [*greedy.steps, f"selected: {rows[best]['how']} (supernet val accuracy "
+                                f"{rows[best]['val_acc_supernet']:.1%}, best of {len(found)} candidates{evaluated})"]  # fmt: skip
+        return Derivation(arch, self.cost.of(arch), greedy.argmax, greedy.argmax_cost, steps)
+
+    def _selection_space(self, res: torch.Tensor, scores: Scores, budget: float) -> tuple[SearchSpace, Scores]:
+        """The space selection draws its candidates from, and their scores: the whole space, or with
+        ``selection_resolution="distribution"`` the space at the most probable resolution alone (the
+        whole space at a tie, or where that resolution has no network within the budget)."""
+        full = self.space
+        top = int(res.argmax())
+        if self.cfg.selection_resolution == "supernet" or int((res == res[top]).sum()) > 1:
+            return full, scores
+        one = replace(full, resolutions=(full.resolutions[top],))
+        if self.cost.smallest(one)[1] > budget:
+            return full, scores
+        return one, Scores([scores.res[top]], scores.options)
+
+    def _candidate_row(self, how: str, arch: Architecture, scores: Scores,
+                       accuracy: Callable[[Architecture], float]) -> dict[str, Any]:  # fmt: skip
+        return {"how": how, "arch": arch.to_str(), "cost": self.cost.of(arch), "score": scores.of(self.space, arch),
+                "val_acc_supernet": accuracy(arch), "selected": False}  # fmt: skip
+
+    def _alphas(self) -> torch.Tensor:
+        return torch.cat([a.detach().flatten().cpu() for a in self.net.arch_parameters()])
+
+    def _epoch(self, advance: Any) -> dict[str, Any]:
+        cfg, net, dev = self.cfg, self.net, self.device
+        self._alpha_start = self._alphas()
+        tau = cfg.tau(self.epoch)
+        search_arch = self.epoch >= self.warmup
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
+        gen_a = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch + 500_000)
+        alpha_batches = _cycle(lambda: batches(self.splits.alphas, cfg.batch_size, self.splits.mean, self.splits.std,
+                                               gen_a, augment=False, drop_last=True, device=dev))  # fmt: skip
+        sums = {"w_loss": 0.0, "w_acc": 0.0, "a_ce": 0.0, "n": 0, "na": 0}
+        weights = net.weight_parameters()
+        for step, (x, y) in enumerate(batches(self.splits.weights, cfg.batch_size, self.splits.mean, self.splits.std,
+                                              gen, augment=True, drop_last=True, device=dev)):  # fmt: skip
+            net.train()
+            uniform = cfg.child_sampling == "uniform" or (cfg.child_sampling == "mixed" and step % 2 == 0)
+            t = time.perf_counter()
+            x, y = x.to(dev), y.to(dev)
+            self.w_opt.zero_grad(set_to_none=True)
+            self.a_opt.zero_grad(set_to_none=True)
+            if cfg.relaxed_weights:
+                logits = net(x, tau)
+                loss = F.cross_entropy(logits, y)
+                loss.backward()
+            if cfg.sandwich:
+                big = self._sandwich_step(x, y, gen, uniform)
+            elif cfg.sampled_child:
+                child = net(x, arch=self._sample_child(gen, uniform))
+                F.cross_entropy(child, y).backward()
+            if not cfg.relaxed_weights:  # the training figures are then the largest's (or the child's)
+                logits = (big if cfg.sandwich else child).detach()
+                loss = F.cross_entropy(logits, y)
+            self.w_opt.step()
+            self.w_sched.step()
+            self.timing["weight_step_s"] += time.perf_counter() - t
+            self.timing["weight_steps"] += 1
+            sums["w_loss"] += float(loss.detach())
+            sums["w_acc"] += float((logits.argmax(1) == y).float().mean())
+            sums["n"] += 1
+            if search_arch:
+                xa, ya = next(alpha_batches)
+                sums["a_ce"] += self._arch_step(xa.to(dev), ya.to(dev), tau, weights)
+                sums["na"] += 1
+            advance()
+        return self._epoch_row(tau, sums)
+
+    def _sandwich_step(
+        self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, uniform: bool = False
+    ) -> torch.Tensor:
+        """The sandwich rule with in-place distillation (BigNAS, OFA): the largest child learns from
+        the labels, the smallest and one sampled child (see ``_sample_child``) learn from the
+        largest's predictions. Gradients add to those of the relaxed supernet's step, if any
+        (``relaxed_weights``)."""
+        net = self.net
+        big = net(x, arch=self.largest)
+        F.cross_entropy(big, y).backward()
+        teacher = big.detach().softmax(1)
+        for arch in (self.smallest, self._sample_child(gen, uniform)):
+            out = net(x, arch=arch)
+            (-(teacher * out.log_softmax(1)).sum(1).mean()).backward()
+        return big
+
+    def _sample_child(self, gen: torch.Generator, uniform: bool = False) -> Architecture:
+        """A child drawn from the choice probabilities (uniform before the alphas move), or with
+        ``uniform`` from the uniform distribution over each factor whatever the alphas."""
+        with torch.no_grad():
+            res, probs = self._uniform if uniform else self.net.choice_probs()
+            r = int(torch.multinomial(res.detach().cpu().double(), 1, generator=gen))
+            options: list[Option] = []
+            for layer, p in zip(self.space.layers, probs, strict=True):
+                p = p.detach().cpu().double()
+                if layer.tied:  # its probabilities are conditional on the width, which its input fixed
+                    p = p * torch.tensor([float(o.c == options[-1].c) for o in layer.options], dtype=p.dtype)
+                options.append(layer.options[int(torch.multinomial(p, 1, generator=gen))])
+        return self.space.architecture(self.space.resolutions[r], options)
+
+    def _arch_step(self, x: torch.Tensor, y: torch.Tensor, tau: float, weights: list[torch.nn.Parameter],
+                   penalty: Penalty | None = None, opt: torch.optim.Optimizer | None = None) -> float:  # fmt: skip
+        penalty, opt = penalty or self.penalty, opt or self.a_opt
+        t = time.perf_counter()
+        for p in weights:
+            p.requires_grad_(False)
+        try:
+            ce = self.net.resolution_loss(x, y, tau)
+            tc = time.perf_counter()
+            e_cost = self.expected(*self.net.choice_probs())
+            self.timing["cost_s"] += time.perf_counter() - tc
+            loss = penalty(ce, e_cost)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        finally:
+            for p in weights:
+                p.requires_grad_(True)
+        penalty.update(float(e_cost.detach()))
+        self.timing["arch_step_s"] += time.perf_counter() - t
+        self.timing["arch_steps"] += 1
+        return float(ce.detach())
+
+    @torch.no_grad()
+    def _epoch_row(self, tau: float, sums: dict[str, float]) -> dict[str, Any]:
+        net = self.net
+        res, probs = net.choice_probs()
+        e_cost = float(self.expected(res, probs))
+        argmax = net.derive()
+        self._recalibrate_bn(argmax)
+        val = evaluate(net, self.splits.val, self.splits.mean, self.splits.std, self.device, arch=argmax)
+        alphas = self._alphas()
+        start = self._alpha_start if self._alpha_start is not None else alphas
+        moved = {"alpha_max_change": float((alphas - start).abs().max()), "alpha_max_abs": float(alphas.abs().max())}
+        layer_entropy = {}
+        for i, (space_layer, p) in enumerate(zip(self.space.layers, probs, strict=True)):
+            if space_layer.tied:  # conditional on the width: the same block of probabilities for every width
+                p = p[torch.tensor([o.c == space_layer.channels[0] for o in space_layer.options])]
+            layer_entropy[f"entropy_layer_{i}"] = entropy(p) / math.log(max(2, p.numel()))
+        ent: dict[str, list[float]] = {"op": [], "c": [], "e": []}
+        for layer in net.super_layers():
+            ent["op"].append(entropy(layer.op_factor.probs()))
+            if not layer.tied:  # a tied layer has no channel choice of its own
+                ent["c"].append(entropy(layer.c_factor.probs()))
+            ent["e"].append(entropy(layer.e_factor.probs()))
+        epoch = self.epoch + 1
+        for li, layer in enumerate(net.super_layers()):
+            for factor, names, p in (("op", layer.layer.ops, layer.op_factor.probs()),
+                                     ("channels", layer.layer.channels, layer.c_factor.probs()),
+                                     ("expansion", layer.expansions, layer.e_factor.probs())):  # fmt: skip
+                if len(names) > 1 and len(p) == len(names):  # a tied layer's channel factor has no choice
+                    for name, v in zip(names, p.tolist(), strict=True):
+                        self.probs.append(
+                            {"epoch": epoch, "layer": li, "factor": factor, "choice": str(name), "prob": v}
+                        )
+        for name, v in zip(self.space.resolutions, res.tolist(), strict=True):
+            self.probs.append({"epoch": epoch, "layer": -1, "factor": "resolution", "choice": str(name), "prob": v})
+        n, na = max(1, sums["n"]), max(1, sums["na"])
+        return {
+            "epoch": epoch, "tau": tau, "lambda": self.penalty.lam, "train_ce": sums["w_loss"] / n,
+            "train_acc": sums["w_acc"] / n, "arch_ce": sums["a_ce"] / na if sums["na"] else float("nan"),
+            "expected_cost": e_cost, "budget": self.cfg.budget, "val_acc": val,
+            "entropy_op": float(np.mean(ent["op"])), "entropy_channels": float(np.mean(ent["c"])),
+            "entropy_expansion": float(np.mean(ent["e"])), "entropy_resolution": entropy(res),
+            "argmax_cost": self.cost.of(argmax), "argmax": argmax.to_str(), "arch_lr": self.arch_lr, **moved,
+            **layer_entropy,
+        }  # fmt: skip
+
+    def _recalibrate_bn(self, arch: Architecture) -> None:
+        """BatchNorm running statistics for ``arch`` alone (the supernet's are of the mixture)."""
+        bns = [m for m in self.net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        self.net.train()
+        gen = torch.Generator().manual_seed(self.cfg.seed + 17)
+        cpu_state = torch.get_rng_state()
+        for i, (x, _) in enumerate(batches(self.splits.weights, self.cfg.batch_size, self.splits.mean,
+                                           self.splits.std, gen)):  # fmt: skip
+            if i >= BN_BATCHES:
+                break
+            self.net(x.to(self.device), arch=arch)
+        torch.set_rng_state(cpu_state)  # the recalibration must not shift the search's random stream
+        for m in bns:
+            m.momentum = 0.1
+        self.net.eval()
+
+    # --- outputs -----------------------------------------------------------------------------
+    def _write_logs(self) -> None:
+        import pandas as pd
+
+        write_text_atomic(self.out / "metrics.csv", pd.DataFrame(self.metrics).to_csv(index=False))
+        write_text_atomic(self.out / "probs.csv", pd.DataFrame(self.probs).to_csv(index=False))
+
+    def _write_result(self, d: Derivation) -> None:
+        from hwnas.search.run_plots import write_plots
+
+        d.arch.save(self.out / "arch.json")
+        write_text_atomic(self.out / "arch.txt", d.arch.to_str() + "\n")
+        t = self.timing
+        summary = {
+            "space": self.space.name, "cost": self.cfg.cost, "unit": self.cost.unit, "budget": self.cfg.budget,
+            "lut": self.cost.source or None, "arch": d.arch.to_str(), "predicted_cost": d.cost,
+            "argmax": d.argmax.to_str(), "argmax_cost": d.argmax_cost, "derivation_steps": d.steps,
+            "space_cheapest": self.cheapest, "space_costliest": self.costliest, "epochs": self.cfg.epochs,
+            "final_val_acc_supernet": self.metrics[-1]["val_acc"] if self.metrics else None,
+            "compute_time": {  # wall-clock milliseconds of this machine, not predicted costs
+                "weight_step_ms": 1e3 * t["weight_step_s"] / max(1, t["weight_steps"]),
+                "arch_step_ms": 1e3 * t["arch_step_s"] / max(1, t["arch_steps"]),
+                "expected_cost_ms_per_arch_step": 1e3 * t["cost_s"] / max(1, t["arch_steps"]),
+            },
+        }  # fmt: skip
+        null = next((c for c in self.candidates if c["how"].startswith("null")), None)
+        summary["null_derivation"] = null["arch"] if null else None
+        summary["layers_differing_from_null"] = null["layers_differing_from_selected"] if null else None
+        write_text_atomic(self.out / "search.json", json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(self.out / "candidates.json", json.dumps(self.candidates, indent=2) + "\n")
+        write_plots(self.out, self.metrics, self.probs, self.cost.unit)
+
+
+def _differences(a: Architecture, b: Architecture) -> int:
+    """Layers whose blocks differ between two architectures of one space, plus 1 for the resolution."""
+    return sum(x != y for x, y in zip(a.blocks, b.blocks, strict=True)) + (a.resolution != b.resolution)
+
+
+def _cycle(make: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    while True:
+        empty = True
+        for item in make():
+            empty = False
+            yield item
+        if empty:
+            raise HwnasError("the alphas split is smaller than one batch; use more data or a smaller --batch-size")
+
+
+def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False, progress: bool = True) -> SearchResult:
+    return Search(cfg, out, resume=resume, progress=progress).run()
+
+
+def load_images_for(data: str, num_classes: int, split: str = "train") -> Images:
+    """Images of ``data`` (synthetic data gets ``num_classes`` classes unless it says otherwise)."""
+    if data.startswith("synthetic"):
+        opts = data.partition(":")[2]
+        if "classes=" not in opts:
+            data = f"synthetic:{opts + ',' if opts else ''}classes={num_classes}"
+    return load_images(data, split)

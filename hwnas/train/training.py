@@ -1,0 +1,176 @@
+"""Training a child network (``hwnas train``), and the pieces the search shares with it.
+
+The recipe is fixed and plain, so architectures are compared on the architecture alone: SGD
+(momentum 0.9, Nesterov), cosine learning-rate decay to zero, weight decay on weights (not on
+BatchNorm or biases), label smoothing 0.1, random crop and flip. A child starts from scratch
+(:func:`hwnas.models.builder.build_model`'s initialization) or from the supernet's weights sliced to
+its channels (``init="supernet"``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hwnas.core.errors import HwnasError
+from hwnas.core.progress import progress_bar
+from hwnas.models.builder import ChildNet, build_model
+from hwnas.spaces.arch import Architecture
+from hwnas.train.data import DataSplits, Images, batches
+
+LABEL_SMOOTHING = 0.1
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def torch_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when there is a GPU)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise HwnasError(f"--torch-device {name}: this PyTorch sees no CUDA GPU; use --torch-device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise HwnasError(f"--torch-device {name!r}: expected cpu, cuda, cuda:N or auto") from None
+
+
+def training_layout(model: ModuleT, device: torch.device) -> ModuleT:
+    """``model`` in the memory layout it trains fastest in on ``device``: channels-last on a CPU,
+    where PyTorch's convolutions (depthwise ones most of all) train about 1.4-1.9x faster in it than
+    in NCHW (docs/notebook/supernet.md, "Training memory layout"); unchanged elsewhere (not measured on a GPU).
+    Inputs can stay NCHW: a convolution with channels-last weights computes channels-last."""
+    if device.type != "cpu":
+        return model
+    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (torch's stubs lack it)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv and linear weights only."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, p in model.named_parameters():
+        if name.endswith("alpha"):
+            continue
+        (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def cosine(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
+    )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: Images, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
+             batch_size: int = 256, **forward: Any) -> float:  # fmt: skip
+    """Top-1 accuracy of ``model`` (eval mode) on ``images``."""
+    model.eval()
+    correct = 0
+    for x, y in batches(images, batch_size, mean, std, device=device):
+        correct += int((model(x, **forward).argmax(1) == y).sum())
+    return correct / max(1, len(images))
+
+
+@dataclass
+class TrainResult:
+    model: ChildNet
+    val_acc: float
+    test_acc: float | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # conversions of the data (see data.fit_notes)
+
+
+def train_child(
+    arch: Architecture,
+    splits: DataSplits,
+    epochs: int = 10,
+    lr: float = 0.05,
+    batch_size: int = 64,
+    weight_decay: float = 5e-4,
+    init: ChildNet | None = None,
+    seed: int = 0,
+    device: torch.device | None = None,
+    progress: bool = True,
+    bf16: bool = False,
+) -> TrainResult:
+    """Train ``arch`` on ``splits.weights + splits.alphas`` (all the training images but val), at
+    the architecture's resolution; report val (and test) accuracy. ``bf16`` runs the forward pass
+    under bfloat16 autocast (for GPUs; weights and optimizer stay fp32)."""
+    device = device or torch.device("cpu")
+    torch.manual_seed(seed)
+    model = training_layout((init or build_model(arch)).to(device), device)
+    train = Images(torch.cat([splits.weights.x, splits.alphas.x]), torch.cat([splits.weights.y, splits.alphas.y]),
+                   splits.weights.classes, splits.weights.name)  # fmt: skip
+    steps_per_epoch = max(1, len(train) // batch_size)
+    opt = torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=0.9, nesterov=True)
+    sched = cosine(opt, epochs * steps_per_epoch)
+    res = arch.resolution
+    history = []
+    start = time.perf_counter()
+    with progress_bar(progress, status=True) as bar:
+        # a short description: a long architecture name squeezed the bar and its counts out of the line
+        name = arch.name if arch.name and len(arch.name) <= 20 else "child"
+        task = bar.add_task(f"training {name}", total=epochs * steps_per_epoch, status="")
+        for epoch in range(epochs):
+            model.train()
+            gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            loss_sum, n = torch.zeros((), device=device), 0  # summed on the device: no sync per step
+            for x, y in batches(
+                train, batch_size, splits.mean, splits.std, gen, augment=True, drop_last=True, device=device
+            ):
+                x = _resize(x, res).to(device)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = F.cross_entropy(model(x), y.to(device), label_smoothing=LABEL_SMOOTHING)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                loss_sum, n = loss_sum + loss.detach().float() * len(y), n + len(y)
+                bar.advance(task)
+            total = float(loss_sum)
+            val = evaluate(_Resized(model, res), splits.val, splits.mean, splits.std, device)
+            history.append({"epoch": epoch + 1, "loss": total / max(1, n), "val_acc": val})
+            bar.update(task, status=f"loss {total / max(1, n):.3f} val {val:.1%}")
+    test = evaluate(_Resized(model, res), splits.test, splits.mean, splits.std, device) if splits.test else None
+    # back to NCHW: what export, slicing and timing expect of a model
+    model = model.cpu().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    return TrainResult(model, history[-1]["val_acc"] if history else 0.0, test, history,
+                       time.perf_counter() - start)  # fmt: skip
+
+
+def _resize(x: torch.Tensor, res: int) -> torch.Tensor:
+    if x.shape[-1] == res and x.shape[-2] == res:
+        return x
+    return F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
+
+
+class _Resized(nn.Module):
+    """Feeds the model its architecture's resolution (the data may be stored at another size)."""
+
+    def __init__(self, model: nn.Module, res: int) -> None:
+        super().__init__()
+        self.model, self.res = model, res
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(_resize(x, self.res))
+
+
+def save_child(
+    path: str | Path, result: TrainResult, arch: Architecture, splits: DataSplits, meta: dict[str, Any]
+) -> None:
+    """A child file (:mod:`hwnas.train.checkpoints`): architecture, weights, input normalization, scores."""
+    from hwnas.train.checkpoints import write_child
+
+    info = {"mean": splits.mean.tolist(), "std": splits.std.tolist(), "val_acc": result.val_acc,
+            "test_acc": result.test_acc, "history": result.history, "classes": list(splits.weights.classes),
+            "image_size": list(splits.weights.x.shape[-2:]), **meta}  # fmt: skip
+    write_child(path, arch, result.model.state_dict(), info)
