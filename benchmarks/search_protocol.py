@@ -49,8 +49,9 @@ import torch
 
 from hwnas.core.fileio import write_text_atomic
 from hwnas.search import evolution
+from hwnas.search.config import CHILD_SAMPLING, PATHS, SELECTION_RESOLUTION
 from hwnas.search.cost import SearchCost, make_cost
-from hwnas.search.loop import CHILD_SAMPLING, SELECTION_RESOLUTION, Search, SearchConfig, load_images_for
+from hwnas.search.loop import Search, SearchConfig, load_images_for
 from hwnas.spaces import get_space
 from hwnas.spaces.arch import Architecture
 from hwnas.spaces.space import Option, SearchSpace
@@ -287,7 +288,7 @@ def main() -> None:
     ap.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--search-epochs", type=int, default=10)
     ap.add_argument("--sandwich", action="store_true")
-    ap.add_argument("--paths", choices=("masked", "masked-se"), default=SearchConfig.paths,
+    ap.add_argument("--paths", choices=[p for p in PATHS if p != "explicit"], default=SearchConfig.paths,
                     help="the searches' supernet (default: hwnas search's); masked-se keeps SE ops on their own weights")  # fmt: skip
     ap.add_argument(
         "--sampled-child",

@@ -36,6 +36,8 @@ import torch
 from noise import relative_iqr
 from torch.nn import functional as F
 
+from hwnas.search.config import PATHS
+
 
 def _space(k: int, width: int, size: int):
     from hwnas.spaces.space import SearchSpace
@@ -219,7 +221,7 @@ def main() -> None:
     c.add_argument("--space", default="cifar")
     c.add_argument("--batch", type=int, default=64)
     c.add_argument("--repeats", type=int, default=20)
-    c.add_argument("--paths", default="masked", choices=("masked", "masked-se"))
+    c.add_argument("--paths", default="masked", choices=[p for p in PATHS if p != "explicit"])
     c.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     memory(args) if args.what == "memory" else compute(args)

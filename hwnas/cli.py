@@ -17,7 +17,11 @@ from rich.table import Table
 
 from hwnas import __version__
 from hwnas.core.errors import HwnasError
+from hwnas.core.options import add_options, options_of, positive_float, positive_int
+from hwnas.core.precisions import PRECISIONS
 from hwnas.devices.agent.__main__ import add_serve_arguments
+from hwnas.search.config import SearchConfig
+from hwnas.train.config import TrainConfig
 
 if TYPE_CHECKING:
     from hwnas.devices import Device, TimingConfig
@@ -182,44 +186,16 @@ def cmd_devices(args: argparse.Namespace) -> None:
                   "remote:192.168.1.20:8765,runtime=tflite-cpu (an agent: hwnas agent serve) or adb:SERIAL.")  # fmt: skip
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    """A finite number > 0 (budgets, rates, times): ``inf`` and ``nan`` are refused, not read as 'no limit'."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
 def _budget_list(text: str) -> list[float]:
     """One budget, or several separated by commas (train once, search many)."""
-    values = [_positive_float(part.strip()) for part in text.split(",") if part.strip()]
+    values = [positive_float(part.strip()) for part in text.split(",") if part.strip()]
     if not values:
         raise argparse.ArgumentTypeError(f"expected a number or numbers separated by commas, got {text!r}")
     return sorted(set(values))
 
 
 def _share(text: str) -> float:
-    value = _positive_float(text)
+    value = positive_float(text)
     if value >= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
     return value
@@ -533,19 +509,12 @@ def _budget(args: argparse.Namespace) -> tuple[str, list[float]]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from hwnas.search.loop import Search, SearchConfig
+    from hwnas.search.loop import Search
 
     cost, budgets = _budget(args)
     budget = budgets[(len(budgets) - 1) // 2]  # the supernet trains towards the middle budget
-    cfg = SearchConfig(
-        space=args.space, budget=budget, budgets=budgets if len(budgets) > 1 else [], cost=cost, lut=args.lut,
-        data=args.data, limit=args.limit, loss=args.loss,
-        epochs=args.epochs, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size, lr=args.lr,
-        arch_lr=args.arch_lr, tau_start=args.tau_start, tau_end=args.tau_end, paths=args.paths, seed=args.seed,
-        split_seed=args.split_seed, sandwich=args.sandwich, sampled_child=args.sampled_child,
-        child_sampling=args.child_sampling,
-        evolution=args.evolution, selection_resolution=args.selection_resolution, torch_device=args.torch_device,
-    )  # fmt: skip
+    cfg = SearchConfig(budget=budget, budgets=budgets if len(budgets) > 1 else [], cost=cost,
+                       **options_of(SearchConfig, args))  # fmt: skip
     search = Search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     _fit_threads(args.torch_device)
     from hwnas.train.data import fit_notes
@@ -602,11 +571,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from hwnas.workflows import train_and_save
 
     arch = Architecture.load(args.arch)
-    if args.init == "supernet" and not args.run:
-        raise HwnasError("--init supernet needs --run RUN, the search folder whose supernet to slice")
-    result = train_and_save(arch, args.data, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                            limit=args.limit, seed=args.seed, split_seed=args.split_seed, init=args.init, run=args.run,
-                            torch_device=args.torch_device, progress=not args.no_progress,
+    cfg = TrainConfig(**options_of(TrainConfig, args))
+    result = train_and_save(arch, cfg, args.out, progress=not args.no_progress,
                             before_training=lambda: _fit_threads(args.torch_device))  # fmt: skip
     for note in result.notes:
         print(f"hwnas: note: {note}", file=sys.stderr)
@@ -620,42 +586,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     from hwnas.devices import open_device
     from hwnas.export.child_file import load_child
     from hwnas.export.pipeline import parse_formats
+    from hwnas.export.request import ExportRequest
     from hwnas.workflows import export_and_check
 
     formats = parse_formats(args.format)
     precisions = ["fp32"] + (["fp16"] if args.fp16 else []) + (["int8"] if args.int8 else [])
-    if args.int8 and not args.data:
-        raise HwnasError("--int8 needs calibration images: give --data (the training data)")
-    if args.budget_ms is not None and not args.device:
-        raise HwnasError("--budget-ms needs --device, the device to measure the files on")
-    for flag in ("budget_gates", "allow_over_budget"):
-        if getattr(args, flag) not in (None, False) and args.budget_ms is None:
-            name = "--" + flag.replace("_", "-")
-            raise HwnasError(f"{name} qualifies --budget-ms; give --budget-ms MS (and --device), or drop {name}")
-    if args.lut and not args.device:
-        raise HwnasError("--lut needs --device, the device the LUT describes and the files are measured on")
-    for flag in ("nhwc", "nchw"):
-        if getattr(args, flag) and "tflite" not in formats:
-            raise HwnasError(f"--{flag} sets the input layout of TFLite files (ONNX files are NCHW); add tflite to "
-                             f"--format, or drop --{flag}")  # fmt: skip
-    for flag in ("dynamic_batch", "simplify"):
-        if getattr(args, flag) and "onnx" not in formats:
-            name = "--" + flag.replace("_", "-")
-            raise HwnasError(f"{name} applies to ONNX files only; add onnx to --format, or drop {name}")
-    gates = None
-    if args.budget_gates is not None:
-        gates = [g.strip() for g in args.budget_gates.split(",") if g.strip()]
-        bad = [g for g in gates if g not in ("fp32", "fp16", "int8")]
-        if bad or not gates:
-            raise HwnasError(
-                f"--budget-gates {args.budget_gates!r}: give precisions from fp32, fp16, int8, e.g. fp32,int8"
-            )
+    gates = None if args.budget_gates is None else [g.strip() for g in args.budget_gates.split(",") if g.strip()]
+    layout = "nchw" if args.nchw else "nhwc" if args.nhwc else None
+    ExportRequest(formats, precisions, data=args.data, has_device=bool(args.device), lut=args.lut,
+                  budget_ms=args.budget_ms, gates=gates, allow_over_budget=args.allow_over_budget, layout=layout,
+                  dynamic_batch=args.dynamic_batch, simplify=args.simplify).check()  # fmt: skip
     device = open_device(args.device) if args.device else None
     child = load_child(args.arch, args.weights)
     outcome = export_and_check(child, args.out, formats, precisions, data=args.data, gates=gates,
                                calibration_images=args.calibration_images, check_images=args.check_images,
                                device=device, lut=args.lut, budget_ms=args.budget_ms, force=args.force,
-                               stem=args.name or (child.arch.name or "model"), nhwc=not args.nchw,
+                               stem=args.name or (child.arch.name or "model"),
+                               **({} if layout is None else {"nhwc": layout == "nhwc"}),
                                dynamic_batch=args.dynamic_batch, simplify=args.simplify,
                                progress=not args.no_progress)  # fmt: skip
     results, over, noisy = outcome.files, outcome.over_budget, outcome.within_noise
@@ -789,17 +736,17 @@ def _add_timing_args(p: argparse.ArgumentParser, min_time_ms: float) -> None:
     g = p.add_argument_group("timing (per model, per round)")
     g.add_argument("--warmup-runs", type=int, default=5, help="at least this many warm-up runs (default 5)")
     g.add_argument(
-        "--warmup-ms", type=_positive_float, default=30.0, help="and at least this long warming up (default 30)"
+        "--warmup-ms", type=positive_float, default=30.0, help="and at least this long warming up (default 30)"
     )
     g.add_argument("--min-runs", type=int, default=20, help="at least this many timed runs (default 20)")
     g.add_argument(
         "--min-time-ms",
-        type=_positive_float,
+        type=positive_float,
         default=min_time_ms,
         help=f"and at least this long timing (default {min_time_ms:g})",
     )
     g.add_argument(
-        "--max-time-s", type=_positive_float, default=10.0, help="stop a slow model after this long (default 10)"
+        "--max-time-s", type=positive_float, default=10.0, help="stop a slow model after this long (default 10)"
     )
 
 
@@ -824,6 +771,9 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"hwnas: error: {message}; see '{self.prog} --help'\n")
+
+
+_SEARCH_OPTIONS_BEFORE_THE_BUDGET = ("space", "lut")  # hwnas search --help lists them first
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -882,12 +832,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the LUT file; an existing one is resumed or extended; one per --device, in the same order")  # fmt: skip
     pr.add_argument(
         "--rounds",
-        type=_positive_int,
+        type=positive_int,
         default=3,
         help="shuffled passes over the kernels; a kernel's latency is the median (default 3)",
     )
     pr.add_argument("--seed", type=int, default=0, help="seed of the shuffles")
-    pr.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="time the kernels in the form export ships "
+    pr.add_argument("--precision", choices=PRECISIONS, help="time the kernels in the form export ships "
                     "at this precision (ort-cpu: fp32, int8 QDQ; tflite-cpu: fp32, fp16 weights, full-integer int8); the same as the "
                     "device's precision= parameter (default: the device's, fp32)")  # fmt: skip
     pr.add_argument("--force", action="store_true", help="add to a LUT measured on another device")
@@ -920,18 +870,18 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("file", metavar="FILE")
     lv.add_argument("--space", required=True, help="a preset name or a space file")
     lv.add_argument("--device", required=True, metavar="SPEC", help="the device the LUT was measured on")
-    lv.add_argument("--samples", type=_positive_int, default=100,
+    lv.add_argument("--samples", type=positive_int, default=100,
                     help="random architectures, stratified over predicted latency (default 100)")  # fmt: skip
     lv.add_argument("--fit", action="store_true", help="fit a calibration on part of the samples and store it")
     lv.add_argument("--fit-share", type=_share, default=0.5, help="share of the samples used to fit (default 0.5)")
     lv.add_argument("--model", choices=CALIBRATION_MODELS, default="auto",
                     help="calibration model (auto: the lowest leave-one-out error; raw: the LUT sum, nothing fitted)")  # fmt: skip
-    lv.add_argument("--rounds", type=_positive_int, default=3, help="timing rounds per network (median of them)")
+    lv.add_argument("--rounds", type=positive_int, default=3, help="timing rounds per network (median of them)")
     lv.add_argument("--seed", type=int, default=0, help="seed of the sampling and the shuffles")
     lv.add_argument(
         "--out", metavar="DIR", help="folder for validation.csv and validation.png (default FILE-validation)"
     )
-    lv.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+    lv.add_argument("--precision", choices=PRECISIONS,
                     help="time whole networks at this precision (as 'profile --precision'); must be the LUT's")  # fmt: skip
     lv.add_argument("--force", action="store_true", help="validate on a device other than the LUT's")
     lv.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -939,8 +889,7 @@ def build_parser() -> argparse.ArgumentParser:
     lv.set_defaults(func=cmd_lut_validate)
 
     se = sub.add_parser("search", help="DMaskingNAS under a latency (or FLOPs, params) budget; derives an architecture")
-    se.add_argument("--space", required=True, help="a preset name or a space file")
-    se.add_argument("--lut", help="the LUT for --cost latency (calibrated if it holds a calibration)")
+    add_options(se, SearchConfig, only=_SEARCH_OPTIONS_BEFORE_THE_BUDGET)
     se.add_argument("--cost", help="latency (default with --budget-ms), flops or params")
     bg = se.add_argument_group("budget (exactly one)")
     bg.add_argument("--budget-ms", type=_budget_list,
@@ -948,45 +897,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "and derive one architecture per budget")  # fmt: skip
     bg.add_argument("--budget-mflops", type=_budget_list, help="FLOPs budget(s) in millions of multiply-adds")
     bg.add_argument("--budget-mparams", type=_budget_list, help="parameter budget(s) in millions")
-    se.add_argument("--data", default="synthetic",
-                    help="synthetic[:n=,size=,seed=], an .npz (x, y or a CIFAR-10 JPEG archive), or an image folder")  # fmt: skip
-    se.add_argument("--limit", type=_positive_int, help="use this many training images (class-balanced)")
-    se.add_argument("--epochs", type=_positive_int, default=10, help="search epochs, warm-up included")
-    se.add_argument("--warmup-epochs", type=int, default=None,
-                    help="epochs training weights only (default: a fifth of --epochs, at most --epochs - 1)")  # fmt: skip
-    se.add_argument("--batch-size", type=_positive_int, default=64, help="images per weight and architecture step")
-    se.add_argument("--lr", type=_positive_float, default=0.05, help="weights: SGD learning rate, cosine decay")
-    se.add_argument("--arch-lr", type=_positive_float, default=None,
-                    help="architecture logits: Adam learning rate (default 3 / architecture steps, within "
-                         "0.001..0.1, so a logit can move about 3 over the search)")  # fmt: skip
-    se.add_argument("--loss", default="target",
-                    help="target: CE + lambda |E/B - 1| (default); hinge: CE + lambda max(0, E/B - 1); "
-                         "fbnet: CE a log(E)^b")  # fmt: skip
-    se.add_argument("--tau-start", type=_positive_float, default=5.0, help="Gumbel temperature at the first epoch")
-    se.add_argument("--tau-end", type=_positive_float, default=0.5, help="and at the last (geometric annealing)")
-    se.add_argument("--paths", default="masked", choices=("masked", "masked-se", "explicit"),  # supernet.PATHS
-                    help="masked: DMasking; masked-se: DMasking with the SE ops on weights of their own; explicit: one "
-                         "block per choice (FBNet-style baseline, memory hungry)")  # fmt: skip
-    se.add_argument("--sandwich", action="store_true",
-                    help="each weight step also trains the largest, the smallest and one sampled child, the last "
-                         "two distilled from the largest (BigNAS / OFA); 1.4-2.0x the default search's time")  # fmt: skip
-    se.add_argument("--sampled-child", action=argparse.BooleanOptionalAction, default=True,
-                    help="each weight step also trains one sampled child (see --child-sampling) on the labels, "
-                         "so the networks selection scores have run alone (about 1.5x the cost of a step); "
-                         "on by default")  # fmt: skip
-    se.add_argument("--child-sampling", default="alpha", metavar="{alpha,mixed,uniform}",
-                    help="how the trained child is drawn: from the choice probabilities (alpha, the default), "
-                         "uniformly per choice (uniform), or the two on alternate steps (mixed)")  # fmt: skip
-    se.add_argument("--evolution", type=_nonnegative_int, default=24,
-                    help="supernet evaluations of the evolutionary search in the budget band at selection "
-                         "(0: none; default 24)")  # fmt: skip
-    se.add_argument("--selection-resolution", choices=("supernet", "distribution"), default="supernet",
-                    help="candidates at every resolution, the supernet's accuracy deciding (supernet, default), "
-                         "or only at the resolution the searched distribution prefers (distribution)")  # fmt: skip
-    se.add_argument("--seed", type=int, default=0, help="initialization, Gumbel noise and batch order (default 0)")
-    se.add_argument("--split-seed", type=int, default=0,
-                    help="which images are held out for the alphas and validation; fixed across --seed (default 0)")  # fmt: skip
-    se.add_argument("--torch-device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    add_options(se, SearchConfig, exclude=_SEARCH_OPTIONS_BEFORE_THE_BUDGET)
     se.add_argument("--out", default="run", metavar="RUN", help="the run folder (default ./run)")
     se.add_argument("--resume", action="store_true", help="continue the search saved in --out")
     se.add_argument("--no-progress", action="store_true")
@@ -994,22 +905,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train an architecture (from scratch, or from the supernet's weights)")
     tr.add_argument("--arch", required=True, metavar="ARCH.json")
-    tr.add_argument("--data", default="synthetic", help="as for hwnas search")
-    tr.add_argument(
-        "--init",
-        default="scratch",
-        choices=("scratch", "supernet"),
-        help="start from fresh weights, or from the search's supernet sliced to this architecture (--run)",
-    )
-    tr.add_argument("--run", metavar="RUN", help="the search folder, for --init supernet")
-    tr.add_argument("--limit", type=_positive_int, help="use this many training images (class-balanced)")
-    tr.add_argument("--epochs", type=_positive_int, default=10, help="training epochs")
-    tr.add_argument("--batch-size", type=_positive_int, default=64, help="images per step")
-    tr.add_argument("--lr", type=_positive_float, default=0.05, help="SGD learning rate, cosine decay")
-    tr.add_argument("--seed", type=int, default=0, help="initialization and batch order (default 0)")
-    tr.add_argument("--split-seed", type=int, default=0,
-                    help="which images are held out for validation; fixed across --seed (default 0)")  # fmt: skip
-    tr.add_argument("--torch-device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    add_options(tr, TrainConfig)
     tr.add_argument(
         "--out", default="child.safetensors", help="where to write the trained child (default child.safetensors)"
     )
@@ -1038,16 +934,16 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--simplify", action="store_true",
                     help="optimize the ONNX graph with onnxscript (2-3%% faster on ONNX Runtime CPU)")  # fmt: skip
     ex.add_argument("--data", help="images for int8 calibration and the agreement check (as for hwnas search)")
-    ex.add_argument("--calibration-images", type=_positive_int, default=500, help="training images for int8 (500)")
+    ex.add_argument("--calibration-images", type=positive_int, default=500, help="training images for int8 (500)")
     ex.add_argument(
         "--check-images",
-        type=_positive_int,
+        type=positive_int,
         default=500,
         help="images the files are checked on against PyTorch (and int8 agreement, with --data)",
     )
     ex.add_argument("--device", metavar="SPEC", help="measure the files of its format there")
     ex.add_argument("--lut", help="LUT of --device, for the predicted latency")
-    ex.add_argument("--budget-ms", type=_positive_float,
+    ex.add_argument("--budget-ms", type=positive_float,
                     help="judge the measured files against it: exit 1 over beyond the noise, 3 within noise of it")  # fmt: skip
     ex.add_argument("--allow-over-budget", action="store_true", help="report an over-budget file, exit 0")
     ex.add_argument("--budget-gates", metavar="P,P", help="precisions the budget gates; files of others are reported "
@@ -1063,8 +959,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="the whole pipeline on the cifar space and built-in data, in minutes")
     dm.add_argument("--out", default="hwnas-demo", help="working folder (default ./hwnas-demo); re-run to resume")
     dm.add_argument("--device", default="ort-cpu:threads=1", metavar="SPEC", help="an ONNX Runtime CPU device")
-    dm.add_argument("--search-epochs", type=_positive_int, default=6, help="epochs of the search (2 of them warm-up)")
-    dm.add_argument("--train-epochs", type=_positive_int, default=5, help="epochs of retraining the derived network")
+    dm.add_argument("--search-epochs", type=positive_int, default=6, help="epochs of the search (2 of them warm-up)")
+    dm.add_argument("--train-epochs", type=positive_int, default=5, help="epochs of retraining the derived network")
     dm.add_argument("--no-progress", action="store_true", help="no progress bars (plain lines, for logs)")
     dm.set_defaults(func=cmd_demo)
 
@@ -1072,9 +968,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("model", metavar="MODEL.onnx|MODEL.tflite")
     b.add_argument("--device", required=True, metavar="SPEC")
     b.add_argument(
-        "--rounds", type=_positive_int, default=3, help="timed series; the result is the median of their fastest runs"
+        "--rounds", type=positive_int, default=3, help="timed series; the result is the median of their fastest runs"
     )
-    b.add_argument("--budget-ms", type=_positive_float, help="judge the file against this budget: exit 0 within, 1 "
+    b.add_argument("--budget-ms", type=positive_float, help="judge the file against this budget: exit 0 within, 1 "
                    "over beyond the measured noise, 3 within noise of it (more rounds are taken first)")  # fmt: skip
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_timing_args(b, 1000.0)

@@ -76,6 +76,7 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
     from hwnas.search.loop import Search, SearchConfig
     from hwnas.spaces import get_space
     from hwnas.train.checkpoints import has_search_checkpoint
+    from hwnas.train.config import TrainConfig
     from hwnas.workflows import busy_warning, export_and_check, fit_torch_threads, profile_space, train_and_save
 
     out = cfg.out
@@ -130,7 +131,9 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
     child_path = run / "child.safetensors"
     say(f"[4/5] retraining the derived architecture for {cfg.train_epochs} epochs")
     if not child_path.exists():
-        train_and_save(arch, cfg.data, child_path, epochs=cfg.train_epochs, seed=cfg.seed, progress=cfg.progress)
+        train_and_save(
+            arch, TrainConfig(data=cfg.data, epochs=cfg.train_epochs, seed=cfg.seed), child_path, progress=cfg.progress
+        )
     child = load_child(None, child_path)
     report.steps.append(("train", time.perf_counter() - t0,
                          f"val {child.meta.get('val_acc', 0):.1%}, test {child.meta.get('test_acc') or 0:.1%} "

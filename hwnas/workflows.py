@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hwnas.core.precisions import FORMAT_PRECISIONS, PRECISIONS
+
 if TYPE_CHECKING:
     from hwnas.devices import Device, TimingConfig
     from hwnas.export.child_file import Child
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from hwnas.latency.verdict import Verdict
     from hwnas.spaces.arch import Architecture
     from hwnas.spaces.space import SearchSpace
+    from hwnas.train.config import TrainConfig
     from hwnas.train.training import TrainResult
 
 
@@ -202,45 +205,33 @@ def profile_farm(
 
 def train_and_save(
     arch: Architecture,
-    data: str,
+    cfg: TrainConfig,
     out: str | Path,
-    epochs: int = 10,
-    lr: float = 0.05,
-    batch_size: int = 64,
-    limit: int | None = None,
-    seed: int = 0,
-    split_seed: int = 0,
-    init: str = "scratch",
-    run: str | Path | None = None,
-    torch_device: str = "cpu",
     progress: bool = True,
     before_training: Callable[[], None] | None = None,
 ) -> TrainResult:
-    """Train ``arch`` on ``data`` and write the child file ``out``.
+    """Train ``arch`` as ``cfg`` says and write the child file ``out``.
 
-    ``init="supernet"`` starts from the weights of the supernet saved in the search folder ``run``.
-    ``split_seed`` picks the validation images; ``seed`` the initialization and the batch order.
+    ``cfg.init="supernet"`` starts from the weights of the supernet saved in the search folder
+    ``cfg.run``. ``cfg.split_seed`` picks the validation images; ``cfg.seed`` the initialization and
+    the batch order.
     """
-    from hwnas.core.errors import HwnasError
     from hwnas.search.loop import load_images_for
     from hwnas.search.slicing import sliced_child_of_run
     from hwnas.train.data import fit_notes, load_test_images, make_splits
     from hwnas.train.training import save_child, train_child
     from hwnas.train.training import torch_device as make_device
 
-    if init not in ("scratch", "supernet"):
-        raise HwnasError(f"init {init!r}: choose scratch or supernet")
-    if init == "supernet" and run is None:
-        raise HwnasError("init from the supernet needs the search folder (run) whose supernet to slice")
-    train = load_images_for(data, arch.num_classes)
-    test = load_test_images(data, arch.num_classes)
-    splits = make_splits(train, test, arch.in_channels, arch.num_classes, limit=limit, seed=split_seed)
-    start = sliced_child_of_run(run, arch) if init == "supernet" and run is not None else None
+    cfg.check()
+    train = load_images_for(cfg.data, arch.num_classes)
+    test = load_test_images(cfg.data, arch.num_classes)
+    splits = make_splits(train, test, arch.in_channels, arch.num_classes, limit=cfg.limit, seed=cfg.split_seed)
+    start = sliced_child_of_run(cfg.run, arch) if cfg.init == "supernet" and cfg.run is not None else None
     if before_training is not None:  # the inputs are checked: about to train
         before_training()
-    result = train_child(arch, splits, epochs=epochs, lr=lr, batch_size=batch_size, init=start, seed=seed,
-                         device=make_device(torch_device), progress=progress)  # fmt: skip
-    save_child(out, result, arch, splits, {"init": init, "data": data, "epochs": epochs})
+    result = train_child(arch, splits, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, init=start,
+                         seed=cfg.seed, device=make_device(cfg.torch_device), progress=progress)  # fmt: skip
+    save_child(out, result, arch, splits, {"init": cfg.init, "data": cfg.data, "epochs": cfg.epochs})
     result.notes = fit_notes(splits, arch.resolution)
     return result
 
@@ -249,8 +240,8 @@ def default_gates(device: Device | None) -> tuple[str, ...]:
     """The precisions a latency budget gates by default: on a CPU, fp32 and int8 (fp16 files are for
     GPU delegates; a CPU runtime dequantizes their weights and runs fp32); elsewhere every one."""
     if device is not None and device.kind.endswith("-cpu"):
-        return ("fp32", "int8")
-    return ("fp32", "fp16", "int8")
+        return FORMAT_PRECISIONS["onnx"]  # fp32 and int8
+    return PRECISIONS
 
 
 @dataclass
@@ -261,7 +252,7 @@ class ExportOutcome:
     files: list[Exported]
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     device: str = ""
-    gates: tuple[str, ...] = ("fp32", "fp16", "int8")
+    gates: tuple[str, ...] = PRECISIONS
 
     def _judged(self, outcome: str, gated: bool) -> list[str]:
         from hwnas.export.latency_check import judged
@@ -315,14 +306,14 @@ def export_and_check(
     ``data`` supplies the int8 calibration images and the real images of the checks; ``options``
     go to :func:`hwnas.export.pipeline.export_child` (``nhwc``, ``dynamic_batch``, ``simplify``).
     """
-    from hwnas.core.errors import HwnasError
     from hwnas.export.latency_check import check_latency
     from hwnas.export.pipeline import export_child, export_images
+    from hwnas.export.request import ExportRequest
 
-    if "int8" in precisions and not data:
-        raise HwnasError("int8 needs calibration images: give the training data")
-    if budget_ms is not None and device is None:
-        raise HwnasError("a latency budget needs a device to measure the files on")
+    nhwc = options.get("nhwc")
+    ExportRequest(formats, precisions, data=data, has_device=device is not None, lut=lut, budget_ms=budget_ms,
+                  gates=gates, layout=None if nhwc is None else "nhwc" if nhwc else "nchw",
+                  dynamic_batch=options.get("dynamic_batch", False), simplify=options.get("simplify", False)).check()  # fmt: skip
     if lut is not None and device is not None:  # a LUT of another device fails before anything is written
         from hwnas.latency.predictor import LatencyPredictor
 

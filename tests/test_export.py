@@ -368,3 +368,33 @@ def test_int8_agrees_with_fp32_on_real_cifar10(tmp_path: Path) -> None:
     for fmt in ("onnx", "tflite"):
         card = json.loads((tmp_path / "x" / f"m-int8.{fmt}.json").read_text())
         assert card["checks"]["top1_agreement_vs_fp32"] >= 0.98, (fmt, card["checks"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"formats": ["onnx"], "precisions": ["fp32", "int8"]}, "--int8 needs calibration images"),
+        ({"formats": ["onnx"], "budget_ms": 1.0}, "--budget-ms needs --device"),
+        ({"formats": ["onnx"], "gates": ["fp32"]}, "--budget-gates qualifies --budget-ms"),
+        ({"formats": ["onnx"], "lut": "x.lut"}, "--lut needs --device"),
+        ({"formats": ["onnx"], "nhwc": False}, "--nchw sets the input layout of TFLite files"),
+        ({"formats": ["tflite"], "simplify": True}, "--simplify applies to ONNX files only"),
+        ({"formats": ["tflite"], "dynamic_batch": True}, "--dynamic-batch applies to ONNX files only"),
+    ],
+)
+def test_python_callers_meet_the_commands_errors_before_anything_is_written(kwargs, message, tmp_path: Path) -> None:
+    from hwnas.workflows import export_and_check
+
+    out = tmp_path / "out"
+    with pytest.raises(HwnasError, match=message):
+        export_and_check(_child(get_space("tiny").sample(1)), out, **kwargs)
+    assert not out.exists()
+
+
+def test_budget_gates_must_be_precisions() -> None:
+    from hwnas.export.request import ExportRequest
+
+    ExportRequest(["onnx"], has_device=True, budget_ms=1.0, gates=["fp32", "int8"]).check()
+    for gates in (["fp8"], [], ["fp32", "int4"]):
+        with pytest.raises(HwnasError, match=r"--budget-gates .*give precisions from fp32, fp16, int8"):
+            ExportRequest(["onnx"], has_device=True, budget_ms=1.0, gates=gates).check()

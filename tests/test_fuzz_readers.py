@@ -367,11 +367,11 @@ def test_fuzz_device_specs(text: str) -> None:
 @fuzz(300)
 @given(text=st.text(max_size=12) | st.floats().map(repr) | st.sampled_from(["inf", "-inf", "nan", "1e309", "0", "-1"]))
 def test_fuzz_budgets(text: str) -> None:
-    from hwnas.cli import _positive_float
+    from hwnas.core.options import positive_float
     from hwnas.search.loop import SearchConfig
 
     try:
-        value = _positive_float(text)
+        value = positive_float(text)
     except argparse.ArgumentTypeError:
         return
     assert math.isfinite(value) and value > 0

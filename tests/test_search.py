@@ -441,6 +441,7 @@ def test_init_from_the_supernet_starts_from_its_weights(tmp_path: Path, monkeypa
     """train_and_save(init="supernet") hands training the supernet's weights, not a fresh network."""
     from hwnas.train import training
     from hwnas.train.checkpoints import read_search_checkpoint
+    from hwnas.train.config import TrainConfig
     from hwnas.workflows import train_and_save
 
     run = tmp_path / "run"
@@ -454,7 +455,8 @@ def test_init_from_the_supernet_starts_from_its_weights(tmp_path: Path, monkeypa
         return real(arch_, splits, **{**kw, "epochs": 1})
 
     monkeypatch.setattr(training, "train_child", spy)
-    train_and_save(arch, TINY_DATA, tmp_path / "c.safetensors", epochs=1, init="supernet", run=run, progress=False)
+    cfg = TrainConfig(data=TINY_DATA, epochs=1, init="supernet", run=str(run))
+    train_and_save(arch, cfg, tmp_path / "c.safetensors", progress=False)
     stem = read_search_checkpoint(run)["net"]["layers.0.conv.weight"]
     got = seen["init"]["blocks.0.0.weight"]
     assert torch.equal(got, stem[: got.shape[0], : got.shape[1]])

@@ -21,9 +21,8 @@ from torch import nn
 
 from hwnas.convert.onnx_export import INPUT, OUTPUT
 from hwnas.core.errors import HwnasError
+from hwnas.core.precisions import PRECISIONS
 from hwnas.core.quiet import quiet
-
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class _Named(nn.Module):

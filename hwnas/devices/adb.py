@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hwnas import __version__
+from hwnas.core.precisions import PRECISIONS
 from hwnas.devices.base import (
     BATCH,
     Device,
@@ -130,7 +131,7 @@ class AdbDevice(Device):
         "xnnpack": Param(bool, True, "use the XNNPACK delegate (0: builtin kernels)"),
         "taskset": Param(str, None, "hex CPU mask to run benchmark_model on, e.g. f0 (default: no pinning)"),
         "batch": BATCH,
-        "precision": precision_param("fp32", "fp16", "int8"),
+        "precision": precision_param(*PRECISIONS),
     }
 
     def __init__(self, **options: Any) -> None:

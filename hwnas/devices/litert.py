@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hwnas import __version__
+from hwnas.core.precisions import PRECISIONS
 from hwnas.core.quiet import quiet
 from hwnas.devices.base import BATCH, PIN, Device, DeviceError, Param, Runner, precision_param
 from hwnas.devices.host import host_facts
@@ -74,7 +75,7 @@ class TfliteCpu(Device):
         "xnnpack": Param(bool, True, "use the XNNPACK delegate (0: builtin kernels)"),
         "batch": BATCH,
         "pin": PIN,
-        "precision": precision_param("fp32", "fp16", "int8"),
+        "precision": precision_param(*PRECISIONS),
     }
 
     @classmethod

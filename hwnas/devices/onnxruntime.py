@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hwnas import __version__
+from hwnas.core.precisions import FORMAT_PRECISIONS
 from hwnas.devices.base import BATCH, GPU_INDEX, PIN, Device, DeviceError, Param, Runner, precision_param
 from hwnas.devices.host import host_facts
 
@@ -111,7 +112,7 @@ class OrtCpu(_OrtDevice):
         "opt": OPT,
         "batch": BATCH,
         "pin": PIN,
-        "precision": precision_param("fp32", "int8"),
+        "precision": precision_param(*FORMAT_PRECISIONS["onnx"]),
     }
 
     @classmethod

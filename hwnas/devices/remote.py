@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
+from hwnas.core.precisions import FORMAT_PRECISIONS, PRECISIONS
 from hwnas.devices.agent.protocol import API, SERVED_KINDS, TOKEN_ENV
 from hwnas.devices.base import (
     BATCH,
@@ -43,7 +44,7 @@ from hwnas.devices.onnxruntime import OPT_LEVELS
 RUNTIME_PARAMS = {"ort-cpu": ("threads", "opt", "batch", "pin", "precision"),
                   "tflite-cpu": ("threads", "xnnpack", "batch", "pin", "precision")}  # fmt: skip
 RUNTIME_FORMAT = {"ort-cpu": "onnx", "tflite-cpu": "tflite"}
-RUNTIME_PRECISIONS = {"ort-cpu": ("fp32", "int8"), "tflite-cpu": ("fp32", "fp16")}
+RUNTIME_PRECISIONS = {"ort-cpu": FORMAT_PRECISIONS["onnx"], "tflite-cpu": ("fp32", "fp16")}
 RETRY_STATUSES = {502, 503, 504}
 
 
@@ -75,7 +76,7 @@ class RemoteDevice(Device):
         "xnnpack": Param(bool, None, "XNNPACK delegate on or off (runtime=tflite-cpu)"),
         "batch": BATCH,
         "pin": PIN,
-        "precision": precision_param("fp32", "fp16", "int8"),
+        "precision": precision_param(*PRECISIONS),
         "token_file": Param(str, None, f"file holding the agent's token (else ${TOKEN_ENV})"),
         "cafile": Param(str, None, "CA certificate that signed an https agent's certificate"),
         "retries": Param(int, 5, "tries of a request before the agent counts as gone"),

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwnas.core.precisions import FORMAT_PRECISIONS
 from hwnas.models.layers import ConvBNAct, SqueezeExcite
 from hwnas.spaces.kernels import Kernel
 
@@ -101,7 +102,7 @@ ARTIFACT_BUILDERS: dict[str, Callable[[Sequence[Kernel], int], list[bytes]]] = {
     "tflite": tflite_artifacts,
 }
 # The precisions a LUT can be profiled in, per format, in the form export produces them.
-PRECISIONS = {"onnx": ("fp32", "int8"), "tflite": ("fp32", "fp16", "int8"), "torch": ("fp32",)}
+PRECISIONS = FORMAT_PRECISIONS
 # int8 TFLite kernel models converted behind an input anchor that is cut off again (see tflite_int8_kernel)
 ANCHORED_INT8 = ("se", "gap")
 CALIBRATION_BATCHES = 4  # random-normal batches that calibrate an int8 model's ranges for timing

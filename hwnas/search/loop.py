@@ -36,10 +36,11 @@ from torch.nn import functional as F
 from hwnas.core.errors import HwnasError
 from hwnas.core.fileio import write_text_atomic
 from hwnas.core.progress import progress_bar
+from hwnas.search.config import BEFORE_FIELD_EXISTED, SearchConfig
 from hwnas.search.cost import SearchCost, make_cost
 from hwnas.search.derive import GROW_TO, Derivation, check_budget, derive
 from hwnas.search.evolution import evolve
-from hwnas.search.penalty import PENALTIES, Penalty
+from hwnas.search.penalty import Penalty
 from hwnas.search.select import (
     Scores,
     best_in_band,
@@ -48,7 +49,7 @@ from hwnas.search.select import (
     top_in_band,
     uniform_scores,
 )
-from hwnas.search.supernet import PATHS, SuperNet
+from hwnas.search.supernet import SuperNet
 from hwnas.spaces.arch import Architecture
 from hwnas.spaces.space import Option, SearchSpace, get_space
 from hwnas.train.checkpoints import (
@@ -70,105 +71,6 @@ BN_BATCHES = 8  # batches to re-estimate BatchNorm statistics of the argmax arch
 ALPHA_TRAVEL, ARCH_LR_MIN, ARCH_LR_MAX = 3.0, 1e-3, 0.1
 BAND_CANDIDATES = 4  # the most probable architectures in the band, each scored through the supernet
 EVOLVED_CANDIDATES = 3  # the best new architectures of the evolutionary search that join the candidates
-
-
-# What a run made before these settings existed did: a checkpoint or config.json without them
-# resumes (and compares) as these values, not as today's defaults.
-BEFORE_FIELD_EXISTED: dict[str, Any] = {
-    "sampled_child": False,
-    "evolution": 0,
-    "child_sampling": "alpha",
-    "relaxed_weights": True,
-    "selection_resolution": "supernet",
-}
-# How the trained child (the sampled-child step, and the sandwich's third child) is drawn: from the
-# choice probabilities (alpha), uniformly per factor (uniform), or the two on alternate weight steps
-# (mixed). alpha is the default: mixed did not rank better (docs/notebook/search-protocol.md,
-# "Child sampling and the ranking").
-CHILD_SAMPLING = ("alpha", "mixed", "uniform")
-# Which resolutions selection considers: every one, the supernet's accuracy deciding (supernet), or
-# only the one the searched distribution prefers (distribution; every one at a tie). Measured in
-# docs/notebook/search-protocol.md ("Sixth run: results", "Seventh run, reduced: results").
-SELECTION_RESOLUTION = ("supernet", "distribution")
-
-
-@dataclass
-class SearchConfig:
-    space: str
-    budget: float
-    cost: str = "latency"
-    budgets: list[float] = field(default_factory=list)  # train once, search many: one result per budget
-    lut: str | None = None
-    data: str = "synthetic"
-    limit: int | None = None  # training images to use (class-balanced subset)
-    loss: str = "target"
-    epochs: int = 10
-    warmup_epochs: int | None = None  # None: a fifth of the epochs, at most epochs - 1
-    batch_size: int = 64
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-    arch_lr: float | None = None  # None: ALPHA_TRAVEL / (architecture steps), see Search.arch_lr
-    arch_weight_decay: float = 0.0
-    tau_start: float = 5.0
-    tau_end: float = 0.5
-    lambda_init: float = 1.0
-    lambda_lr: float = 0.05
-    val_fraction: float = 0.1
-    alpha_fraction: float = 0.2
-    paths: str = "masked"
-    sandwich: bool = False  # also train the largest, smallest and one sampled child each step
-    sampled_child: bool = True  # also train one sampled child each step (see child_sampling)
-    child_sampling: str = "alpha"  # how that child is drawn; see CHILD_SAMPLING
-    relaxed_weights: bool = True  # the weights also learn through the relaxed (Gumbel-weighted) supernet
-    evolution: int = 24  # supernet evaluations of the evolutionary search at selection (0: none)
-    selection_resolution: str = "supernet"  # see SELECTION_RESOLUTION
-    seed: int = 0
-    split_seed: int = 0  # which images go to the weights / alphas / val splits; independent of seed
-    torch_device: str = "cpu"
-
-    @classmethod
-    def from_saved(cls, saved: dict[str, Any]) -> SearchConfig:
-        """The config a run folder's ``config.json`` (or a checkpoint) describes; a field added after
-        that run was made takes the value that reproduces what the run did then."""
-        return cls(**{**BEFORE_FIELD_EXISTED, **saved})
-
-    def check(self) -> None:
-        for b in [self.budget, *self.budgets]:
-            if not (isinstance(b, (int, float)) and math.isfinite(b) and b > 0):
-                raise HwnasError(f"the budget must be a finite number > 0, got {b}")
-        for name in ("lr", "arch_lr", "tau_start", "tau_end"):
-            value = getattr(self, name)
-            if value is None and name == "arch_lr":
-                continue
-            if not (math.isfinite(value) and value > 0):
-                raise HwnasError(f"{name} must be a finite number > 0, got {value}")
-        if not (isinstance(self.evolution, int) and self.evolution >= 0):
-            raise HwnasError(f"evolution must be a whole number >= 0, got {self.evolution!r}")
-        if self.selection_resolution not in SELECTION_RESOLUTION:
-            raise HwnasError(f"unknown selection resolution {self.selection_resolution!r}; "
-                             f"choose {', '.join(SELECTION_RESOLUTION)}")  # fmt: skip
-        if self.paths not in PATHS:
-            raise HwnasError(f"unknown paths {self.paths!r}; choose {', '.join(PATHS)}")
-        if self.child_sampling not in CHILD_SAMPLING:
-            raise HwnasError(f"unknown child sampling {self.child_sampling!r}; choose {', '.join(CHILD_SAMPLING)}")
-        if not self.relaxed_weights and not (self.sandwich or self.sampled_child):
-            raise HwnasError("without the relaxed weight step the weights learn only from children: "
-                             "add --sandwich or --sampled-child")  # fmt: skip
-        if self.loss not in PENALTIES:
-            raise HwnasError(f"unknown loss {self.loss!r}; choose {', '.join(PENALTIES)}")
-        if self.warmup_epochs is None and self.epochs >= 1:
-            self.warmup_epochs = min(self.epochs - 1, round(0.2 * self.epochs))
-        if self.epochs < 1 or self.warmup_epochs is None or not 0 <= self.warmup_epochs < self.epochs:
-            raise HwnasError(
-                f"--warmup-epochs {self.warmup_epochs} must be at least 0 and below --epochs {self.epochs} (the warm-up "
-                "epochs count inside the epochs; leave --warmup-epochs out for 20% of them)"
-            )
-        if not (0 < self.tau_end <= self.tau_start):
-            raise HwnasError("need 0 < --tau-end <= --tau-start")
-
-    def tau(self, epoch: int) -> float:
-        frac = epoch / max(1, self.epochs - 1)
-        return self.tau_start * (self.tau_end / self.tau_start) ** frac
 
 
 @dataclass

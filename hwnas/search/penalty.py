@@ -23,9 +23,9 @@ import torch
 from torch.nn import functional as F
 
 from hwnas.core.errors import HwnasError
+from hwnas.search.config import PENALTIES
 
 FBNET_A, FBNET_B, FBNET_SCALE = 0.2, 0.6, 30.0
-PENALTIES = ("target", "hinge", "fbnet")
 TOLERANCE = 0.05  # half the width of the band [0.9 B, B] that selection aims for
 
 

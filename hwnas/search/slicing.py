@@ -16,7 +16,8 @@ from torch import nn
 from hwnas.core.errors import HwnasError
 from hwnas.models.blocks import InvertedResidual, IRPool, Skip
 from hwnas.models.builder import ChildNet, build_model
-from hwnas.search.supernet import PATHS, SuperLayer, SuperNet
+from hwnas.search.config import PATHS
+from hwnas.search.supernet import SuperLayer, SuperNet
 from hwnas.spaces.arch import Architecture
 
 

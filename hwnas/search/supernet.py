@@ -49,12 +49,12 @@ from torch.nn import functional as F
 
 from hwnas.core.errors import HwnasError
 from hwnas.models.layers import init_weights
+from hwnas.search.config import PATHS
 from hwnas.spaces.arch import Architecture
 from hwnas.spaces.ops import mid_channels, parse_op, se_channels
 from hwnas.spaces.space import Layer, Option, SearchSpace
 
 Weights = dict[str, torch.Tensor]
-PATHS = ("masked", "explicit", "masked-se")  # how the ops of a layer hold their weights; see the module docstring
 
 
 def width_masks(choices: Sequence[int], width: int) -> torch.Tensor:
