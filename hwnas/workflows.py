@@ -1,4 +1,4 @@
-"""The steps a user runs, each one function that both ``cli.py`` and ``demo.py`` call.
+"""The steps a user runs, each one function that both the command line (``hwnas.cli``) and ``demo.py`` call.
 
 * :func:`profile_space`: time every kernel of a space on a device into a LUT (created, resumed or
   extended), and record which spaces the LUT covers and what the last profile did;

@@ -172,7 +172,7 @@ def test_console_script_is_installed() -> None:
 def test_the_export_summary_shows_every_file_name_whole_at_100_columns() -> None:
     from rich.console import Console
 
-    from hwnas.cli import export_table
+    from hwnas.cli.export import export_table
     from hwnas.export.pipeline import Exported
 
     folder = Path("/a/rather/long/output/folder/for/the/export-of-the-searched-network")

@@ -406,7 +406,7 @@ def test_raw_wins_when_the_measurements_are_noisier_than_the_lut(lut: Path) -> N
 
 
 def test_the_command_line_offers_every_calibration_model() -> None:
-    from hwnas.cli import CALIBRATION_MODELS
+    from hwnas.cli.lut import CALIBRATION_MODELS
     from hwnas.latency.predictor import MODELS
 
     assert CALIBRATION_MODELS == ("auto", *MODELS)
