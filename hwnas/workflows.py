@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hwnas.core.precisions import FORMAT_PRECISIONS, PRECISIONS
+from hwnas.core.formats import FORMAT_PRECISIONS, PRECISIONS
 
 if TYPE_CHECKING:
     from hwnas.devices import Device, TimingConfig

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from hwnas.cli import build_parser
+from hwnas.core.formats import FORMAT_PRECISIONS, PRECISIONS
 from hwnas.core.options import CLI, option_fields, options_of
-from hwnas.core.precisions import FORMAT_PRECISIONS, PRECISIONS
 from hwnas.search.config import CHILD_SAMPLING, PATHS, PENALTIES, SELECTION_RESOLUTION, SearchConfig
 from hwnas.train.config import INITS, TrainConfig
 

@@ -23,7 +23,8 @@ from ai_edge_litert import schema_py_generated as schema  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
 from hwnas.convert import tflite_batch  # noqa: E402
-from hwnas.convert.tflite_batch import convert_batch, operator_types, split_tflite  # noqa: E402
+from hwnas.convert.tflite_batch import convert_batch  # noqa: E402
+from hwnas.convert.tflite_surgery import operator_types, split_tflite  # noqa: E402
 from hwnas.latency.kernel_models import kernel_input_shape, kernel_module  # noqa: E402
 from hwnas.models.builder import build_model  # noqa: E402
 from hwnas.spaces import Architecture, Block  # noqa: E402

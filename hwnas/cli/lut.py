@@ -17,8 +17,8 @@ from hwnas.cli.common import (
     with_precision,
 )
 from hwnas.core.errors import HwnasError
+from hwnas.core.formats import PRECISIONS
 from hwnas.core.options import positive_int
-from hwnas.core.precisions import PRECISIONS
 
 if TYPE_CHECKING:
     pass

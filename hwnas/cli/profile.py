@@ -15,8 +15,8 @@ from hwnas.cli.common import (
     warn_if_busy,
     with_precision,
 )
+from hwnas.core.formats import PRECISIONS
 from hwnas.core.options import positive_int
-from hwnas.core.precisions import PRECISIONS
 
 if TYPE_CHECKING:
     pass

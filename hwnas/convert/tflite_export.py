@@ -21,7 +21,7 @@ from torch import nn
 
 from hwnas.convert.onnx_export import INPUT, OUTPUT
 from hwnas.core.errors import HwnasError
-from hwnas.core.precisions import PRECISIONS
+from hwnas.core.formats import PRECISIONS
 from hwnas.core.quiet import quiet
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hwnas import __version__
-from hwnas.core.precisions import PRECISIONS
+from hwnas.core.formats import PRECISIONS
 from hwnas.devices.base import (
     BATCH,
     Device,

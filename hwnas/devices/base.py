@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 from hwnas.core.errors import HwnasError
+from hwnas.core.formats import TFLITE_IDENTIFIER
 from hwnas.devices.conditions import Conditions, CpuSnapshot, between
 
 
@@ -249,7 +250,7 @@ def _fmt(v: Any) -> str:
 def model_format(data: bytes) -> str | None:
     """``"tflite"`` (FlatBuffer with identifier ``TFL3``), ``"onnx"`` (a protobuf that starts like a
     ModelProto), or None."""
-    if len(data) >= 8 and data[4:8] == b"TFL3":
+    if len(data) >= 8 and data[4:8] == TFLITE_IDENTIFIER:
         return "tflite"
     # ONNX ModelProto: field 1 (ir_version, varint) first in every exporter's output, or a
     # length-delimited field (opset_import = 8, producer_name = 2, graph = 7) first.

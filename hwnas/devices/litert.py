@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hwnas import __version__
-from hwnas.core.precisions import PRECISIONS
+from hwnas.core.formats import PRECISIONS
 from hwnas.core.quiet import quiet
 from hwnas.devices.base import BATCH, PIN, Device, DeviceError, Param, Runner, precision_param
 from hwnas.devices.host import host_facts

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hwnas import __version__
-from hwnas.core.precisions import FORMAT_PRECISIONS
+from hwnas.core.formats import FORMAT_PRECISIONS
 from hwnas.devices.base import BATCH, GPU_INDEX, PIN, Device, DeviceError, Param, Runner, precision_param
 from hwnas.devices.host import host_facts
 

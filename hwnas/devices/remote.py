@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
-from hwnas.core.precisions import FORMAT_PRECISIONS, PRECISIONS
+from hwnas.core.formats import FORMAT_PRECISIONS, PRECISIONS
 from hwnas.devices.agent.protocol import API, SERVED_KINDS, TOKEN_ENV
 from hwnas.devices.base import (
     BATCH,

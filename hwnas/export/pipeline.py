@@ -26,7 +26,7 @@ from hwnas.convert.onnx_export import INPUT, OUTPUT, onnx_bytes, onnx_int8
 from hwnas.convert.tflite_export import fp16_weights, tflite_bytes
 from hwnas.core.errors import HwnasError
 from hwnas.core.fileio import write_bytes_atomic, write_text_atomic
-from hwnas.core.precisions import PRECISIONS
+from hwnas.core.formats import PRECISIONS
 from hwnas.core.quiet import quiet
 from hwnas.export.child_file import Child
 from hwnas.spaces.kernels import arch_flops, arch_params

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hwnas.core.errors import HwnasError
-from hwnas.core.precisions import PRECISIONS
+from hwnas.core.formats import PRECISIONS
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas.core.precisions import FORMAT_PRECISIONS
+from hwnas.core.formats import FORMAT_PRECISIONS
 from hwnas.models.layers import ConvBNAct, SqueezeExcite
 from hwnas.spaces.kernels import Kernel
 
-ONNX_OPSET = 17
 # Bump when a kernel's module or its conversion changes, so cached artifacts are rebuilt.
 KERNEL_MODELS_VERSION = 3  # 3: int8 ONNX networks quantized with unshared biases (all convs fuse)
 
@@ -165,7 +164,7 @@ def tflite_int8_kernel(kernel: Kernel, batch: int = 1) -> bytes:
     reads and writes; where an op has no int8 kernel (hard-swish, hard-sigmoid's add) the
     ``DEQUANTIZE`` / ``QUANTIZE`` around it are those a network runs too. The calibration
     (``lut validate --fit``) absorbs what is left (the network's own quantize and dequantize)."""
-    from hwnas.convert.tflite_batch import cut_input_anchor
+    from hwnas.convert.tflite_surgery import cut_input_anchor
 
     module, shape, seed = kernel_module(kernel), kernel_input_shape(kernel, batch), zlib.crc32(kernel.key.encode())
     if kernel.op in ANCHORED_INT8:
