@@ -26,10 +26,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from agent_process import AgentProcess  # a test helper: the agent in a subprocess
-
+from hwnas.devices.agent.local import LocalAgent
 from hwnas.latency.store import LutStore
 
 
@@ -74,7 +71,7 @@ def main() -> None:
                     "--out", str(work / "warm.lut"), "--rounds", "1", "--min-runs", "1", "--min-time-ms", "0.1",
                     "--warmup-runs", "1", "--warmup-ms", "0.1", "--no-progress"], check=True, env=env,
                    capture_output=True)  # fmt: skip
-    agents = [AgentProcess(work / f"agent{i}") for i in range(2)]
+    agents = [LocalAgent(work / f"agent{i}") for i in range(2)]
     for a in agents:
         a.start()
     try:

@@ -6,7 +6,7 @@
 The protocol's Kendall tau spreads its networks over the whole cost range, where size alone orders
 most pairs. Selection compares networks inside [0.9 B, B]. This takes every network of the run's
 in-band arms (searched, null derivation, MobileNetV2-style, random in band) and of each ``--probe``
-(a ``retrain_probe.py`` output, e.g. the reselected networks), its standalone test accuracy (the
+(a probe file: the JSON the removed ``retrain_probe.py`` wrote, see docs/notebook/README.md, e.g. the reselected networks), its standalone test accuracy (the
 mean over its retrainings), and its accuracy through each ``search-seed*`` supernet (BatchNorm
 re-estimated for it, on the selection images, as the protocol scores its ranking), and reports
 Kendall tau per supernet. It also counts each network's SE blocks, the structure the sixth run's
@@ -81,7 +81,12 @@ def _show(tau: float | None) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--protocol", required=True, help="a search_protocol.py workdir whose searches have ended")
-    ap.add_argument("--probe", action="append", default=[], help="a retrain_probe.py output to add")
+    ap.add_argument(
+        "--probe",
+        action="append",
+        default=[],
+        help="a probe file (networks retrained once more, as the removed retrain_probe.py wrote) to add",
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     work = Path(args.protocol)

@@ -116,7 +116,7 @@ def test_inband_ranking_takes_every_in_band_network_once_with_its_mean_accuracy(
     _, work = tiny_run
     results = json.loads((work / "results.json").read_text())
     space = get_space(json.loads((work / "search-seed0" / "config.json").read_text())["space"])
-    # a probe file as retrain_probe.py writes it: one network retrained once more, one new network
+    # a probe file as the removed retrain_probe.py wrote it: one network retrained once more, one new network
     random0 = results["drawn"]["random"][0]
     new = next(a for a in results["drawn"]["ranked"] if a not in results["drawn"]["random"])
     probe = tmp_path / "probe.json"
