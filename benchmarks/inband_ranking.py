@@ -22,7 +22,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from search_protocol import _supernet_scores_job, null_derivation, search_folders
+from protocol.arms import null_derivation, search_folders
+from protocol.jobs import supernet_scores_job
 
 from hwnas.core.fileio import write_text_atomic
 from hwnas.spaces.arch import Architecture
@@ -95,7 +96,7 @@ def main() -> None:
     se = [r["se_blocks"] for r in rows]
     summary: dict[str, Any] = {"tau_se_standalone": kendall_tau(se, alone)}
     for folder in search_folders(work):
-        scores = _supernet_scores_job(str(folder), [r["arch"] for r in rows])
+        scores = supernet_scores_job(str(folder), [r["arch"] for r in rows])
         for r in rows:
             r[folder.name] = scores[r["arch"]]
         via = [r[folder.name] for r in rows]

@@ -32,248 +32,36 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import itertools
 import json
 import math
 import os
-import platform
-import random
 import statistics
 import time
 from dataclasses import asdict
-from datetime import date
 from pathlib import Path
 from typing import Any, cast
 
-import torch
+from protocol.arms import (
+    RANDOM_SEED,
+    arms_so_far,
+    measure_alone,
+    mobilenet_v2_style,
+    random_in_band,
+    search_ended,
+    searched,
+    spread,
+)
+from protocol.jobs import elapsed, job_key, retrain_job, search_job, supernet_scores_job, unique, worker_init
+from protocol.report import final_table, partial_table
+from protocol.stats import ranking_rows, tau_ceiling
 
 from hwnas.core.fileio import write_text_atomic
-from hwnas.search import evolution
 from hwnas.search.config import CHILD_SAMPLING, PATHS, SELECTION_RESOLUTION
-from hwnas.search.cost import SearchCost, make_cost
-from hwnas.search.loop import Search, SearchConfig, load_images_for
+from hwnas.search.cost import make_cost
+from hwnas.search.loop import SearchConfig
 from hwnas.spaces import get_space
 from hwnas.spaces.arch import Architecture
-from hwnas.spaces.space import Option, SearchSpace
-from hwnas.train.checkpoints import has_search_checkpoint
-from hwnas.train.data import load_test_images, make_splits
-from hwnas.train.training import evaluate, torch_device, train_child
-
-_WORKER: dict[str, Any] = {}
-RANDOM_SEED = 12345  # the random-in-band draw of every run before --random-seed existed
-
-
-def _worker_init(data: str, space_name: str, limit: int, split_seed: int, threads: int) -> None:
-    """Load the data once per worker process."""
-    torch.set_num_threads(threads)
-    space = get_space(space_name)
-    train = load_images_for(data, space.num_classes)
-    _WORKER["splits"] = make_splits(train, load_test_images(data, space.num_classes), space.in_channels,
-                                    space.num_classes, limit=limit, seed=split_seed)  # fmt: skip
-    _WORKER["space"] = space
-
-
-def _retrain_job(arch_str: str, seed: int, epochs: int, torch_device: str, bf16: bool, batch_size: int,
-                 lr: float) -> tuple[str, dict[str, float]]:  # fmt: skip
-    space = _WORKER["space"]
-    arch = Architecture.from_str(arch_str, space.num_classes, space.in_channels)
-    r = train_child(arch, _WORKER["splits"], epochs=epochs, seed=seed, device=torch_device_of(torch_device),
-                    progress=False, bf16=bf16, batch_size=batch_size, lr=lr)  # fmt: skip
-    return _key(arch, seed), {"val": r.val_acc, "test": r.test_acc or 0.0, "seconds": r.seconds}
-
-
-def _key(a: Architecture, seed: int) -> str:
-    return f"{a.to_str()}|seed{seed}"
-
-
-def _unique(jobs: list[tuple[Architecture, int]]) -> list[tuple[Architecture, int]]:
-    out: dict[str, tuple[Architecture, int]] = {}
-    for job in jobs:
-        out.setdefault(_key(*job), job)
-    return list(out.values())
-
-
-def _elapsed(started: float) -> str:
-    return f"{(time.perf_counter() - started) / 60:.1f} min in"
-
-
-def null_derivation(folder: Path, space: SearchSpace) -> Architecture:
-    """What the selection picks from uniform alphas, as a search's ``candidates.json`` records it."""
-    candidates = json.loads((folder / "candidates.json").read_text())
-    row = next(c for c in candidates if c["how"].startswith("null"))
-    return Architecture.from_str(row["arch"], space.num_classes, space.in_channels)
-
-
-def search_folders(work: Path) -> list[Path]:
-    """A run's ``search-seed*`` folders in seed order (not name order: seed 10 after seed 2)."""
-    return sorted(work.glob("search-seed*"), key=lambda p: int(p.name.removeprefix("search-seed")))
-
-
-def _search_ended(work: Path, seed: int) -> bool:
-    return (work / f"search-seed{seed}" / "arch.json").exists()
-
-
-def _searched(args: argparse.Namespace, work: Path, space: SearchSpace, seed: int) -> list[tuple[Architecture, int]]:
-    """What a finished search adds to the arms: its selection, retrained with the retrain seed of the
-    same index, and for the first search seed also the null derivation."""
-    folder = work / f"search-seed{seed}"
-    index = args.search_seeds.index(seed)
-    jobs = [(Architecture.load(folder / "arch.json"), args.retrain_seeds[index % len(args.retrain_seeds)])]
-    if index == 0:
-        jobs.append((null_derivation(folder, space), args.retrain_seeds[0]))
-    return jobs
-
-
-def _arms(args: argparse.Namespace, work: Path, space: SearchSpace,
-          baselines: dict[str, list[tuple[Architecture, int]]]) -> dict[str, list[tuple[Architecture, int]]]:  # fmt: skip
-    """Every arm, with the searches that have ended so far."""
-    ended = [_searched(args, work, space, seed) for seed in args.search_seeds if _search_ended(work, seed)]
-    first_ended = _search_ended(work, args.search_seeds[0])
-    return {
-        "searched": [jobs[0] for jobs in ended],
-        "null derivation": ended[0][1:] if first_ended else [],
-        **baselines,
-    }
-
-
-def _search_job(cfg: dict[str, Any], out: str, threads: int) -> float:
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
-    Search(SearchConfig(**cfg), out, resume=has_search_checkpoint(out), progress=False).run()
-    return time.perf_counter() - start
-
-
-def _supernet_scores_job(folder: str, arch_strs: list[str]) -> dict[str, float]:
-    """Each architecture's accuracy through a finished search's supernet, BatchNorm re-estimated for
-    it, on the images selection scores candidates on (the supernet side of the ranking's Kendall tau)."""
-    cfg = SearchConfig.from_saved(json.loads((Path(folder) / "config.json").read_text()))
-    supernet = Search(cfg, folder, resume=True, progress=False)
-    out = {}
-    images = supernet.selection_images
-    for arch_str in arch_strs:
-        a = Architecture.from_str(arch_str, supernet.space.num_classes, supernet.space.in_channels)
-        supernet._recalibrate_bn(a)
-        out[arch_str] = evaluate(supernet.net, images, supernet.splits.mean, supernet.splits.std, supernet.device,
-                                 arch=a)  # fmt: skip
-    return out
-
-
-def torch_device_of(name: str) -> torch.device:
-    return torch_device(name)
-
-
-def mobilenet_v2_style(space: SearchSpace, cost: SearchCost, lo: float, hi: float) -> Architecture | None:
-    """The costliest MobileNetV2-style architecture with cost in ``[lo, hi]``.
-
-    The family a designer scales by hand: every searchable layer ``ir_k3`` at one expansion, the
-    input resolution, layers dropped from the ends of stages (depth), and the width: one width
-    step (the i-th channel choice of every layer) up to one stage and the next step from it on
-    (widening the later stages first), which includes every uniform width. With uniform widths
-    alone the family can leave a gap around a budget (in the cifar space, with its two channel
-    choices per stage, at the latency LUT of 2026-11-28: nothing between 0.216 and 0.328 ms around
-    a band of [0.236, 0.262]).
-    """
-    best: tuple[float, Architecture] | None = None
-    expansions = sorted({e for layer in space.layers for e in layer.expansions if len(layer.expansions) > 1}) or [1.0]
-    widths = range(max(len(layer.channels) for layer in space.layers))
-    wide_from: list[int | None] = [None, *sorted({layer.stage for layer in space.layers if len(layer.channels) > 1})]
-    depth = max(sum(1 for other in space.layers if other.stage == layer.stage) for layer in space.layers)
-    for res, e, width, first_wide, drop in itertools.product(
-        space.resolutions, expansions, widths, wide_from, range(depth)
-    ):
-        options = []
-        for layer in space.layers:
-            same_stage = [other for other in space.layers if other.stage == layer.stage]
-            pos = same_stage.index(layer)
-            step = width + (first_wide is not None and layer.stage >= first_wide)
-            c = layer.channels[min(step, len(layer.channels) - 1)]
-            if "skip" in layer.ops and pos >= len(same_stage) - drop and pos > 0:
-                options.append(Option("skip", c, 1.0))
-            elif "ir_k3" in layer.ops:
-                options.append(Option("ir_k3", c, e if e in layer.expansions else layer.expansions[0]))
-            else:
-                o = layer.options[0]
-                options.append(Option(o.op, c if c in layer.channels else o.c, o.e))
-        arch = space.architecture(res, options, name="mbv2-style")
-        value = cost.of(arch)
-        if lo <= value <= hi and (best is None or value > best[0]):
-            best = (value, arch)
-    return best[1] if best else None
-
-
-def random_in_band(space: SearchSpace, cost: SearchCost, lo: float, hi: float, n: int, seed: int) -> list[Architecture]:
-    return evolution.random_in_band(space, cost, lo, hi, n, random.Random(seed), tries=500_000)
-
-
-def spread(space: SearchSpace, cost: SearchCost, n: int, seed: int, tries: int = 500_000) -> list[Architecture]:
-    """``n`` architectures, one from each of ``n`` equal slices of the cost range.
-
-    Each is drawn uniformly among the slice's architectures; where rejection sampling finds none
-    (the ends of the range hold few networks: in the fourth CPU run the costliest twelfth of the
-    range got none in 500,000 draws, and the ranking had 11 networks instead of 12), it is reached
-    by :func:`walk_into` from the cheapest or the costliest architecture, whichever end is nearer.
-    """
-    (cheapest, lo), (costliest, hi) = cost.smallest(space), cost.largest(space)
-    edges = [lo + (hi - lo) * i / n for i in range(n + 1)]
-    out: list[Architecture] = []
-    for i in range(n):
-        rng = random.Random(seed + i)
-        got = evolution.random_in_band(space, cost, edges[i], edges[i + 1], 1, rng, tries=tries)
-        out += got or [walk_into(space, cost, edges[i], edges[i + 1], cheapest if 2 * i < n else costliest, rng)]
-    return out
-
-
-def walk_into(space: SearchSpace, cost: SearchCost, lo: float, hi: float, start: Architecture,
-              rng: random.Random, steps: int = 20_000) -> Architecture:  # fmt: skip
-    """An architecture with cost in ``[lo, hi]``, by random single-option mutations from ``start``,
-    each kept unless it moves the cost further from the interval."""
-
-    def gap(a: Architecture) -> float:
-        c = cost.of(a)
-        return max(lo - c, c - hi * (1 + 1e-9), 0.0)
-
-    current, g = start, gap(start)
-    for _ in range(steps):
-        if g == 0.0:
-            return current
-        candidate = evolution.mutate(space, current, rng)
-        if (gc := gap(candidate)) <= g:
-            current, g = candidate, gc
-    raise RuntimeError(f"no architecture found with cost in [{lo:.6g}, {hi:.6g}] after {steps} mutations")
-
-
-def measure_alone(archs: list[Architecture], spec: str, rounds: int = 3) -> dict[str, float]:
-    """Latency (ms) of each whole network on ``spec``, timed as ``hwnas lut validate`` times them
-    (:func:`hwnas.latency.network_timing.measure_networks`: shuffled rounds, each counted by its
-    fastest run, disturbed measurements re-taken; the median of the rounds), in a throwaway store."""
-    import tempfile
-
-    from hwnas.devices import open_device
-    from hwnas.latency.network_timing import measure_networks
-    from hwnas.latency.store import LutStore
-
-    device = open_device(spec)
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        LutStore.create_or_open(Path(tmp) / "networks.lut", device.fingerprint(), device.spec) as store,
-    ):
-        return measure_networks(archs, device, store, rounds=rounds, progress=False)
-
-
-def welch_and_permutation(a: list[float], b: list[float]) -> tuple[float, float]:
-    """(Welch's two-sided p, exact two-sided permutation p of the difference of means)."""
-    from scipy import stats
-
-    welch = float(stats.ttest_ind(a, b, equal_var=False).pvalue) if len(a) > 1 and len(b) > 1 else math.nan
-    pooled, k = a + b, len(a)
-    observed = abs(statistics.fmean(a) - statistics.fmean(b))
-    total = hits = 0
-    for idx in itertools.combinations(range(len(pooled)), k):
-        x = [pooled[i] for i in idx]
-        y = [pooled[i] for i in range(len(pooled)) if i not in idx]
-        total += 1
-        hits += abs(statistics.fmean(x) - statistics.fmean(y)) >= observed - 1e-12
-    return welch, hits / total
+from hwnas.train.training import torch_device, train_child
 
 
 def main() -> None:
@@ -393,13 +181,13 @@ def main() -> None:
         """The ranking's networks not yet scored through the first search's supernet."""
         return [a.to_str() for a in ranked if a.to_str() not in results.get("supernet_scores", {})]
 
-    pending = [seed for seed in args.search_seeds if not _search_ended(work, seed)]
+    pending = [seed for seed in args.search_seeds if not search_ended(work, seed)]
     queue: list[tuple[Architecture, int]] = []
     for seed in args.search_seeds:
         if seed not in pending:
-            queue += _searched(args, work, space, seed)
+            queue += searched(args, work, space, seed)
     queue += baseline_jobs
-    queue = _unique([(a, sd) for a, sd in queue if _key(a, sd) not in done])
+    queue = unique([(a, sd) for a, sd in queue if job_key(a, sd) not in done])
     print(f"{len(pending)} searches and {len(queue)} retrainings to run (more once the searches end); "
           f"{args.jobs} at a time", flush=True)  # fmt: skip
     if pending or queue:
@@ -408,23 +196,23 @@ def main() -> None:
 
         n_jobs = max(1, args.jobs)
         threads = max(1, (os.cpu_count() or 1) // n_jobs) if dev.type == "cpu" else 1
-        with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+        with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init,
                                  initargs=(args.data, args.space, args.limit, args.split_seed, threads)) as pool:  # fmt: skip
             running: dict[Future[Any], tuple[str, Any]] = {}
             for seed in pending:
-                f = pool.submit(_search_job, asdict(cfgs[seed]), str(work / f"search-seed{seed}"), threads)
+                f = pool.submit(search_job, asdict(cfgs[seed]), str(work / f"search-seed{seed}"), threads)
                 running[f] = ("search", seed)
 
             def fill() -> None:
                 while queue and len(running) < n_jobs:
                     a, sd = queue.pop(0)
-                    f = pool.submit(_retrain_job, a.to_str(), sd, args.retrain_epochs, args.torch_device, args.bf16,
+                    f = pool.submit(retrain_job, a.to_str(), sd, args.retrain_epochs, args.torch_device, args.bf16,
                                     args.retrain_batch_size, args.retrain_lr)  # fmt: skip
-                    running[f] = ("retrain", _key(a, sd))
+                    running[f] = ("retrain", job_key(a, sd))
 
             def score_ranked() -> None:
-                if unscored() and _search_ended(work, args.search_seeds[0]):
-                    f = pool.submit(_supernet_scores_job, str(first), unscored())
+                if unscored() and search_ended(work, args.search_seeds[0]):
+                    f = pool.submit(supernet_scores_job, str(first), unscored())
                     running[f] = ("ranking", None)
 
             score_ranked()
@@ -437,35 +225,35 @@ def main() -> None:
                         seconds = f.result()
                         results.setdefault("search_seconds", {})[str(what)] = seconds
                         save()
-                        print(f"searched seed {what} ({seconds:.0f} s, {_elapsed(started)})", flush=True)
-                        skip = set(done) | {_key(*q) for q in queue}
-                        queue[:0] = [j for j in _searched(args, work, space, what) if _key(*j) not in skip]
+                        print(f"searched seed {what} ({seconds:.0f} s, {elapsed(started)})", flush=True)
+                        skip = set(done) | {job_key(*q) for q in queue}
+                        queue[:0] = [j for j in searched(args, work, space, what) if job_key(*j) not in skip]
                         if what == args.search_seeds[0]:
                             score_ranked()
                     elif kind == "ranking":
                         new = f.result()
                         results.setdefault("supernet_scores", {}).update(new)
                         save()
-                        print(f"scored {len(new)} networks through the supernet ({_elapsed(started)})", flush=True)
+                        print(f"scored {len(new)} networks through the supernet ({elapsed(started)})", flush=True)
                     else:
                         key, row = cast(tuple[str, dict[str, float]], f.result())
                         done[key] = row
                         save()
-                        print(f"retrained {key}: test {row['test']:.2%} ({row['seconds']:.0f} s, {_elapsed(started)})",
+                        print(f"retrained {key}: test {row['test']:.2%} ({row['seconds']:.0f} s, {elapsed(started)})",
                               flush=True)  # fmt: skip
                 fill()
-                write_text_atomic(work / "table.md", _partial(done, _arms(args, work, space, baseline_arms)))
+                write_text_atomic(work / "table.md", partial_table(done, arms_so_far(args, work, space, baseline_arms)))
 
-    arms = _arms(args, work, space, baseline_arms)
+    arms = arms_so_far(args, work, space, baseline_arms)
 
     def test_acc(a: Architecture, sd: int) -> float:
-        return float(done[_key(a, sd)]["test"])
+        return float(done[job_key(a, sd)]["test"])
 
     scores = {arm: [test_acc(a, sd) for a, sd in items] for arm, items in arms.items()}
 
     # ranking: supernet accuracy against standalone accuracy
     if unscored():
-        results.setdefault("supernet_scores", {}).update(_supernet_scores_job(str(first), unscored()))
+        results.setdefault("supernet_scores", {}).update(supernet_scores_job(str(first), unscored()))
         save()
     via = results.get("supernet_scores", {})
     pairs = [(via[a.to_str()], test_acc(a, args.retrain_seeds[0]), cost.of(a)) for a in ranked]
@@ -485,7 +273,7 @@ def main() -> None:
         "latency": latency, "compute_min": (time.perf_counter() - started) / 60,
     }  # fmt: skip
     save()
-    table = _table(args, space, cost, budget, arms, scores, tau, len(pairs), latency)
+    table = final_table(args, space, cost, budget, arms, scores, tau, len(pairs), latency)
     if len(pairs) > 1:
         rows, lo, hi = ranking_rows(ranked, pairs)
         m = scores["MobileNetV2-style"]
@@ -501,92 +289,6 @@ def main() -> None:
                   "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")  # fmt: skip
     write_text_atomic(work / "table.md", table)
     print(table)
-
-
-def ranking_rows(ranked: list[Architecture], pairs: list[tuple[float, float, float]]) -> tuple[list[str], float, float]:
-    """The ranking per network, largest rank disagreement first (markdown rows), and the range of
-    Kendall tau with each network left out in turn: how much one network decides the figure."""
-    from scipy import stats
-
-    n = len(pairs)
-
-    def ranks(values: list[float]) -> list[float]:
-        return [float(r) for r in stats.rankdata(values)]  # 1 = lowest; ties share the mean rank
-
-    r_super, r_alone = ranks([p[0] for p in pairs]), ranks([p[1] for p in pairs])
-    rows = []
-    for i in sorted(range(n), key=lambda i: (-abs(r_super[i] - r_alone[i]), pairs[i][2])):
-        a = ranked[i]
-        skips = sum(b.op.startswith("skip") for b in a.blocks)
-        rows.append(f"| {pairs[i][2]:.4g} | {a.resolution} | {skips} | {pairs[i][0]:.2%} | {pairs[i][1]:.2%} | "
-                    f"{r_super[i]:g} | {r_alone[i]:g} |")  # fmt: skip
-    if n < 4:
-        return rows, math.nan, math.nan
-    loo = [float(stats.kendalltau([p[0] for j, p in enumerate(pairs) if j != i],
-                                  [p[1] for j, p in enumerate(pairs) if j != i]).statistic) for i in range(n)]  # fmt: skip
-    return rows, min(loo), max(loo)
-
-
-def tau_ceiling(standalone: list[float], sd: float, draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """The Kendall tau a perfect ranker would reach against standalone accuracies measured once,
-    when each retraining moves a network's accuracy by noise of ``sd`` (the retrain-seed spread of
-    one network): tau between ``standalone`` taken as the truth and one noisy re-measurement of it,
-    10th, 50th and 90th percentile over ``draws`` simulations. ``standalone`` itself holds that
-    noise, which widens its spread, so this ceiling errs high."""
-    import numpy as np
-    from scipy import stats
-
-    truth = np.asarray(standalone, dtype=float)
-    rng = np.random.default_rng(seed)
-    taus = [float(stats.kendalltau(truth, truth + rng.normal(0.0, sd, truth.size)).statistic) for _ in range(draws)]
-    lo, mid, hi = np.percentile(taus, [10, 50, 90])
-    return float(lo), float(mid), float(hi)
-
-
-def _partial(done: dict[str, Any], arms: dict[str, list[tuple[Architecture, int]]]) -> str:
-    """The table so far (written after every retrained network)."""
-    keys = {_key(a, sd) for items in arms.values() for a, sd in items}
-    lines = [f"{len([k for k in keys if k in done])} of the arms' {len(keys)} networks retrained so far",
-             "| arm | test accuracies so far |", "|---|---|"]  # fmt: skip
-    for arm, items in arms.items():
-        got = [done[_key(a, sd)]["test"] for a, sd in items if _key(a, sd) in done]
-        lines.append(f"| {arm} | {', '.join(f'{v:.2%}' for v in got) or '-'} |")
-    return "\n".join(lines) + "\n"
-
-
-def _table(args: argparse.Namespace, space: SearchSpace, cost: SearchCost, budget: float,
-           arms: dict[str, list[tuple[Architecture, int]]], scores: dict[str, list[float]], tau: float,
-           n_ranked: int, latency: dict[str, float]) -> str:  # fmt: skip
-    def ms(values: list[float]) -> str:
-        if not values:
-            return "-"
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.fmean(values):.2%} +- {sd:.2%} (n={len(values)})"
-
-    lines = [f"<!-- {date.today()}, {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
-             f"space {space.name}, {args.cost} budget {budget:g} {cost.unit} (band [0.9 B, B]); data {args.data}, "
-             f"{args.limit} training images, split seed {args.split_seed}; search {args.search_epochs} epochs, "
-             f"seeds {args.search_seeds}, sandwich {args.sandwich}, sampled child {args.sampled_child} ({args.child_sampling}), evolution "
-             f"{args.evolution if args.evolution is not None else 'default'}; retrain {args.retrain_epochs} epochs -->",
-             "| arm | test accuracy, mean +- sd | predicted cost | measured latency (ms) |", "|---|---|---|---|"]  # fmt: skip
-    for arm, items in arms.items():
-        costs = ", ".join(f"{cost.of(a):.4g}" for a, _ in items[:3]) + (" ..." if len(items) > 3 else "")
-        lat = ", ".join(f"{latency[a.to_str()]:.4f}" for a, _ in items[:3] if a.to_str() in latency)
-        lines.append(f"| {arm} | {ms(scores[arm])} | {costs} | {lat or '-'} |")
-    s, r, m = scores["searched"], scores["random in band"], scores["MobileNetV2-style"]
-    if len(s) > 0 and len(r) > 0:
-        welch, perm = welch_and_permutation(s, r)
-        lines.append(f"\nsearched vs random in band: difference {statistics.fmean(s) - statistics.fmean(r):+.2%}, "
-                     f"Welch p = {welch:.3f}, exact permutation p = {perm:.3f}")  # fmt: skip
-    if s and m:
-        diffs = [a - b for a, b in zip(s, m, strict=False)]
-        lines.append(f"searched vs MobileNetV2-style, paired by retrain seed: differences "
-                     f"{', '.join(f'{d:+.2%}' for d in diffs)} (mean {statistics.fmean(diffs):+.2%})")  # fmt: skip
-    elif not arms["MobileNetV2-style"]:
-        lines.append("no MobileNetV2-style network lies in the band: that arm is empty")
-    lines.append(f"Kendall tau, supernet vs standalone accuracy over {n_ranked} architectures spread over the "
-                 f"cost range: {tau:.3f}")  # fmt: skip
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,22 +1,18 @@
-"""The search protocol's p-values (benchmarks/search_protocol.py) against scipy's own tests."""
+"""The search protocol's p-values and arms (benchmarks/protocol/) against scipy's own tests and brute force."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import statistics
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-_SPEC = importlib.util.spec_from_file_location(
-    "search_protocol", Path(__file__).resolve().parent.parent / "benchmarks" / "search_protocol.py"
-)
-assert _SPEC is not None and _SPEC.loader is not None
-protocol = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(protocol)
+from conftest import benchmark_module
+
+with benchmark_module("protocol.arms") as arms, benchmark_module("protocol.stats") as protocol_stats:
+    pass  # imported once; their functions keep working after the path is restored
 
 
 @pytest.mark.parametrize(
@@ -28,7 +24,7 @@ _SPEC.loader.exec_module(protocol)
     ],
 )
 def test_welch_and_exact_permutation_p_values_match_scipy(a: list[float], b: list[float]) -> None:
-    welch, perm = protocol.welch_and_permutation(a, b)
+    welch, perm = protocol_stats.welch_and_permutation(a, b)
     assert welch == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
 
     def abs_diff(x: np.ndarray, y: np.ndarray, axis: int) -> np.ndarray:
@@ -75,7 +71,7 @@ def test_mobilenet_v2_style_lies_in_the_band_and_fills_gaps_that_uniform_widths_
     found = 0
     for i in range(1, 41):
         b = lo + (hi - lo) * i / 40
-        arch = protocol.mobilenet_v2_style(space, cost, 0.9 * b, b)
+        arch = arms.mobilenet_v2_style(space, cost, 0.9 * b, b)
         if arch is None:
             continue
         found += 1
@@ -95,7 +91,7 @@ def test_mobilenet_v2_style_lies_in_the_band_and_fills_gaps_that_uniform_widths_
     ]
     staged = space.architecture(max(space.resolutions), options)
     c = cost.of(staged)
-    arch = protocol.mobilenet_v2_style(space, cost, c, c)
+    arch = arms.mobilenet_v2_style(space, cost, c, c)
     assert arch is not None and cost.of(arch) == c
     widths = {layer.channels.index(o.c) for layer, o in zip(space.layers, arch.blocks, strict=True)
               if len(layer.channels) > 1}  # fmt: skip
@@ -117,7 +113,7 @@ def test_spread_puts_one_network_in_every_slice_even_where_sampling_finds_none()
     sampled = [evolution.random_in_band(space, cost, edges[i], edges[i + 1], 1, random.Random(5 + i), tries=tries)
                for i in range(n)]  # fmt: skip
     assert sum(not got for got in sampled) >= 2  # the ends of the range: sampling alone leaves slices empty
-    archs = protocol.spread(space, cost, n, seed=5, tries=tries)
+    archs = arms.spread(space, cost, n, seed=5, tries=tries)
     assert len(archs) == n
     for i, a in enumerate(archs):
         assert edges[i] <= cost.of(a) <= edges[i + 1] * (1 + 1e-9), (i, cost.of(a))
@@ -135,10 +131,10 @@ def test_walk_into_reaches_a_narrow_interval_and_refuses_an_impossible_one() -> 
     cost = make_cost("flops", space, None)
     (cheapest, lo), hi = cost.smallest(space), cost.largest(space)[1]
     target = lo + 0.77 * (hi - lo)
-    a = protocol.walk_into(space, cost, target * 0.995, target, cheapest, random.Random(0))
+    a = arms.walk_into(space, cost, target * 0.995, target, cheapest, random.Random(0))
     assert target * 0.995 <= cost.of(a) <= target
     with pytest.raises(RuntimeError, match="no architecture found"):
-        protocol.walk_into(space, cost, hi * 1.5, hi * 2, cheapest, random.Random(0), steps=200)
+        arms.walk_into(space, cost, hi * 1.5, hi * 2, cheapest, random.Random(0), steps=200)
 
 
 def _tau_by_pairs(x: list[float], y: list[float]) -> float:
@@ -162,7 +158,7 @@ def test_ranking_rows_put_the_largest_disagreement_first_and_bound_tau_leaving_o
     alone = [0.40, 0.42, 0.45, 0.47, 0.50, 0.53]
     supernet = [0.30, 0.31, 0.34, 0.36, 0.38, 0.25]  # the last network: best alone, worst through the supernet
     pairs = [(s, a, float(i)) for i, (s, a) in enumerate(zip(supernet, alone, strict=True))]
-    rows, lo_tau, hi_tau = protocol.ranking_rows(archs, pairs)
+    rows, lo_tau, hi_tau = protocol_stats.ranking_rows(archs, pairs)
     assert len(rows) == 6
     assert rows[0].startswith("| 5 |") and rows[0].endswith("| 1 | 6 |")  # rank 1 through the supernet, 6 alone
     loo = [_tau_by_pairs([s for j, s in enumerate(supernet) if j != i], [a for j, a in enumerate(alone) if j != i])
@@ -174,11 +170,11 @@ def test_ranking_rows_put_the_largest_disagreement_first_and_bound_tau_leaving_o
 
 def test_the_tau_ceiling_falls_as_the_retrain_noise_grows() -> None:
     standalone = [0.40 + 0.01 * i for i in range(12)]  # one point apart
-    assert protocol.tau_ceiling(standalone, 0.0, draws=50) == pytest.approx((1.0, 1.0, 1.0))  # no noise: perfect
-    small = protocol.tau_ceiling(standalone, 0.002, draws=400)
-    large = protocol.tau_ceiling(standalone, 0.05, draws=400)
+    assert protocol_stats.tau_ceiling(standalone, 0.0, draws=50) == pytest.approx((1.0, 1.0, 1.0))  # no noise: perfect
+    small = protocol_stats.tau_ceiling(standalone, 0.002, draws=400)
+    large = protocol_stats.tau_ceiling(standalone, 0.05, draws=400)
     assert 0.85 < small[1] <= 1.0 and large[1] < small[1] - 0.3
-    assert abs(protocol.tau_ceiling(standalone, 10.0, draws=400)[1]) < 0.15  # noise swamps the order
+    assert abs(protocol_stats.tau_ceiling(standalone, 10.0, draws=400)[1]) < 0.15  # noise swamps the order
     assert small[0] <= small[1] <= small[2]
 
 

@@ -162,7 +162,7 @@ def test_search_folders_come_in_seed_order_not_name_order(tmp_path: Path) -> Non
     for seed in (10, 2, 0):
         (tmp_path / f"search-seed{seed}").mkdir()
     (tmp_path / "results.json").write_text("{}")
-    with benchmark_module("search_protocol") as module:
+    with benchmark_module("protocol.arms") as module:
         assert [p.name for p in module.search_folders(tmp_path)] == ["search-seed0", "search-seed2", "search-seed10"]
 
 
