@@ -406,10 +406,15 @@ def test_raw_wins_when_the_measurements_are_noisier_than_the_lut(lut: Path) -> N
 
 
 def test_the_command_line_offers_every_calibration_model() -> None:
-    from hwnas.cli.lut import CALIBRATION_MODELS
-    from hwnas.latency.predictor import MODELS
+    import argparse
 
-    assert CALIBRATION_MODELS == ("auto", *MODELS)
+    from hwnas.cli import build_parser
+    from hwnas.latency.predictor import MODEL_SHAPES, MODELS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    lut = next(a for a in sub.choices["lut"]._actions if isinstance(a, argparse._SubParsersAction))
+    model = next(a for a in lut.choices["validate"]._actions if a.dest == "model")
+    assert tuple(model.choices) == ("auto", *MODELS) and set(MODELS) == {*MODEL_SHAPES, "raw"}
 
 
 def test_auto_passes_over_models_that_predict_a_network_of_the_space_at_or_below_zero(lut: Path) -> None:

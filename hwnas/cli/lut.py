@@ -19,14 +19,13 @@ from hwnas.cli.common import (
 from hwnas.core.errors import HwnasError
 from hwnas.core.formats import PRECISIONS
 from hwnas.core.options import positive_int
+from hwnas.latency.calibration_models import AUTO, MODELS
 
 if TYPE_CHECKING:
     pass
 
 
-# hwnas.latency.predictor.MODELS, spelled out so that building the parser imports no numpy
-# (tests/test_predictor.py checks that the two agree)
-CALIBRATION_MODELS = ("auto", "linear", "per-op", "per-op-scale", "full", "raw")
+CALIBRATION_MODELS = (AUTO, *MODELS)  # what --model offers
 
 
 def cmd_lut_show(args: argparse.Namespace) -> None:

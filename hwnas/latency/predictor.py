@@ -33,16 +33,13 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.latency.calibration_models import MODEL_SHAPES, MODELS, RAW
 from hwnas.latency.store import LutError, LutStore, identity
 from hwnas.latency.table import LatencyTable
 from hwnas.spaces.arch import Architecture
 from hwnas.spaces.kernels import KERNEL_OPS, Kernel, arch_kernels
 from hwnas.spaces.space import SearchSpace
 
-# model -> (one scale for all ops?, one per-kernel constant for all ops?)
-MODEL_SHAPES = {"linear": (True, True), "per-op": (True, False), "per-op-scale": (False, True), "full": (False, False)}
-RAW = "raw"  # the LUT sum itself, nothing fitted
-MODELS = (*MODEL_SHAPES, RAW)
 CALIBRATION_META = "calibration"
 MIN_FIT = 8  # fewest whole networks a calibration is fitted on
 
