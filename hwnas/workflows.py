@@ -310,9 +310,8 @@ def export_and_check(
     from hwnas.export.pipeline import export_child, export_images
     from hwnas.export.request import ExportRequest
 
-    nhwc = options.get("nhwc")
     ExportRequest(formats, precisions, data=data, has_device=device is not None, lut=lut, budget_ms=budget_ms,
-                  gates=gates, layout=None if nhwc is None else "nhwc" if nhwc else "nchw",
+                  gates=gates, nhwc=options.get("nhwc"),
                   dynamic_batch=options.get("dynamic_batch", False), simplify=options.get("simplify", False)).check()  # fmt: skip
     if lut is not None and device is not None:  # a LUT of another device fails before anything is written
         from hwnas.latency.predictor import LatencyPredictor

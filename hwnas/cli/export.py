@@ -28,9 +28,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     formats = parse_formats(args.format)
     precisions = ["fp32"] + (["fp16"] if args.fp16 else []) + (["int8"] if args.int8 else [])
     gates = None if args.budget_gates is None else [g.strip() for g in args.budget_gates.split(",") if g.strip()]
-    layout = "nchw" if args.nchw else "nhwc" if args.nhwc else None
+    nhwc = False if args.nchw else True if args.nhwc else None
     ExportRequest(formats, precisions, data=args.data, has_device=bool(args.device), lut=args.lut,
-                  budget_ms=args.budget_ms, gates=gates, allow_over_budget=args.allow_over_budget, layout=layout,
+                  budget_ms=args.budget_ms, gates=gates, allow_over_budget=args.allow_over_budget, nhwc=nhwc,
                   dynamic_batch=args.dynamic_batch, simplify=args.simplify).check()  # fmt: skip
     device = open_device(args.device) if args.device else None
     child = load_child(args.arch, args.weights)
@@ -38,7 +38,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                                calibration_images=args.calibration_images, check_images=args.check_images,
                                device=device, lut=args.lut, budget_ms=args.budget_ms, force=args.force,
                                stem=args.name or (child.arch.name or "model"),
-                               **({} if layout is None else {"nhwc": layout == "nhwc"}),
+                               **({} if nhwc is None else {"nhwc": nhwc}),
                                dynamic_batch=args.dynamic_batch, simplify=args.simplify,
                                progress=not args.no_progress)  # fmt: skip
     results, over, noisy = outcome.files, outcome.over_budget, outcome.within_noise

@@ -23,7 +23,7 @@ class ExportRequest:
     budget_ms: float | None = None
     gates: Sequence[str] | None = None  # the precisions the budget can fail
     allow_over_budget: bool = False
-    layout: str | None = None  # "nhwc" or "nchw" when asked for (TFLite's input layout)
+    nhwc: bool | None = None  # TFLite's input layout when asked for (True --nhwc, False --nchw)
     dynamic_batch: bool = False
     simplify: bool = False
 
@@ -41,9 +41,10 @@ class ExportRequest:
                 raise HwnasError(f"{name} qualifies --budget-ms; give --budget-ms MS (and --device), or drop {name}")
         if self.lut and not self.has_device:
             raise HwnasError("--lut needs --device, the device the LUT describes and the files are measured on")
-        if self.layout is not None and "tflite" not in self.formats:
-            raise HwnasError(f"--{self.layout} sets the input layout of TFLite files (ONNX files are NCHW); add tflite "
-                             f"to --format, or drop --{self.layout}")  # fmt: skip
+        if self.nhwc is not None and "tflite" not in self.formats:
+            flag = "--nhwc" if self.nhwc else "--nchw"
+            raise HwnasError(f"{flag} sets the input layout of TFLite files (ONNX files are NCHW); add tflite to "
+                             f"--format, or drop {flag}")  # fmt: skip
         for name, given in (("--dynamic-batch", self.dynamic_batch), ("--simplify", self.simplify)):
             if given and "onnx" not in self.formats:
                 raise HwnasError(f"{name} applies to ONNX files only; add onnx to --format, or drop {name}")

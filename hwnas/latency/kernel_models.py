@@ -101,7 +101,6 @@ ARTIFACT_BUILDERS: dict[str, Callable[[Sequence[Kernel], int], list[bytes]]] = {
     "tflite": tflite_artifacts,
 }
 # The precisions a LUT can be profiled in, per format, in the form export produces them.
-PRECISIONS = FORMAT_PRECISIONS
 # int8 TFLite kernel models converted behind an input anchor that is cut off again (see tflite_int8_kernel)
 ANCHORED_INT8 = ("se", "gap")
 CALIBRATION_BATCHES = 4  # random-normal batches that calibrate an int8 model's ranges for timing
@@ -121,8 +120,10 @@ def at_precision(
     (:func:`hwnas.convert.onnx_export.onnx_int8`), TFLite float16 weights
     (:func:`hwnas.convert.tflite_export.fp16_weights`). TFLite int8 is quantized from the
     module, not from fp32 bytes: :func:`tflite_int8_kernel`."""
-    if precision not in PRECISIONS.get(fmt, ()):
-        raise ValueError(f"no {precision} form for {fmt} models; choose from {', '.join(PRECISIONS.get(fmt, ()))}")
+    if precision not in FORMAT_PRECISIONS.get(fmt, ()):
+        raise ValueError(
+            f"no {precision} form for {fmt} models; choose from {', '.join(FORMAT_PRECISIONS.get(fmt, ()))}"
+        )
     if fmt == "tflite" and precision == "int8":
         raise ValueError("TFLite int8 models are quantized from the module (tflite_int8_kernel), not from fp32 bytes")
     if precision == "fp32":
