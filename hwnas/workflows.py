@@ -216,23 +216,22 @@ def train_and_save(
     ``cfg.run``. ``cfg.split_seed`` picks the validation images; ``cfg.seed`` the initialization and
     the batch order.
     """
-    from hwnas.search.loop import load_images_for
     from hwnas.search.slicing import sliced_child_of_run
-    from hwnas.train.data import fit_notes, load_test_images, make_splits
+    from hwnas.train.data import fit_notes, load_splits
     from hwnas.train.training import save_child, train_child
     from hwnas.train.training import torch_device as make_device
 
     cfg.check()
-    train = load_images_for(cfg.data, arch.num_classes)
-    test = load_test_images(cfg.data, arch.num_classes)
-    splits = make_splits(train, test, arch.in_channels, arch.num_classes, limit=cfg.limit, seed=cfg.split_seed)
+    splits = load_splits(cfg.data, arch.num_classes, arch.in_channels, mode=cfg.data_mode, bad_images=cfg.bad_images,
+                         limit=cfg.limit, seed=cfg.split_seed, with_test=True, progress=progress)  # fmt: skip
     start = sliced_child_of_run(cfg.run, arch) if cfg.init == "supernet" and cfg.run is not None else None
     if before_training is not None:  # the inputs are checked: about to train
         before_training()
     result = train_child(arch, splits, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, init=start,
-                         seed=cfg.seed, device=make_device(cfg.torch_device), progress=progress)  # fmt: skip
+                         seed=cfg.seed, device=make_device(cfg.torch_device), progress=progress,
+                         streaming={"workers": cfg.workers, "bad_images": cfg.bad_images})  # fmt: skip
     save_child(out, result, arch, splits, {"init": cfg.init, "data": cfg.data, "epochs": cfg.epochs})
-    result.notes = fit_notes(splits, arch.resolution)
+    result.notes = [*fit_notes(splits, arch.resolution), *result.notes]
     return result
 
 

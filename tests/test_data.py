@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hwnas.train.data import DataError, batches, load_images, load_test_images, make_splits, synthetic
+from hwnas.train.batches import augment, batches
+from hwnas.train.data import DataError, load_images, load_test_images, make_splits, synthetic
 
 from conftest import SHARED_DATA
 
@@ -73,9 +74,12 @@ def test_image_folder(tmp_path: Path) -> None:
     images = load_images(str(tmp_path))
     assert images.classes == ["cat", "dog"] and images.y.tolist() == [0, 0, 0, 1, 1, 1]
     assert images.x.shape == (6, 3, 6, 6) and int(images.x[4, 0, 0, 0]) == 41
-    Image.fromarray(np.zeros((5, 6, 3), dtype=np.uint8)).save(tmp_path / "cat" / "odd.png")
-    with pytest.raises(DataError, match="resize the folder to one size"):
-        load_images(str(tmp_path))
+    # an image of another size is brought to the first one's (bilinear), in memory as streamed
+    Image.fromarray(np.full((5, 9, 3), 77, dtype=np.uint8)).save(tmp_path / "cat" / "odd.png")
+    for mode in ("memory", "stream"):
+        images = load_images(str(tmp_path), mode=mode)
+        odd = images.pixels([3])  # cat/0, 1, 2, then odd.png
+        assert images.shape == (3, 6, 6) and odd.shape == (1, 3, 6, 6) and int(odd.min()) == int(odd.max()) == 77
 
 
 def test_bad_sources(tmp_path: Path) -> None:
@@ -125,10 +129,8 @@ def test_batched_augmentation_is_the_per_image_crop_and_flip() -> None:
     """The batched gather against a plain per-image reference fed the same random draws."""
     from torch.nn import functional as F
 
-    from hwnas.train.data import _augment
-
     x = torch.rand(9, 3, 16, 12)
-    out = _augment(x, torch.Generator().manual_seed(5))
+    out = augment(x, torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)
     pad = 16 // 8
     dy = torch.randint(0, 2 * pad + 1, (9,), generator=g)

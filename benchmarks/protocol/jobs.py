@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 
-from hwnas.search.loop import Search, SearchConfig, load_images_for
+from hwnas.search.loop import Search, SearchConfig
 from hwnas.spaces import get_space
 from hwnas.spaces.arch import Architecture
 from hwnas.train.checkpoints import has_search_checkpoint
-from hwnas.train.data import load_test_images, make_splits
+from hwnas.train.data import load_splits
 from hwnas.train.training import evaluate, torch_device, train_child
 
 WORKER: dict[str, Any] = {}  # the data a worker process loads once (worker_init)
@@ -23,9 +23,8 @@ def worker_init(data: str, space_name: str, limit: int, split_seed: int, threads
     """Load the data once per worker process."""
     torch.set_num_threads(threads)
     space = get_space(space_name)
-    train = load_images_for(data, space.num_classes)
-    WORKER["splits"] = make_splits(train, load_test_images(data, space.num_classes), space.in_channels,
-                                    space.num_classes, limit=limit, seed=split_seed)  # fmt: skip
+    WORKER["splits"] = load_splits(data, space.num_classes, space.in_channels, limit=limit, seed=split_seed,
+                                   with_test=True)  # fmt: skip
     WORKER["space"] = space
 
 

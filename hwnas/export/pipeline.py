@@ -309,8 +309,8 @@ def export_images(
     from hwnas.train.data import load_images, load_test_images
 
     arch = child.arch
-    train = load_images(data)
-    test = load_test_images(data, arch.num_classes) or train
+    train = load_images(data, mode="auto")  # a large folder stays on disk: only the few images used are decoded
+    test = load_test_images(data, arch.num_classes, mode="auto") or train
     mean = torch.tensor(child.mean or [0.5] * arch.in_channels)
     std = torch.tensor(child.std or [0.25] * arch.in_channels)
 
@@ -323,7 +323,7 @@ def export_images(
         return ((x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)).numpy().astype(np.float32)
 
     g = torch.Generator().manual_seed(0)
-    calibration = [prep(train.x[i : i + 1]) for i in torch.randperm(len(train), generator=g)[:n_calibration].tolist()]
+    calibration = [prep(train.pixels([i])) for i in torch.randperm(len(train), generator=g)[:n_calibration].tolist()]
     pick = torch.randperm(len(test), generator=g)[:n_check]
-    labelled = (prep(test.x[pick]), test.y[pick].numpy())
+    labelled = (prep(test.pixels(pick)), test.y[pick].numpy())
     return labelled[0][:16], calibration, labelled

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hwnas.core.errors import HwnasError
-from hwnas.core.options import nonnegative_int, option, positive_float, positive_int, required
+from hwnas.core.options import nonnegative_float, nonnegative_int, option, positive_float, positive_int, required
+from hwnas.train.config import (
+    BAD_IMAGES,
+    BAD_IMAGES_HELP,
+    DATA_MODE_HELP,
+    DATA_MODES,
+    WORKERS_HELP,
+    check_data_settings,
+)
 
 # how the ops of a layer hold their weights (hwnas.search.supernet's module docstring)
 PATHS = ("masked", "masked-se", "explicit")
@@ -28,6 +36,9 @@ BEFORE_FIELD_EXISTED: dict[str, Any] = {
     "relaxed_weights": True,
     "selection_resolution": "supernet",
 }
+# Settings that change how a run reads its data or saves itself, never what it computes: a resumed
+# run may change them (--epochs too, to extend a run).
+HOW_IT_RUNS = ("epochs", "data_mode", "workers", "bad_images", "checkpoint_every")
 # How the trained child (the sampled-child step, and the sandwich's third child) is drawn: from the
 # choice probabilities (alpha), uniformly per factor (uniform), or the two on alternate weight steps
 # (mixed). alpha is the default: mixed did not rank better (docs/notebook/search-protocol.md,
@@ -94,6 +105,12 @@ class SearchConfig:
     split_seed: int = option(0, type=int, help="which images are held out for the alphas and validation; fixed "
                              "across --seed (default 0)")  # fmt: skip
     torch_device: str = option("cpu", help="cpu, cuda, cuda:N or auto")
+    data_mode: str = option("auto", choices=DATA_MODES, help=DATA_MODE_HELP)
+    workers: int | None = option(None, type=nonnegative_int, help=WORKERS_HELP)
+    bad_images: str = option("stop", choices=BAD_IMAGES, help=BAD_IMAGES_HELP)
+    checkpoint_every: float = option(600.0, type=nonnegative_float,
+                                     help="seconds between checkpoints inside an epoch, besides the one at each "
+                                          "epoch's end (default 600; 0: after every step)")  # fmt: skip
 
     @classmethod
     def from_saved(cls, saved: dict[str, Any]) -> SearchConfig:
@@ -102,6 +119,7 @@ class SearchConfig:
         return cls(**{**BEFORE_FIELD_EXISTED, **saved})
 
     def check(self) -> None:
+        check_data_settings(self.data_mode, self.bad_images)
         for b in [self.budget, *self.budgets]:
             if not (isinstance(b, (int, float)) and math.isfinite(b) and b > 0):
                 raise HwnasError(f"the budget must be a finite number > 0, got {b}")

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from hwnas.core.errors import HwnasError
 from hwnas.core.fileio import write_text_atomic
 from hwnas.core.progress import progress_bar
-from hwnas.search.config import BEFORE_FIELD_EXISTED, SearchConfig
+from hwnas.search.config import BEFORE_FIELD_EXISTED, HOW_IT_RUNS, SearchConfig
 from hwnas.search.cost import SearchCost, make_cost
 from hwnas.search.derive import GROW_TO, Derivation, check_budget, derive
 from hwnas.search.evolution import evolve
@@ -52,6 +52,7 @@ from hwnas.search.select import (
 from hwnas.search.supernet import SuperNet
 from hwnas.spaces.arch import Architecture
 from hwnas.spaces.space import Option, SearchSpace, get_space
+from hwnas.train.batches import Batches
 from hwnas.train.checkpoints import (
     checkpoint_path,
     has_search_checkpoint,
@@ -60,7 +61,7 @@ from hwnas.train.checkpoints import (
     set_rng_states,
     write_search_checkpoint,
 )
-from hwnas.train.data import DataSplits, Images, batches, load_images, make_splits
+from hwnas.train.data import DataSplits, Images, load_splits
 from hwnas.train.training import cosine, evaluate, param_groups, torch_device, training_layout
 
 BN_BATCHES = 8  # batches to re-estimate BatchNorm statistics of the argmax architecture
@@ -107,6 +108,14 @@ class Search:
             raise HwnasError(f"{self.out} already holds a search; pass --resume to continue it, or use another --out")
         if resume and not has_search_checkpoint(self.out):
             raise HwnasError(f"{self.out}: no checkpoint to resume from; run without --resume to start")
+        self.skipped: set[str] = set()  # unreadable images skipped (--bad-images skip)
+        self._streaming: dict[str, Any] = {
+            "workers": cfg.workers,
+            "bad_images": cfg.bad_images,
+            "skipped": self.skipped,
+        }
+        self._resume_point: dict[str, Any] | None = None  # where a checkpoint taken inside an epoch stopped
+        self._saved_at = time.perf_counter()
         self.splits = self._data()
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
@@ -146,9 +155,10 @@ class Search:
 
     def _data(self) -> DataSplits:
         cfg, space = self.cfg, self.space
-        train = load_images_for(cfg.data, space.num_classes)
-        return make_splits(train, None, space.in_channels, space.num_classes, cfg.val_fraction, cfg.alpha_fraction,
-                           cfg.limit, cfg.split_seed)  # fmt: skip
+        return load_splits(cfg.data, space.num_classes, space.in_channels, mode=cfg.data_mode,
+                           bad_images=cfg.bad_images, limit=cfg.limit, seed=cfg.split_seed,
+                           val_fraction=cfg.val_fraction, alpha_fraction=cfg.alpha_fraction,
+                           progress=self.progress)  # fmt: skip
 
     # --- checkpoint --------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -166,8 +176,14 @@ class Search:
             "rng": rng_states(),
         }
 
-    def _save(self) -> None:
-        write_search_checkpoint(checkpoint_path(self.out), self._state())
+    def _save(self, mid_epoch: dict[str, Any] | None = None) -> None:
+        """A checkpoint at the end of an epoch, or inside one (``mid_epoch``: where the epoch's
+        batches, generators and sums stood after its last finished step)."""
+        state = self._state()
+        if mid_epoch is not None:
+            state["mid_epoch"] = mid_epoch
+        write_search_checkpoint(checkpoint_path(self.out), state)
+        self._saved_at = time.perf_counter()
 
     def _load(self) -> None:
         path = checkpoint_path(self.out)
@@ -177,7 +193,7 @@ class Search:
         changed = [
             f.name
             for f in fields(SearchConfig)
-            if f.name != "epochs" and saved.get(f.name) != getattr(self.cfg, f.name)
+            if f.name not in HOW_IT_RUNS and saved.get(f.name) != getattr(self.cfg, f.name)
         ]
         if changed:
             diffs = ", ".join(f"{k}: {saved.get(k)!r} vs {getattr(self.cfg, k)!r}" for k in changed)
@@ -193,16 +209,25 @@ class Search:
         self.penalty.lam, self.epoch = float(state["lambda"]), int(state["epoch"])
         self.metrics, self.probs, self.timing = state["metrics"], state["probs"], state["timing"]
         set_rng_states(state["rng"], str(path))
+        point = state.get("mid_epoch")
+        if point is not None:
+            try:
+                self._resume_point = _checked_point(point, self.splits)
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                raise HwnasError(f"{path}: corrupt content (mid-epoch position: {first[:160]}); "
+                                 "start a new --out") from None  # fmt: skip
 
     # --- loop --------------------------------------------------------------------------------
     def run(self) -> SearchResult:
         start = time.perf_counter()
         cfg = self.cfg
         with progress_bar(self.progress, status=True) as bar:
-            task = bar.add_task("searching", total=cfg.epochs * self.steps_per_epoch,
-                                completed=self.epoch * self.steps_per_epoch, status="")  # fmt: skip
+            done = self.epoch * self.steps_per_epoch + (self._resume_point or {}).get("step", 0)
+            task = bar.add_task("searching", total=cfg.epochs * self.steps_per_epoch, completed=done,
+                                status="")  # fmt: skip
             while self.epoch < cfg.epochs:
-                t0 = time.perf_counter()
+                t0 = time.perf_counter() - (self._resume_point or {}).get("seconds", 0.0)
                 row = self._epoch(lambda: bar.advance(task))
                 row["seconds"] = time.perf_counter() - t0
                 self.metrics.append(row)
@@ -236,8 +261,8 @@ class Search:
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 900_000 + i)
             weights = self.net.weight_parameters()
             self.net.train()  # batch statistics, as in the search's own architecture steps
-            for x, y in batches(self.splits.alphas, cfg.batch_size, self.splits.mean, self.splits.std, gen,
-                                drop_last=True, device=self.device):  # fmt: skip
+            for x, y in Batches(self.splits.alphas, cfg.batch_size, self.splits.mean, self.splits.std, gen,
+                                drop_last=True, device=self.device, **self._streaming):  # fmt: skip
                 self._arch_step(x, y, cfg.tau_end, weights, penalty, opt)
             d = self._select(budget)
             folder = self.out / f"budget-{budget:g}"
@@ -295,7 +320,7 @@ class Search:
             if key not in accuracy:
                 self._recalibrate_bn(arch)
                 accuracy[key] = evaluate(self.net, images, self.splits.mean, self.splits.std, self.device,
-                                         arch=arch)  # fmt: skip
+                                         streaming=self._streaming, arch=arch)  # fmt: skip
             return accuracy[key]
 
         if cfg.evolution > 0 and found:
@@ -342,17 +367,27 @@ class Search:
 
     def _epoch(self, advance: Any) -> dict[str, Any]:
         cfg, net, dev = self.cfg, self.net, self.device
-        self._alpha_start = self._alphas()
+        point, self._resume_point = self._resume_point, None
         tau = cfg.tau(self.epoch)
         search_arch = self.epoch >= self.warmup
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
         gen_a = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch + 500_000)
-        alpha_batches = _cycle(lambda: batches(self.splits.alphas, cfg.batch_size, self.splits.mean, self.splits.std,
-                                               gen_a, augment=False, drop_last=True, device=dev))  # fmt: skip
+        data = self.splits
+        alpha_batches = _Cycle(lambda state: Batches(data.alphas, cfg.batch_size, data.mean, data.std, gen_a,
+                                                     drop_last=True, device=dev, state=state, **self._streaming),
+                               point["alphas"] if point else None)  # fmt: skip
+        weight_batches = Batches(data.weights, cfg.batch_size, data.mean, data.std, gen, augment=True, drop_last=True,
+                                 device=dev, state=point["weights"] if point else None, **self._streaming)  # fmt: skip
         sums = {"w_loss": 0.0, "w_acc": 0.0, "a_ce": 0.0, "n": 0, "na": 0}
+        self._alpha_start = self._alphas()
+        if point is not None:  # resumed inside this epoch: go on from its last finished step
+            gen.set_state(point["gen"])
+            gen_a.set_state(point["gen_a"])
+            sums, self._alpha_start = {**sums, **point["sums"]}, point["alpha_start"]
+        started = time.perf_counter() - (point["seconds"] if point else 0.0)
         weights = net.weight_parameters()
-        for step, (x, y) in enumerate(batches(self.splits.weights, cfg.batch_size, self.splits.mean, self.splits.std,
-                                              gen, augment=True, drop_last=True, device=dev)):  # fmt: skip
+        for x, y in weight_batches:
+            step = weight_batches.given - 1
             net.train()
             uniform = cfg.child_sampling == "uniform" or (cfg.child_sampling == "mixed" and step % 2 == 0)
             t = time.perf_counter()
@@ -383,6 +418,11 @@ class Search:
                 sums["a_ce"] += self._arch_step(xa.to(dev), ya.to(dev), tau, weights)
                 sums["na"] += 1
             advance()
+            last = weight_batches.given >= len(weight_batches)
+            if not last and time.perf_counter() - self._saved_at >= cfg.checkpoint_every:
+                self._save({"step": step + 1, "weights": weight_batches.state(), "alphas": alpha_batches.state(),
+                            "gen": gen.get_state(), "gen_a": gen_a.get_state(), "sums": dict(sums),
+                            "alpha_start": self._alpha_start, "seconds": time.perf_counter() - started})  # fmt: skip
         return self._epoch_row(tau, sums)
 
     def _sandwich_step(
@@ -445,7 +485,8 @@ class Search:
         e_cost = float(self.expected(res, probs))
         argmax = net.derive()
         self._recalibrate_bn(argmax)
-        val = evaluate(net, self.splits.val, self.splits.mean, self.splits.std, self.device, arch=argmax)
+        val = evaluate(net, self.splits.val, self.splits.mean, self.splits.std, self.device,
+                       streaming=self._streaming, arch=argmax)  # fmt: skip
         alphas = self._alphas()
         start = self._alpha_start if self._alpha_start is not None else alphas
         moved = {"alpha_max_change": float((alphas - start).abs().max()), "alpha_max_abs": float(alphas.abs().max())}
@@ -492,10 +533,10 @@ class Search:
         self.net.train()
         gen = torch.Generator().manual_seed(self.cfg.seed + 17)
         cpu_state = torch.get_rng_state()
-        for i, (x, _) in enumerate(batches(self.splits.weights, self.cfg.batch_size, self.splits.mean,
-                                           self.splits.std, gen)):  # fmt: skip
-            if i >= BN_BATCHES:
-                break
+        shown = Batches(self.splits.weights, self.cfg.batch_size, self.splits.mean, self.splits.std, gen,
+                        **self._streaming)  # fmt: skip
+        shown.stop = min(shown.stop, BN_BATCHES * self.cfg.batch_size)  # decode no more than it uses
+        for x, _ in shown:
             self.net(x.to(self.device), arch=arch)
         torch.set_rng_state(cpu_state)  # the recalibration must not shift the search's random stream
         for m in bns:
@@ -540,24 +581,50 @@ def _differences(a: Architecture, b: Architecture) -> int:
     return sum(x != y for x, y in zip(a.blocks, b.blocks, strict=True)) + (a.resolution != b.resolution)
 
 
-def _cycle(make: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    while True:
-        empty = True
-        for item in make():
-            empty = False
-            yield item
-        if empty:
-            raise HwnasError("the alphas split is smaller than one batch; use more data or a smaller --batch-size")
+class _Cycle:
+    """Batches of a split pass after pass without end (the architecture steps' alphas split); a
+    pass is made by ``make(state)``, the first one from ``state`` when resumed."""
+
+    def __init__(self, make: Callable[[dict[str, Any] | None], Batches], state: dict[str, Any] | None) -> None:
+        self.make = make
+        self.current: Batches | None = make(state) if state is not None else None
+        self.it: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = iter(self.current) if self.current else None
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        while True:
+            fresh = self.it is None
+            if self.it is None:
+                self.current = self.make(None)
+                self.it = iter(self.current)
+            item = next(self.it, None)
+            if item is not None:
+                return item
+            if fresh:
+                raise HwnasError("the alphas split is smaller than one batch; use more data or a smaller --batch-size")
+            self.it = None
+
+    def state(self) -> dict[str, Any] | None:
+        return self.current.state() if self.current is not None else None
+
+
+def _checked_point(point: Any, splits: DataSplits) -> dict[str, Any]:
+    """A checkpoint's mid-epoch position, its fields type-checked against the splits."""
+    for name in ("gen", "gen_a"):
+        if not (isinstance(point[name], torch.Tensor) and point[name].dtype == torch.uint8):
+            raise ValueError(f"{name} is not a generator state")
+    for name, split in (("weights", splits.weights), ("alphas", splits.alphas)):
+        part = point[name]
+        if part is None and name == "alphas":
+            continue
+        order = part["order"]
+        if not (isinstance(order, torch.Tensor) and order.ndim == 1 and len(order) == len(split)):
+            raise ValueError(f"the {name} order does not cover the {name} split's {len(split)} images")
+        if sorted(order.tolist()) != list(range(len(split))) or not 0 <= int(part["given"]) <= len(split):
+            raise ValueError(f"the {name} order is not a permutation of the split")
+    if not isinstance(point["alpha_start"], torch.Tensor) or not isinstance(point["sums"], dict):
+        raise ValueError("sums")
+    return {**point, "step": int(point["step"]), "seconds": float(point["seconds"])}
 
 
 def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False, progress: bool = True) -> SearchResult:
     return Search(cfg, out, resume=resume, progress=progress).run()
-
-
-def load_images_for(data: str, num_classes: int, split: str = "train") -> Images:
-    """Images of ``data`` (synthetic data gets ``num_classes`` classes unless it says otherwise)."""
-    if data.startswith("synthetic"):
-        opts = data.partition(":")[2]
-        if "classes=" not in opts:
-            data = f"synthetic:{opts + ',' if opts else ''}classes={num_classes}"
-    return load_images(data, split)

@@ -1,4 +1,4 @@
-"""Image data for search and training: in memory, as uint8 tensors, with the usual augmentation.
+"""Image data for search and training, in memory or streamed from disk, with the usual augmentation.
 
 Sources (``load_images(spec)``):
 
@@ -10,49 +10,90 @@ Sources (``load_images(spec)``):
   and optionally ``classes`` (one name per label, text);
 * a ``.npz`` in the CIFAR-10 JPEG archive form (``data``, ``offsets``, ``label``, ``split``: each
   image's JPEG bytes concatenated, with labels and a train/test flag), from any path;
-* a folder of class sub-folders holding image files (ImageFolder layout).
+* a folder of class sub-folders holding image files (ImageFolder layout), or ``train/`` and
+  ``val/`` (or ``test/``) folders of class sub-folders (the ImageNet layout, with a test split).
 
-Everything is decoded once into a ``uint8 [N, C, H, W]`` tensor. Batches are drawn by index from
-a seeded generator; training batches are augmented on the fly (random crop from a 1/8-padded
-image and horizontal flip) and normalized by the training images' per-channel mean and std.
+**Memory or stream** (:data:`~hwnas.train.config.DATA_MODES`). In memory, a dataset is decoded once
+into a ``uint8 [N, C, H, W]`` tensor. Streamed, an image folder or a JPEG archive stays encoded on
+disk: :class:`Images` then holds indices into its :class:`~hwnas.train.files.EncodedImages`, and
+batches are decoded in DataLoader workers (:mod:`hwnas.train.loader`). ``auto`` streams when the
+decoded images would take more than :data:`MEMORY_SHARE` of the memory available, and says so.
+Arrays in an ``.npz`` and synthetic data are arrays already: always in memory. Every image is
+brought to the first image's size (bilinear), in both modes.
+
+Batches are drawn by index from a seeded generator, the same draws in both modes, so the two
+give the same batches; training batches are augmented (random crop from a 1/8-padded image and
+horizontal flip) and normalized by the training images' per-channel mean and std.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import struct
-from collections.abc import Iterator
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from hwnas.core.errors import HwnasError
+from hwnas.train.decode import DataError
+from hwnas.train.files import EncodedImages, _labels, open_archive, scan_folder, split_folders
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+__all__ = ["DataError", "DataSplits", "Images", "load_images", "load_test_images", "make_splits"]
 
-
-class DataError(HwnasError):
-    """A dataset that is missing, empty or in a form hwnas does not read."""
+MEMORY_SHARE = 0.25  # auto: in memory while the decoded images take at most this share of the available memory
+MEAN_SAMPLE = 4096  # streamed: the normalization's mean and std come from this many training images
 
 
 @dataclass
 class Images:
-    """Images ``uint8 [N, C, H, W]`` with labels ``int64 [N]``."""
+    """Images with labels ``int64 [N]``: decoded, ``x`` is ``uint8 [N, C, H, W]``; streamed, ``x``
+    is None and image ``i`` is ``files.read(index[i])``."""
 
-    x: torch.Tensor
+    x: torch.Tensor | None
     y: torch.Tensor
     classes: list[str]
     name: str
+    files: EncodedImages | None = None
+    index: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.y.numel())
 
+    @property
+    def streamed(self) -> bool:
+        return self.x is None
+
     def subset(self, index: torch.Tensor) -> Images:
-        return Images(self.x[index], self.y[index], self.classes, self.name)
+        if self.x is not None:
+            return Images(self.x[index], self.y[index], self.classes, self.name)
+        assert self.index is not None
+        return Images(None, self.y[index], self.classes, self.name, self.files, self.index[index])
+
+    def join(self, other: Images) -> Images:
+        """These images, then ``other``'s (of the same dataset)."""
+        y = torch.cat([self.y, other.y])
+        if self.x is not None and other.x is not None:
+            return Images(torch.cat([self.x, other.x]), y, self.classes, self.name)
+        assert self.index is not None and other.index is not None and self.files is other.files
+        return Images(None, y, self.classes, self.name, self.files, torch.cat([self.index, other.index]))
+
+    def pixels(self, idx: torch.Tensor | list[int]) -> torch.Tensor:
+        """Images ``idx`` as ``uint8 [B, C, H, W]`` (decoded here when streamed)."""
+        if self.x is not None:
+            return self.x[idx]
+        assert self.files is not None and self.index is not None
+        rows = [int(self.index[int(i)]) for i in idx]
+        return torch.from_numpy(np.stack([self.files.read(r) for r in rows]).transpose(0, 3, 1, 2).copy())
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        if self.x is not None:
+            c, h, w = self.x.shape[1:]
+            return int(c), int(h), int(w)
+        assert self.files is not None
+        return (3, *self.files.first_size())
 
     @property
     def num_classes(self) -> int:
@@ -77,23 +118,123 @@ class DataSplits:
         candidates through the supernet on these (1,400 images instead of 500 in the search issue's
         CPU protocol), since one accuracy on 500 images has a standard error of about 2 points, as
         large as the differences between the candidates it has to order."""
-        return Images(torch.cat([self.val.x, self.alphas.x]), torch.cat([self.val.y, self.alphas.y]),
-                      self.val.classes, self.val.name)  # fmt: skip
+        return self.val.join(self.alphas)
 
 
 # --- sources --------------------------------------------------------------------------------
-def load_images(spec: str, split: str = "train") -> Images:
-    """Load a dataset (see the module docstring); ``split`` picks train/test where the source has both."""
+def load_images(spec: str, split: str = "train", mode: str = "memory", notes: list[str] | None = None,
+                bad_images: str = "stop", progress: bool = False) -> Images:  # fmt: skip
+    """Load a dataset (see the module docstring); ``split`` picks train/test where the source has
+    both; ``mode`` is memory, stream or auto. What was decided (the mode and why, images skipped) is
+    appended to ``notes`` in words. ``bad_images`` (stop or skip) says what an unreadable image
+    does while the images are decoded into memory."""
+    notes = notes if notes is not None else []
+    reading = (mode, notes, bad_images, progress)
     if spec == "synthetic" or spec.startswith("synthetic:"):
+        _array_mode(spec, mode, notes)
         return synthetic(**_options(spec.partition(":")[2]), split=split)
     path = Path(spec)
     if not path.exists():
         raise DataError(f"{spec}: no such file or folder; give an .npz file, an image folder, or 'synthetic'")
     if path.is_dir():
-        return _image_folder(path)
+        train, test = split_folders(path)
+        files = scan_folder(train)
+        if test is not None:
+            test_files = scan_folder(test, files.classes)
+            files = test_files if split == "test" else files
+        elif split == "test":
+            raise DataError(f"{spec}: no test split (an image folder has one in the ImageNet layout: train/ and val/)")
+        return _from_files(files, *reading)
     if path.suffix.lower() != ".npz":
         raise DataError(f"{spec}: not a dataset hwnas reads; give an .npz file, an image folder, or 'synthetic'")
-    return _npz(path, split)
+    return _npz(path, split, *reading)
+
+
+def _array_mode(spec: str, mode: str, notes: list[str]) -> None:
+    if mode == "stream":
+        notes.append(f"{spec}: arrays (synthetic data, x and y in an .npz) are read into memory; --data-mode "
+                     "stream applies to image folders and JPEG archives")  # fmt: skip
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (``MemAvailable``), or half the machine's."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def choose_mode(files: EncodedImages, mode: str) -> tuple[str, str]:
+    """``(memory or stream, why in words)`` for ``files`` and the requested ``mode``."""
+    need, avail = files.decoded_bytes(), available_memory()
+    size = f"decoded, its {len(files):,} images take {_gb(need)} of the {_gb(avail)} available"
+    if mode in ("memory", "stream"):
+        return mode, f"{files.name}: {mode} mode (--data-mode {mode}); {size}"
+    chosen = "memory" if need <= MEMORY_SHARE * avail else "stream"
+    rule = "at most" if chosen == "memory" else "more than"
+    return chosen, (f"{files.name}: {chosen} mode: {size}, {rule} {MEMORY_SHARE:.0%} of it "
+                    "(--data-mode memory or stream overrides)")  # fmt: skip
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n < 1e11 else f"{n / 1e9:,.0f} GB"
+
+
+def _from_files(files: EncodedImages, mode: str, notes: list[str], bad_images: str, progress: bool) -> Images:
+    files.first_size()
+    chosen, why = choose_mode(files, mode)
+    notes.append(why)
+    y = torch.from_numpy(files.labels)
+    if chosen == "stream":
+        return Images(None, y, files.classes, files.name, files, torch.arange(len(files)))
+    from hwnas.train.loader import decode_all
+
+    skipped: set[str] = set()
+    x, kept = decode_all(files, bad_images, progress, skipped)
+    if skipped:
+        notes.append(f"{files.name}: {len(skipped)} unreadable image(s) skipped (--bad-images skip), "
+                     f"e.g. {sorted(skipped)[0]}")  # fmt: skip
+    return Images(x, y[kept], files.classes, files.name)
+
+
+def load_splits(
+    data: str,
+    num_classes: int,
+    in_channels: int,
+    *,
+    mode: str = "memory",
+    bad_images: str = "stop",
+    limit: int | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    alpha_fraction: float = 0.2,
+    with_test: bool = False,
+    progress: bool = False,
+) -> DataSplits:
+    """The splits (:func:`make_splits`) of the dataset ``data``, read in ``mode`` (synthetic data gets
+    ``num_classes`` classes unless it says otherwise), with its test split when ``with_test``. Their
+    ``notes`` say how the data was read."""
+    data = with_classes(data, num_classes)
+    notes: list[str] = []
+    train = load_images(data, "train", mode, notes, bad_images, progress)
+    test = load_test_images(data, num_classes, mode, notes, bad_images) if with_test else None
+    return make_splits(train, test, in_channels, num_classes, val_fraction, alpha_fraction, limit, seed, bad_images,
+                       notes)  # fmt: skip
+
+
+def with_classes(data: str, num_classes: int) -> str:
+    """``data``, where it is synthetic without a class count, with ``num_classes`` classes."""
+    if data.startswith("synthetic") and "classes=" not in data:
+        opts = data.partition(":")[2]
+        return f"synthetic:{opts + ',' if opts else ''}classes={num_classes}"
+    return data
 
 
 def _options(text: str) -> dict[str, int]:
@@ -127,14 +268,14 @@ def synthetic(n: int = 2000, size: int = 32, classes: int = 10, seed: int = 0, s
     return Images(x, y.long(), [f"class{i}" for i in range(classes)], f"hwnas-synthetic-{split}")
 
 
-def _npz(path: Path, split: str) -> Images:
+def _npz(path: Path, split: str, mode: str, notes: list[str], bad_images: str, progress: bool) -> Images:
     from hwnas.train.npz_reader import npz_names, read_npz
 
     keys = set(npz_names(path))
     if {"data", "offsets", "label"} <= keys:
-        z = read_npz(path, ["data", "offsets", "label", "split"])
-        return _jpeg_archive(path, z, split)
+        return _from_files(open_archive(path, split), mode, notes, bad_images, progress)
     if {"x", "y"} <= keys:
+        _array_mode(str(path), mode, notes)
         z = read_npz(path, ["x", "y", *(["classes"] if "classes" in keys else [])])
         images = _arrays(path, z["x"], z["y"])
         if "classes" in z:
@@ -143,23 +284,6 @@ def _npz(path: Path, split: str) -> Images:
     raise DataError(
         f"{path}: an .npz needs arrays x and y, or data/offsets/label (JPEG archive); it has {sorted(keys)}"
     )
-
-
-MAX_CLASSES = 100_000
-
-
-def _labels(path: Path, y: np.ndarray, n: int, name: str = "y") -> np.ndarray:
-    """Integer class indices in ``[0, MAX_CLASSES)``, one per image."""
-    if y.ndim != 1 or len(y) != n:
-        raise DataError(f"{path}: {name} must hold one label per image ({n}), got shape {y.shape}")
-    if np.issubdtype(y.dtype, np.floating):
-        if not np.isfinite(y).all() or (y != np.round(y)).any():
-            raise DataError(f"{path}: {name} must hold integer class indices, got non-integer numbers")
-    elif not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: {name} must hold integer class indices, got {y.dtype}")
-    if n and (y.min() < 0 or y.max() >= MAX_CLASSES):
-        raise DataError(f"{path}: {name} must hold class indices in [0, {MAX_CLASSES}), got {y.min()}..{y.max()}")
-    return y.astype(np.int64)
 
 
 def _class_names(path: Path, names: np.ndarray, needed: int) -> list[str]:
@@ -199,81 +323,6 @@ def _arrays(path: Path, x: np.ndarray, y: np.ndarray) -> Images:
                   [str(i) for i in range(int(labels.max()) + 1)], path.stem)  # fmt: skip
 
 
-def _decode_image(data: bytes | Path, source: str) -> np.ndarray:
-    """An RGB image as ``uint8 [H, W, 3]``; anything PIL cannot decode is a one-line :class:`DataError`."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError, struct.error,
-            ZeroDivisionError, Image.DecompressionBombError) as exc:  # fmt: skip
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"{source}: cannot read the image ({first[:160]})") from None
-
-
-def _jpeg_archive(path: Path, z: dict[str, np.ndarray], split: str) -> Images:
-    data, offsets = z["data"], z["offsets"]
-    label = _labels(path, np.asarray(z["label"]), len(z["label"]) if z["label"].ndim == 1 else -1, "label")
-    if data.dtype != np.uint8 or data.ndim != 1:
-        raise DataError(f"{path}: data must be the uint8 bytes of the images, got {data.dtype} {data.shape}")
-    if not np.issubdtype(offsets.dtype, np.integer) or offsets.shape != (len(label) + 1,):
-        raise DataError(
-            f"{path}: offsets must be {len(label) + 1} integers (one more than labels), got {offsets.shape}"
-        )
-    if len(offsets) and (offsets[0] < 0 or offsets[-1] > len(data) or (np.diff(offsets) < 0).any()):
-        raise DataError(f"{path}: offsets must rise from >= 0 to <= {len(data)} (the size of data)")
-    keep = np.arange(len(label))
-    if "split" in z:
-        flags = z["split"]
-        if flags.shape != label.shape or flags.dtype != np.bool_:
-            raise DataError(f"{path}: split must be one bool per image, got {flags.dtype} {flags.shape}")
-        keep = np.flatnonzero(flags == (split == "train"))
-    if len(keep) == 0:
-        raise DataError(f"{path}: no {split} images in the archive")
-    images = []
-    size: tuple[int, ...] | None = None
-    for i in keep:
-        a, b = int(offsets[i]), int(offsets[i + 1])
-        arr = _decode_image(data[a:b].tobytes(), f"{path}: image {i}")
-        if size is None:
-            size = arr.shape
-        elif arr.shape != size:
-            raise DataError(f"{path}: image {i} is {arr.shape[1]}x{arr.shape[0]} px, but the first is "
-                            f"{size[1]}x{size[0]}; all images must have one size")  # fmt: skip
-        images.append(arr)
-    x = np.stack(images).transpose(0, 3, 1, 2)
-    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    n_classes = int(label.max()) + 1
-    names = classes if n_classes == 10 else [str(i) for i in range(n_classes)]
-    return Images(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(label[keep]), names,
-                  f"{path.stem}-{split}")  # fmt: skip
-
-
-def _image_folder(root: Path) -> Images:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if not classes:
-        raise DataError(f"{root}: an image folder needs one sub-folder per class; found none")
-    xs, ys = [], []
-    size: tuple[int, int] | None = None
-    for ci, name in enumerate(classes):
-        for f in sorted((root / name).iterdir()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            arr = _decode_image(f, str(f))
-            if size is None:
-                size = arr.shape[:2]
-            elif arr.shape[:2] != size:
-                raise DataError(f"{f}: {arr.shape[1]}x{arr.shape[0]} px, but the first image is {size[1]}x{size[0]}; "
-                                "resize the folder to one size")  # fmt: skip
-            xs.append(arr)
-            ys.append(ci)
-    if not xs:
-        raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in its class folders")
-    x = np.stack(xs).transpose(0, 3, 1, 2)
-    return Images(torch.from_numpy(np.ascontiguousarray(x)), torch.tensor(ys), classes, root.name)
-
-
 # --- splits ---------------------------------------------------------------------------------
 def make_splits(
     train: Images,
@@ -284,18 +333,23 @@ def make_splits(
     alpha_fraction: float = 0.2,
     limit: int | None = None,
     seed: int = 0,
+    bad_images: str = "stop",
+    notes: list[str] | None = None,
 ) -> DataSplits:
     """Shuffle (seeded), optionally keep ``limit`` training images (class-balanced), hold out
-    ``val_fraction`` for validation, and split the rest ``1 - alpha_fraction`` / ``alpha_fraction``."""
+    ``val_fraction`` for validation, and split the rest ``1 - alpha_fraction`` / ``alpha_fraction``.
+    A split is a list of indices into the dataset, never a copy of streamed images. ``notes`` (how
+    the data was read) lead the splits' own notes."""
     if len(train) == 0:
         raise DataError(f"{train.name}: the dataset is empty")
     n_classes = int(train.y.max()) + 1
     if n_classes > num_classes:
         raise DataError(f"{train.name} has {n_classes} classes but the space classifies {num_classes}; "
                         "use a space with as many classes")  # fmt: skip
-    notes = []
-    if train.x.shape[1] != in_channels:
-        notes.append(f"{train.name}: {train.x.shape[1]}-channel images repeated to the space's {in_channels} channels")
+    notes = list(notes or [])
+    channels = train.shape[0]
+    if channels != in_channels:
+        notes.append(f"{train.name}: {channels}-channel images repeated to the space's {in_channels} channels")
     train = _channels(train, in_channels)
     test = _channels(test, in_channels) if test is not None else None
     g = torch.Generator().manual_seed(seed)
@@ -307,24 +361,45 @@ def make_splits(
     if len(order) - n_val - n_alpha < 1:
         raise DataError(f"{train.name}: {len(order)} images are too few to split for search; use more")
     val, alpha, weights = order[:n_val], order[n_val : n_val + n_alpha], order[n_val + n_alpha :]
-    x = train.x[weights].float() / 255
-    mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    mean, std = _mean_std(train.subset(weights), bad_images, notes)
     return DataSplits(train.subset(weights), train.subset(alpha), train.subset(val), test, mean, std, notes)
+
+
+def _mean_std(images: Images, bad_images: str, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std in [0, 1] units: of every image in memory; streamed, of the first
+    :data:`MEAN_SAMPLE` (the split is shuffled already), the same figure when there are no more."""
+    if images.x is not None:
+        x = images.x.float() / 255
+    else:
+        from hwnas.train.loader import check_decoded, decoded_batches
+
+        assert images.files is not None and images.index is not None
+        rows = images.index[:MEAN_SAMPLE].tolist()
+        tasks = [rows[i : i + 256] for i in range(0, len(rows), 256)]
+        parts = []
+        for batch in decoded_batches(images.files, tasks):
+            check_decoded(batch, bad_images, None)
+            parts.append(batch.x)
+        x = torch.cat(parts).float() / 255
+        if len(images) > MEAN_SAMPLE:
+            notes.append(f"{images.name}: the input normalization is estimated on {len(x):,} of the "
+                         f"{len(images):,} training images")  # fmt: skip
+    return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-3)
 
 
 def fit_notes(splits: DataSplits, resolution: int) -> list[str]:
     """What is done to the data to fit a network of ``resolution`` px, in words (empty: nothing)."""
-    h, w = splits.weights.x.shape[-2:]
+    _, h, w = splits.weights.shape
     size = [] if (h, w) == (resolution, resolution) else [
         f"{w}x{h} images are resized to {resolution}x{resolution} (bilinear) for the network"]  # fmt: skip
     return [*splits.notes, *size]
 
 
 def _channels(images: Images, in_channels: int) -> Images:
-    c = images.x.shape[1]
+    c = images.shape[0]
     if c == in_channels:
         return images
-    if c == 1:
+    if c == 1 and images.x is not None:
         return Images(images.x.expand(-1, in_channels, -1, -1).contiguous(), images.y, images.classes, images.name)
     raise DataError(f"{images.name}: {c}-channel images, but the space takes {in_channels} channels")
 
@@ -347,59 +422,10 @@ def _balanced(y: torch.Tensor, order: torch.Tensor, limit: int) -> torch.Tensor:
     return torch.tensor(out)
 
 
-# --- batches --------------------------------------------------------------------------------
-def batches(
-    images: Images,
-    batch_size: int,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    generator: torch.Generator | None = None,
-    augment: bool = False,
-    drop_last: bool = False,
-    device: torch.device | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(x float [B, C, H, W] normalized, y)`` batches, shuffled when ``generator`` is given.
-
-    With ``device``, the uint8 images move there first and are augmented and normalized there
-    (the random draws stay on the CPU generator, so a batch is the same on every device).
-    """
-    n = len(images)
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    dev = device or images.x.device
-    mean, std = mean.to(dev).view(1, -1, 1, 1), std.to(dev).view(1, -1, 1, 1)
-    for i in range(0, stop, batch_size):
-        idx = order[i : i + batch_size]
-        x = images.x[idx].to(dev, non_blocking=True).float() / 255
-        if augment:
-            x = _augment(x, generator)
-        yield (x - mean) / std, images.y[idx].to(dev, non_blocking=True)
-
-
-def _augment(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Random crop from a zero-padded image (pad = size / 8) and random horizontal flip."""
-    b, _, h, w = x.shape
-    pad = max(1, h // 8)
-    padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    out = _crop(padded, dy, dx, h, w)
-    flip = (torch.rand(b, generator=generator) < 0.5).to(out.device)
-    return torch.where(flip[:, None, None, None], out.flip(-1), out)
-
-
-def _crop(padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """``padded[i, :, dy[i]:dy[i]+h, dx[i]:dx[i]+w]`` for every image at once (one gather, no loop)."""
-    b, c = padded.shape[:2]
-    dev = padded.device
-    rows = (dy.to(dev)[:, None] + torch.arange(h, device=dev))[:, None, :, None]
-    cols = (dx.to(dev)[:, None] + torch.arange(w, device=dev))[:, None, None, :]
-    return padded[torch.arange(b, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
-                  rows, cols]  # fmt: skip
-
-
-def load_test_images(spec: str, num_classes: int) -> Images | None:
-    """The test split of a source that has one (synthetic data, a CIFAR-10 JPEG archive), else None."""
+def load_test_images(spec: str, num_classes: int, mode: str = "memory", notes: list[str] | None = None,
+                     bad_images: str = "stop") -> Images | None:  # fmt: skip
+    """The test split of a source that has one (synthetic data, a CIFAR-10 JPEG archive, an image
+    folder in the ImageNet layout), else None."""
     if spec == "synthetic" or spec.startswith("synthetic:"):
         opts = _options(spec.partition(":")[2])
         opts.setdefault("classes", num_classes)
@@ -411,5 +437,7 @@ def load_test_images(spec: str, num_classes: int) -> Images | None:
 
         if not {"split", "data", "offsets", "label"} <= set(npz_names(path)):
             return None
-        return load_images(spec, "test")
+        return load_images(spec, "test", mode, notes, bad_images)
+    if path.is_dir() and split_folders(path)[1] is not None:
+        return load_images(spec, "test", mode, notes, bad_images)
     return None

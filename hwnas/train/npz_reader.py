@@ -109,3 +109,44 @@ def npz_names(path: str | Path) -> list[str]:
             return [i.filename[:-4] for i in zf.infolist() if i.filename.endswith(".npy")]
     except _BROKEN as exc:
         raise NpzError(f"{path}: not a readable .npz ({str(exc)[:160]})") from None
+
+
+def memmap_member(path: str | Path, name: str) -> np.ndarray | None:
+    """The 1-D array ``name`` of an ``.npz`` memory-mapped from the file (read-only, nothing read
+    into memory), when the member is stored uncompressed; None when it is compressed. The member
+    passes :func:`read_npz`'s header checks first."""
+    source = str(path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except _BROKEN as exc:
+        raise NpzError(f"{source}: not a readable .npz ({str(exc)[:160]})") from None
+    with zf:
+        info = next((i for i in zf.infolist() if i.filename == name + ".npy"), None)
+        if info is None:
+            raise NpzError(f"{source}: no array {name!r}")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        shape, dtype = _header(zf, info, source)
+        if dtype.hasobject or len(shape) != 1 or shape[0] * dtype.itemsize > info.file_size:
+            raise NpzError(f"{source}: array {name!r} is not a 1-D array of numbers within its member")
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(info.header_offset)
+            local = fh.read(30)
+            if len(local) != 30 or local[:4] != b"PK\x03\x04":
+                raise ValueError("bad local file header")
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            start = info.header_offset + 30 + name_len + extra_len
+            fh.seek(start)
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):  # each moves to the first data byte
+                np.lib.format.read_array_header_1_0(fh)
+            else:
+                np.lib.format.read_array_header_2_0(fh)
+            data_start = fh.tell()
+        if data_start + shape[0] * dtype.itemsize > start + info.file_size:
+            raise ValueError("data past the member's end")
+        return np.memmap(path, dtype=dtype, mode="r", offset=data_start, shape=shape)
+    except _BROKEN as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise NpzError(f"{source}: member {name!r} cannot be mapped ({first[:160]})") from None

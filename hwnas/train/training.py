@@ -23,7 +23,8 @@ from hwnas.core.errors import HwnasError
 from hwnas.core.progress import progress_bar
 from hwnas.models.builder import ChildNet, build_model
 from hwnas.spaces.arch import Architecture
-from hwnas.train.data import DataSplits, Images, batches
+from hwnas.train.batches import batches
+from hwnas.train.data import DataSplits, Images
 
 LABEL_SMOOTHING = 0.1
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -70,13 +71,15 @@ def cosine(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: Images, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
-             batch_size: int = 256, **forward: Any) -> float:  # fmt: skip
-    """Top-1 accuracy of ``model`` (eval mode) on ``images``."""
+             batch_size: int = 256, streaming: dict[str, Any] | None = None, **forward: Any) -> float:  # fmt: skip
+    """Top-1 accuracy of ``model`` (eval mode) on ``images`` (``streaming``: how streamed images are
+    read, :class:`~hwnas.train.batches.Batches`' keywords; skipped images count as neither)."""
     model.eval()
-    correct = 0
-    for x, y in batches(images, batch_size, mean, std, device=device):
+    correct, seen = 0, 0
+    for x, y in batches(images, batch_size, mean, std, device=device, **(streaming or {})):
         correct += int((model(x, **forward).argmax(1) == y).sum())
-    return correct / max(1, len(images))
+        seen += len(y)
+    return correct / max(1, seen)
 
 
 @dataclass
@@ -101,15 +104,18 @@ def train_child(
     device: torch.device | None = None,
     progress: bool = True,
     bf16: bool = False,
+    streaming: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``arch`` on ``splits.weights + splits.alphas`` (all the training images but val), at
     the architecture's resolution; report val (and test) accuracy. ``bf16`` runs the forward pass
-    under bfloat16 autocast (for GPUs; weights and optimizer stay fp32)."""
+    under bfloat16 autocast (for GPUs; weights and optimizer stay fp32). ``streaming``: how
+    streamed images are read (``workers``, ``bad_images``); images skipped are noted in the result."""
     device = device or torch.device("cpu")
     torch.manual_seed(seed)
     model = training_layout((init or build_model(arch)).to(device), device)
-    train = Images(torch.cat([splits.weights.x, splits.alphas.x]), torch.cat([splits.weights.y, splits.alphas.y]),
-                   splits.weights.classes, splits.weights.name)  # fmt: skip
+    train = splits.weights.join(splits.alphas)
+    skipped: set[str] = set()
+    streaming = {**(streaming or {}), "skipped": skipped}
     steps_per_epoch = max(1, len(train) // batch_size)
     opt = torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=0.9, nesterov=True)
     sched = cosine(opt, epochs * steps_per_epoch)
@@ -124,9 +130,8 @@ def train_child(
             model.train()
             gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
             loss_sum, n = torch.zeros((), device=device), 0  # summed on the device: no sync per step
-            for x, y in batches(
-                train, batch_size, splits.mean, splits.std, gen, augment=True, drop_last=True, device=device
-            ):
+            for x, y in batches(train, batch_size, splits.mean, splits.std, gen, augment=True, drop_last=True,
+                                device=device, **streaming):  # fmt: skip
                 x = _resize(x, res).to(device)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
                     loss = F.cross_entropy(model(x), y.to(device), label_smoothing=LABEL_SMOOTHING)
@@ -137,14 +142,17 @@ def train_child(
                 loss_sum, n = loss_sum + loss.detach().float() * len(y), n + len(y)
                 bar.advance(task)
             total = float(loss_sum)
-            val = evaluate(_Resized(model, res), splits.val, splits.mean, splits.std, device)
+            val = evaluate(_Resized(model, res), splits.val, splits.mean, splits.std, device, streaming=streaming)
             history.append({"epoch": epoch + 1, "loss": total / max(1, n), "val_acc": val})
             bar.update(task, status=f"loss {total / max(1, n):.3f} val {val:.1%}")
-    test = evaluate(_Resized(model, res), splits.test, splits.mean, splits.std, device) if splits.test else None
+    test = (evaluate(_Resized(model, res), splits.test, splits.mean, splits.std, device, streaming=streaming)
+            if splits.test else None)  # fmt: skip
     # back to NCHW: what export, slicing and timing expect of a model
     model = model.cpu().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    notes = [f"{len(skipped)} unreadable image(s) skipped while training (--bad-images skip), e.g. "
+             f"{sorted(skipped)[0]}"] if skipped else []  # fmt: skip
     return TrainResult(model, history[-1]["val_acc"] if history else 0.0, test, history,
-                       time.perf_counter() - start)  # fmt: skip
+                       time.perf_counter() - start, notes)  # fmt: skip
 
 
 def _resize(x: torch.Tensor, res: int) -> torch.Tensor:
@@ -172,5 +180,5 @@ def save_child(
 
     info = {"mean": splits.mean.tolist(), "std": splits.std.tolist(), "val_acc": result.val_acc,
             "test_acc": result.test_acc, "history": result.history, "classes": list(splits.weights.classes),
-            "image_size": list(splits.weights.x.shape[-2:]), **meta}  # fmt: skip
+            "image_size": list(splits.weights.shape[-2:]), **meta}  # fmt: skip
     write_child(path, arch, result.model.state_dict(), info)

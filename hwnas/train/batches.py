@@ -1,0 +1,129 @@
+"""Batches of one split, in memory or streamed, seeded and resumable at any batch.
+
+:class:`Batches` draws the order from its generator when it is made, then per batch the
+augmentation's draws (random crop from a 1/8-padded image, horizontal flip), all in this process
+and on the CPU generator: the same batches in memory and streamed, on every device, with any
+number of decoding workers. Its :meth:`~Batches.state` (the order and the batches already given)
+goes into a search checkpoint with the generator's state, so a search killed mid-epoch resumes
+at the next batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from hwnas.train.data import Images
+from hwnas.train.loader import check_decoded, decoded_batches
+
+
+class Batches:
+    """``(x float [B, C, H, W] normalized, y)`` batches of ``images``, shuffled when ``generator``
+    is given, augmented with ``augment``.
+
+    With ``device``, the uint8 images move there first (pinned, when streamed to a GPU) and are
+    augmented and normalized there. Streamed images are decoded by ``workers`` processes (None: the
+    default, 0: this one); an unreadable one stops the run (``bad_images="stop"``) or is left out of
+    its batch and added to ``skipped`` (``"skip"``); the batch's draws are made for the full batch
+    either way, so the batches after it are unchanged.
+    """
+
+    def __init__(
+        self,
+        images: Images,
+        batch_size: int,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        generator: torch.Generator | None = None,
+        augment: bool = False,
+        drop_last: bool = False,
+        device: torch.device | None = None,
+        workers: int | None = None,
+        bad_images: str = "stop",
+        skipped: set[str] | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        self.images, self.batch_size, self.generator, self.augment = images, batch_size, generator, augment
+        self.device = device or (images.x.device if images.x is not None else torch.device("cpu"))
+        self.mean = mean.to(self.device).view(1, -1, 1, 1)
+        self.std = std.to(self.device).view(1, -1, 1, 1)
+        self.workers, self.bad_images, self.skipped = workers, bad_images, skipped
+        n = len(images)
+        if state is not None:  # resumed: the order of the interrupted pass, and where it stopped
+            self.order, self.given = state["order"].long(), int(state["given"])
+            if len(self.order) != n:
+                raise ValueError(f"a checkpoint's batch order covers {len(self.order)} images, this split {n}")
+        else:
+            self.order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+            self.given = 0
+        self.stop = n - n % batch_size if drop_last and n >= batch_size else n
+
+    def __len__(self) -> int:
+        return -(-self.stop // self.batch_size)
+
+    def state(self) -> dict[str, Any]:
+        """What :class:`Batches` needs (with the generator's state) to go on from here."""
+        return {"order": self.order.int(), "given": self.given}
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        starts = range(self.given * self.batch_size, self.stop, self.batch_size)
+        picks = [self.order[i : i + self.batch_size] for i in starts]
+        if self.images.x is not None:
+            pixels: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = (
+                (self.images.x[idx], idx, None) for idx in picks)  # fmt: skip
+        else:
+            pixels = self._streamed(picks)
+        for x_u8, idx, kept in pixels:
+            x = x_u8.to(self.device, non_blocking=True).float() / 255
+            if self.augment:
+                x = augment(x, self.generator, len(idx), kept)
+            self.given += 1
+            if len(x):
+                y = self.images.y[idx if kept is None else idx[kept]]
+                yield (x - self.mean) / self.std, y.to(self.device, non_blocking=True)
+
+    def _streamed(self, picks: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        images = self.images
+        assert images.files is not None and images.index is not None
+        tasks = [images.index[idx].tolist() for idx in picks]
+        pin = self.device.type == "cuda"
+        for idx, batch in zip(picks, decoded_batches(images.files, tasks, self.workers, pin), strict=True):
+            check_decoded(batch, self.bad_images, self.skipped)
+            yield batch.x, idx, (batch.kept if len(batch.kept) < len(idx) else None)
+
+
+def batches(images: Images, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
+            generator: torch.Generator | None = None, augment: bool = False, drop_last: bool = False,
+            device: torch.device | None = None, **streaming: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """The batches of :class:`Batches` as a plain iterator."""
+    return iter(Batches(images, batch_size, mean, std, generator, augment, drop_last, device, **streaming))
+
+
+def augment(x: torch.Tensor, generator: torch.Generator | None, drawn_for: int | None = None,
+            kept: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Random crop from a zero-padded image (pad = size / 8) and random horizontal flip. The draws
+    are made for ``drawn_for`` images (a batch's full size, where unreadable images were left out
+    of ``x``); ``x`` holds the images at the positions ``kept`` (all when None)."""
+    b, _, h, w = x.shape
+    n = b if drawn_for is None else drawn_for
+    use = slice(None) if kept is None else kept
+    pad = max(1, h // 8)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)[use]
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)[use]
+    out = _crop(padded, dy, dx, h, w)
+    flip = (torch.rand(n, generator=generator)[use] < 0.5).to(out.device)
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+def _crop(padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``padded[i, :, dy[i]:dy[i]+h, dx[i]:dx[i]+w]`` for every image at once (one gather, no loop)."""
+    b, c = padded.shape[:2]
+    dev = padded.device
+    rows = (dy.to(dev)[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+    cols = (dx.to(dev)[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+    return padded[torch.arange(b, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
+                  rows, cols]  # fmt: skip
