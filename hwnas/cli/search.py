@@ -63,6 +63,9 @@ def cmd_search(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    if search.skipped:
+        print(f"hwnas: note: {len(search.skipped)} unreadable image(s) skipped (--bad-images skip), e.g. "
+              f"{sorted(search.skipped)[0]}; all of them are listed in {args.out}/search.json", file=sys.stderr)  # fmt: skip
     d = result.derivation
     t = Table("", "architecture", f"{cfg.cost} ({search.cost.unit})", title=f"search result ({result.seconds:.0f} s)")
     t.add_row("argmax", d.argmax.to_str(), f"{d.argmax_cost:.4g}")

@@ -174,6 +174,7 @@ class Search:
             "probs": self.probs,
             "timing": self.timing,
             "rng": rng_states(),
+            "data": {"mean": self.splits.mean, "std": self.splits.std, "labels": _split_labels(self.splits)},
         }
 
     def _save(self, mid_epoch: dict[str, Any] | None = None) -> None:
@@ -209,6 +210,7 @@ class Search:
         self.penalty.lam, self.epoch = float(state["lambda"]), int(state["epoch"])
         self.metrics, self.probs, self.timing = state["metrics"], state["probs"], state["timing"]
         set_rng_states(state["rng"], str(path))
+        self._same_data(state.get("data"), str(path))
         point = state.get("mid_epoch")
         if point is not None:
             try:
@@ -217,6 +219,25 @@ class Search:
                 first = (str(exc).splitlines() or [type(exc).__name__])[0]
                 raise HwnasError(f"{path}: corrupt content (mid-epoch position: {first[:160]}); "
                                  "start a new --out") from None  # fmt: skip
+
+    def _same_data(self, saved: Any, path: str) -> None:
+        """A resumed run reads the images it began with, normalized as it began (a streamed run's
+        normalization is estimated, and an image skipped since would move the estimate)."""
+        if saved is None:  # made before checkpoints held their data's fingerprint
+            return
+        try:
+            then, mean, std = saved["labels"], saved["mean"], saved["std"]
+            same = isinstance(then, torch.Tensor) and torch.equal(then, _split_labels(self.splits))
+            if not (isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor) and mean.shape == std.shape
+                    == self.splits.mean.shape):  # fmt: skip
+                raise ValueError("normalization")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HwnasError(f"{path}: corrupt content (data: {exc}); start a new --out") from None
+        if not same:
+            raise HwnasError(f"{path}: the dataset differs from the one this search began with ({len(then)} images in "
+                             f"its splits then, {len(_split_labels(self.splits))} now, or other labels); resume with "
+                             "the same --data, --limit and --split-seed, or start a new --out")  # fmt: skip
+        self.splits.mean, self.splits.std = mean.float(), std.float()
 
     # --- loop --------------------------------------------------------------------------------
     def run(self) -> SearchResult:
@@ -520,7 +541,8 @@ class Search:
             "expected_cost": e_cost, "budget": self.cfg.budget, "val_acc": val,
             "entropy_op": float(np.mean(ent["op"])), "entropy_channels": float(np.mean(ent["c"])),
             "entropy_expansion": float(np.mean(ent["e"])), "entropy_resolution": entropy(res),
-            "argmax_cost": self.cost.of(argmax), "argmax": argmax.to_str(), "arch_lr": self.arch_lr, **moved,
+            "argmax_cost": self.cost.of(argmax), "argmax": argmax.to_str(), "arch_lr": self.arch_lr,
+            "images_skipped": len(self.skipped), **moved,
             **layer_entropy,
         }  # fmt: skip
 
@@ -562,6 +584,7 @@ class Search:
             "argmax": d.argmax.to_str(), "argmax_cost": d.argmax_cost, "derivation_steps": d.steps,
             "space_cheapest": self.cheapest, "space_costliest": self.costliest, "epochs": self.cfg.epochs,
             "final_val_acc_supernet": self.metrics[-1]["val_acc"] if self.metrics else None,
+            "images_skipped": sorted(self.skipped),
             "compute_time": {  # wall-clock milliseconds of this machine, not predicted costs
                 "weight_step_ms": 1e3 * t["weight_step_s"] / max(1, t["weight_steps"]),
                 "arch_step_ms": 1e3 * t["arch_step_s"] / max(1, t["arch_steps"]),
@@ -579,6 +602,11 @@ class Search:
 def _differences(a: Architecture, b: Architecture) -> int:
     """Layers whose blocks differ between two architectures of one space, plus 1 for the resolution."""
     return sum(x != y for x, y in zip(a.blocks, b.blocks, strict=True)) + (a.resolution != b.resolution)
+
+
+def _split_labels(splits: DataSplits) -> torch.Tensor:
+    """The labels of the weights, alphas and val splits in order: what a resumed run must find again."""
+    return torch.cat([splits.weights.y, splits.alphas.y, splits.val.y]).to(torch.int32)
 
 
 class _Cycle:

@@ -2,7 +2,9 @@
 
 The main process decides everything random (the order, the augmentation draws); the workers only
 decode, so a batch is the same whatever the number of workers, and a resumed run reads exactly
-the batches an uninterrupted one would. Each task is one batch (a list of image positions), decoded
+the batches an uninterrupted one would. The loader gets a generator of its own: by default it
+draws its workers' base seed from torch's global generator, which would move the Gumbel noise of
+a streamed search away from the same search in memory. Each task is one batch (a list of image positions), decoded
 into one ``uint8 [B, 3, H, W]`` tensor, pinned when the batch goes to a GPU.
 
 An image that cannot be decoded never raises inside a worker (a worker's traceback is many lines):
@@ -89,7 +91,8 @@ def decoded_batches(
         return
     loader = DataLoader(_DecodeBatches(files), sampler=tasks, batch_size=None, num_workers=min(n, len(tasks)),
                         collate_fn=_pin if pin else None, prefetch_factor=4, worker_init_fn=_one_thread,
-                        multiprocessing_context="fork" if os.name == "posix" else None)  # fmt: skip
+                        multiprocessing_context="fork" if os.name == "posix" else None,
+                        generator=torch.Generator())  # its seed draw must not move the global generator  # fmt: skip
     yield from loader
 
 
