@@ -15,7 +15,7 @@ from hwnas.core.formats import FORMAT_PRECISIONS, PRECISIONS
 from hwnas.core.options import CLI, option_fields, options_of
 from hwnas.latency.calibration_models import MODELS
 from hwnas.search.config import CHILD_SAMPLING, PATHS, PENALTIES, SELECTION_RESOLUTION, SearchConfig
-from hwnas.train.config import INITS, TrainConfig
+from hwnas.train.config import BAD_IMAGES, DATA_MODES, INITS, TrainConfig
 
 PACKAGE = Path(__file__).resolve().parent.parent / "hwnas"
 
@@ -72,13 +72,18 @@ def test_the_choices_are_the_ones_the_library_accepts() -> None:
     with pytest.raises(HwnasError, match="unknown loss"):
         Penalty("l2", 1.0)
     for name, choices in [("paths", PATHS), ("loss", PENALTIES), ("child_sampling", CHILD_SAMPLING),
-                          ("selection_resolution", SELECTION_RESOLUTION)]:  # fmt: skip
+                          ("selection_resolution", SELECTION_RESOLUTION), ("data_mode", DATA_MODES),
+                          ("bad_images", BAD_IMAGES)]:  # fmt: skip
         for value in choices:
             SearchConfig(space="tiny", budget=1.0, **{name: value}).check()
         with pytest.raises(HwnasError):
             SearchConfig(space="tiny", budget=1.0, **{name: "none-of-these"}).check()
     for init in INITS:
         TrainConfig(init=init, run="run").check()
+    for mode in DATA_MODES:
+        TrainConfig(data_mode=mode).check()
+    with pytest.raises(HwnasError, match="unknown data mode"):
+        TrainConfig(data_mode="disk").check()
     with pytest.raises(HwnasError, match="--init supernet needs --run"):
         TrainConfig(init="supernet").check()
     assert set(PRECISIONS) == {p for ps in FORMAT_PRECISIONS.values() for p in ps}
@@ -90,6 +95,8 @@ CHOICE_LISTS = [
     CHILD_SAMPLING,
     SELECTION_RESOLUTION,
     INITS,
+    DATA_MODES,
+    BAD_IMAGES,
     MODELS,
     PRECISIONS,
     *FORMAT_PRECISIONS.values(),

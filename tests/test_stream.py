@@ -104,6 +104,7 @@ def _search_cmd(data: Path, out: Path, *extra: str) -> list[str]:
             "--workers", "1", "--out", str(out), "--no-progress", "--seed", "3", *extra]  # fmt: skip
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, after the default suite
 def test_kill_9_mid_epoch_while_streaming_then_resume_ends_where_an_uninterrupted_run_ends(
     folder: Path, tmp_path: Path
 ) -> None:
@@ -163,6 +164,7 @@ def test_a_truncated_jpeg_mid_epoch_stops_naming_it_or_is_skipped_and_counted(tm
     assert proc.returncode == 0 and "1 unreadable image(s) skipped" in proc.stderr, proc.stderr
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, after the default suite
 def test_a_streamed_run_stopped_by_a_bad_image_resumes_with_skip(tmp_path: Path) -> None:
     data = write_folder(tmp_path / "imgs", n=160)
     out = tmp_path / "run"
