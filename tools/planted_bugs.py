@@ -100,6 +100,12 @@ PLANTS = {
         "tests/test_validate.py",
         "test_the_demo_margin_is_the_90th_percentile_of_held_out_errors",
     ),
+    "loader-seeds-from-the-global-generator": Plant(  # DataLoader's default: one draw of torch's global generator
+        "hwnas/train/loader.py",
+        (("                        generator=torch.Generator())", "                        generator=None)"),),
+        "tests/test_stream.py",
+        "test_a_search_streamed_selects_what_it_selects_in_memory",
+    ),
 }
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -367,24 +368,38 @@ def make_splits(
 
 def _mean_std(images: Images, bad_images: str, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std in [0, 1] units: of every image in memory; streamed, of the first
-    :data:`MEAN_SAMPLE` (the split is shuffled already), the same figure when there are no more."""
-    if images.x is not None:
-        x = images.x.float() / 255
-    else:
-        from hwnas.train.loader import check_decoded, decoded_batches
+    :data:`MEAN_SAMPLE` (the split is shuffled already), the same figure when there are no more.
+    Summed as integers chunk by chunk: exact whatever the chunks, and no float copy of the images
+    (which took 4x their memory)."""
+    total = torch.zeros(3, dtype=torch.int64)
+    squares = torch.zeros(3, dtype=torch.int64)
+    pixels = 0
+    for chunk in _chunks(images, bad_images):
+        c = chunk.to(torch.int64)
+        total, squares = total[: c.shape[1]] + c.sum(dim=(0, 2, 3)), squares[: c.shape[1]] + (c * c).sum(dim=(0, 2, 3))
+        pixels += c.shape[0] * c.shape[2] * c.shape[3]
+    s, q = total.double() / 255, squares.double() / 255**2
+    mean = s / max(1, pixels)
+    var = (q - s * s / max(1, pixels)) / max(1, pixels - 1)
+    if images.x is None and len(images) > MEAN_SAMPLE:
+        notes.append(f"{images.name}: the input normalization is estimated on {MEAN_SAMPLE:,} of the "
+                     f"{len(images):,} training images")  # fmt: skip
+    return mean.float(), var.clamp_min(0).sqrt().float().clamp_min(1e-3)
 
-        assert images.files is not None and images.index is not None
-        rows = images.index[:MEAN_SAMPLE].tolist()
-        tasks = [rows[i : i + 256] for i in range(0, len(rows), 256)]
-        parts = []
-        for batch in decoded_batches(images.files, tasks):
-            check_decoded(batch, bad_images, None)
-            parts.append(batch.x)
-        x = torch.cat(parts).float() / 255
-        if len(images) > MEAN_SAMPLE:
-            notes.append(f"{images.name}: the input normalization is estimated on {len(x):,} of the "
-                         f"{len(images):,} training images")  # fmt: skip
-    return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+
+def _chunks(images: Images, bad_images: str, size: int = 256) -> Iterator[torch.Tensor]:
+    """The images whose statistics normalize the inputs, ``uint8 [B, C, H, W]`` a chunk at a time."""
+    if images.x is not None:
+        for i in range(0, len(images), size):
+            yield images.x[i : i + size]
+        return
+    from hwnas.train.loader import check_decoded, decoded_batches
+
+    assert images.files is not None and images.index is not None
+    rows = images.index[:MEAN_SAMPLE].tolist()
+    for batch in decoded_batches(images.files, [rows[i : i + size] for i in range(0, len(rows), size)]):
+        check_decoded(batch, bad_images, None)
+        yield batch.x
 
 
 def fit_notes(splits: DataSplits, resolution: int) -> list[str]:
