@@ -94,7 +94,9 @@ def test_a_search_streamed_selects_what_it_selects_in_memory(folder: Path, tmp_p
     stream = Search(_config(str(folder), "stream"), tmp_path / "s", progress=False).run()
     assert stream.derivation.arch == memory.derivation.arch
     for key in ("train_ce", "arch_ce", "expected_cost", "val_acc"):  # the same batches: the same numbers
-        assert [m[key] for m in stream.metrics] == pytest.approx([m[key] for m in memory.metrics], rel=1e-5, nan_ok=True), key
+        assert [m[key] for m in stream.metrics] == pytest.approx(
+            [m[key] for m in memory.metrics], rel=1e-5, nan_ok=True
+        ), key
     assert [c["val_acc_supernet"] for c in stream.candidates] == [c["val_acc_supernet"] for c in memory.candidates]
 
 

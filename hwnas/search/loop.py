@@ -214,7 +214,7 @@ class Search:
         point = state.get("mid_epoch")
         if point is not None:
             try:
-                self._resume_point = _checked_point(point, self.splits)
+                self._resume_point = _checked_point(point, self.splits, self._alphas().shape)
             except (KeyError, TypeError, ValueError, RuntimeError) as exc:
                 first = (str(exc).splitlines() or [type(exc).__name__])[0]
                 raise HwnasError(f"{path}: corrupt content (mid-epoch position: {first[:160]}); "
@@ -616,7 +616,8 @@ class _Cycle:
     def __init__(self, make: Callable[[dict[str, Any] | None], Batches], state: dict[str, Any] | None) -> None:
         self.make = make
         self.current: Batches | None = make(state) if state is not None else None
-        self.it: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = iter(self.current) if self.current else None
+        self.it: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = (
+            iter(self.current) if self.current is not None else None)  # fmt: skip
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         while True:
@@ -635,7 +636,7 @@ class _Cycle:
         return self.current.state() if self.current is not None else None
 
 
-def _checked_point(point: Any, splits: DataSplits) -> dict[str, Any]:
+def _checked_point(point: Any, splits: DataSplits, alphas: torch.Size) -> dict[str, Any]:
     """A checkpoint's mid-epoch position, its fields type-checked against the splits."""
     for name in ("gen", "gen_a"):
         if not (isinstance(point[name], torch.Tensor) and point[name].dtype == torch.uint8):
@@ -649,7 +650,9 @@ def _checked_point(point: Any, splits: DataSplits) -> dict[str, Any]:
             raise ValueError(f"the {name} order does not cover the {name} split's {len(split)} images")
         if sorted(order.tolist()) != list(range(len(split))) or not 0 <= int(part["given"]) <= len(split):
             raise ValueError(f"the {name} order is not a permutation of the split")
-    if not isinstance(point["alpha_start"], torch.Tensor) or not isinstance(point["sums"], dict):
+    if not (isinstance(point["alpha_start"], torch.Tensor) and point["alpha_start"].shape == alphas):
+        raise ValueError("the alphas at the epoch's start do not fit this supernet")
+    if not isinstance(point["sums"], dict):
         raise ValueError("sums")
     return {**point, "step": int(point["step"]), "seconds": float(point["seconds"])}
 
