@@ -65,6 +65,22 @@ def test_cifar_jpeg_archive_form_from_any_path(tmp_path: Path) -> None:
         assert abs(float(train.x[i].float().mean()) - 20 * i) < 3  # JPEG is lossy, but close
 
 
+def test_a_stored_archive_is_memory_mapped_and_a_compressed_one_read(tmp_path: Path) -> None:
+    from hwnas.train.npz_reader import memmap_member
+
+    blobs = [_jpeg(np.full((8, 8, 3), 30 * i, dtype=np.uint8)) for i in range(4)]
+    arrays = dict(data=np.frombuffer(b"".join(blobs), dtype=np.uint8), label=np.arange(4),
+                  offsets=np.cumsum([0, *map(len, blobs)]).astype(np.int64))  # fmt: skip
+    np.savez(tmp_path / "stored.npz", **arrays)
+    np.savez_compressed(tmp_path / "packed.npz", **arrays)
+    mapped = memmap_member(tmp_path / "stored.npz", "data")
+    assert isinstance(mapped, np.memmap) and np.array_equal(mapped, arrays["data"])
+    assert memmap_member(tmp_path / "packed.npz", "data") is None
+    for name in ("stored", "packed"):
+        images = load_images(str(tmp_path / f"{name}.npz"))
+        assert [round(float(images.x[i].float().mean()) / 30) for i in range(4)] == [0, 1, 2, 3]
+
+
 def test_image_folder(tmp_path: Path) -> None:
     for c, name in enumerate(["cat", "dog"]):
         (tmp_path / name).mkdir()

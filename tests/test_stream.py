@@ -60,6 +60,29 @@ def test_streamed_batches_are_the_in_memory_batches(folder: Path) -> None:
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+def test_a_skipped_image_leaves_its_batch_without_it_and_the_other_batches_unchanged(tmp_path: Path) -> None:
+    data = write_folder(tmp_path / "imgs", n=96)
+    intact = load_splits(str(data), 4, 3, mode="stream", seed=0)
+    skipped: set[str] = set()
+
+    def run(splits: object, **kw: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(4)
+        return list(Batches(splits.weights, 16, intact.mean, intact.std, g, augment=True, workers=1, **kw))  # type: ignore[attr-defined]
+
+    a = run(intact)
+    assert intact.weights.files is not None and intact.weights.files.paths is not None
+    order = Batches(intact.weights, 16, intact.mean, intact.std, torch.Generator().manual_seed(4)).order
+    victim = int(intact.weights.index[int(order[37])])  # the 6th image of the third batch of 16
+    path = Path(intact.weights.files.paths[victim])
+    path.write_bytes(path.read_bytes()[:100])
+    broken = load_splits(str(data), 4, 3, mode="stream", seed=0, bad_images="skip")
+    b = run(broken, bad_images="skip", skipped=skipped)
+    assert skipped == {str(path)} and len(a) == len(b)
+    for i, ((xa, ya), (xb, yb)) in enumerate(zip(a, b, strict=True)):
+        keep = [j for j in range(len(ya)) if i != 2 or j != 37 - 32]  # the victim's batch, without it
+        assert torch.equal(xa[keep], xb) and torch.equal(ya[keep], yb), i
+
+
 def test_a_split_is_indices_into_the_files_not_a_copy(folder: Path) -> None:
     splits = load_splits(str(folder), 4, 3, mode="stream", limit=100, seed=2)
     parts = [splits.weights, splits.alphas, splits.val]
@@ -78,6 +101,12 @@ def test_the_mode_rule_compares_the_decoded_size_with_free_memory() -> None:
                          size=(20_000, 20_000))  # fmt: skip
     mode, why = choose_mode(small, "auto")
     assert mode == "memory" and "3.07 MB" not in why and "0.00 GB" in why and "at most 25%" in why
+    # between a quarter and all of the free memory: streamed (the rule is the share, not "fits at all")
+    from hwnas.train.data import available_memory
+
+    side = int((0.5 * available_memory() / (3 * 1000)) ** 0.5)
+    half = EncodedImages("half", np.zeros(1000, dtype=np.int64), ["a"], paths=["x"] * 1000, size=(side, side))
+    assert choose_mode(half, "auto")[0] == "stream"
     mode, why = choose_mode(huge, "auto")
     assert mode == "stream" and "more than 25%" in why and "--data-mode memory or stream overrides" in why
     assert choose_mode(huge, "memory")[0] == "memory" and "(--data-mode memory)" in choose_mode(huge, "memory")[1]

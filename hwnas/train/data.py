@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from hwnas.train.decode import DataError
-from hwnas.train.files import EncodedImages, _labels, open_archive, scan_folder, split_folders
+from hwnas.train.files import EncodedImages, check_labels, open_archive, scan_folder, split_folders
 
 __all__ = ["DataError", "DataSplits", "Images", "load_images", "load_test_images", "make_splits"]
 
@@ -311,7 +311,7 @@ def _arrays(path: Path, x: np.ndarray, y: np.ndarray) -> Images:
         raise DataError(f"{path}: the dataset is empty")
     if y.ndim == 1 and len(y) != len(x):
         raise DataError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
-    labels_np = _labels(path, np.asarray(y), len(x))
+    labels_np = check_labels(path, np.asarray(y), len(x))
     if x.dtype != np.uint8:
         if np.issubdtype(x.dtype, np.floating):
             if not np.isfinite(x).all():

@@ -126,7 +126,7 @@ def open_archive(path: Path, split: str) -> EncodedImages:
     if data is None:  # compressed: the encoded bytes are read (a tenth of the decoded pixels or less)
         data = read_npz(path, ["data"])["data"]
     offsets, label = z["offsets"], np.asarray(z["label"])
-    labels = _labels(path, label, len(label) if label.ndim == 1 else -1, "label")
+    labels = check_labels(path, label, len(label) if label.ndim == 1 else -1, "label")
     if data.dtype != np.uint8 or data.ndim != 1:
         raise DataError(f"{path}: data must be the uint8 bytes of the images, got {data.dtype} {data.shape}")
     if not np.issubdtype(offsets.dtype, np.integer) or offsets.shape != (len(labels) + 1,):
@@ -151,7 +151,7 @@ def open_archive(path: Path, split: str) -> EncodedImages:
 MAX_CLASSES = 100_000
 
 
-def _labels(path: Path, y: np.ndarray, n: int, name: str = "y") -> np.ndarray:
+def check_labels(path: Path, y: np.ndarray, n: int, name: str = "y") -> np.ndarray:
     """Integer class indices in ``[0, MAX_CLASSES)``, one per image."""
     if y.ndim != 1 or len(y) != n:
         raise DataError(f"{path}: {name} must hold one label per image ({n}), got shape {y.shape}")

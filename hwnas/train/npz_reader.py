@@ -45,7 +45,15 @@ _BROKEN = (ValueError, OSError, EOFError, SyntaxError, TypeError, KeyError, zipf
            RuntimeError, zlib.error, struct.error, OverflowError, MemoryError)  # fmt: skip
 
 
-def _header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> tuple[tuple[int, ...], np.dtype]:
+def _open(path: str | Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except _BROKEN as exc:
+        raise NpzError(f"{path}: not a readable .npz ({str(exc)[:160]})") from None
+
+
+def _header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """A member's shape, dtype, and the length of its ``.npy`` header (where its data begins)."""
     try:
         with zf.open(info) as fh:
             version = np.lib.format.read_magic(fh)
@@ -55,27 +63,24 @@ def _header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> tuple[tu
                 shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
             else:
                 raise ValueError(f"npy format version {version} is not read here")
+            header_len = fh.tell()
     except _BROKEN as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise NpzError(f"{source}: member {info.filename!r} is not a readable array ({first[:160]})") from None
-    return tuple(int(d) for d in shape), dtype
+    return tuple(int(d) for d in shape), dtype, header_len
 
 
 def read_npz(path: str | Path, names: list[str] | None = None) -> dict[str, np.ndarray]:
     """The arrays ``names`` (all when None) of the ``.npz`` at ``path``, after the checks above."""
     p = Path(path)
     source = str(p)
-    try:
-        zf = zipfile.ZipFile(p)
-    except _BROKEN as exc:
-        raise NpzError(f"{source}: not a readable .npz ({str(exc)[:160]})") from None
-    with zf:
+    with _open(p) as zf:
         members = {i.filename[:-4]: i for i in zf.infolist() if i.filename.endswith(".npy")}
         wanted = list(members) if names is None else [n for n in names if n in members]
         total = 0
         for name in wanted:
             info = members[name]
-            shape, dtype = _header(zf, info, source)
+            shape, dtype, _ = _header(zf, info, source)
             if dtype.hasobject:
                 raise NpzError(f"{source}: array {name!r} holds Python objects (pickles), which hwnas does not load")
             if any(d < 0 for d in shape):
@@ -104,11 +109,8 @@ def read_npz(path: str | Path, names: list[str] | None = None) -> dict[str, np.n
 
 def npz_names(path: str | Path) -> list[str]:
     """The array names in an ``.npz`` (without reading any array)."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return [i.filename[:-4] for i in zf.infolist() if i.filename.endswith(".npy")]
-    except _BROKEN as exc:
-        raise NpzError(f"{path}: not a readable .npz ({str(exc)[:160]})") from None
+    with _open(path) as zf:
+        return [i.filename[:-4] for i in zf.infolist() if i.filename.endswith(".npy")]
 
 
 def memmap_member(path: str | Path, name: str) -> np.ndarray | None:
@@ -116,37 +118,24 @@ def memmap_member(path: str | Path, name: str) -> np.ndarray | None:
     into memory), when the member is stored uncompressed; None when it is compressed. The member
     passes :func:`read_npz`'s header checks first."""
     source = str(path)
-    try:
-        zf = zipfile.ZipFile(path)
-    except _BROKEN as exc:
-        raise NpzError(f"{source}: not a readable .npz ({str(exc)[:160]})") from None
-    with zf:
+    with _open(path) as zf:
         info = next((i for i in zf.infolist() if i.filename == name + ".npy"), None)
         if info is None:
             raise NpzError(f"{source}: no array {name!r}")
         if info.compress_type != zipfile.ZIP_STORED:
             return None
-        shape, dtype = _header(zf, info, source)
-        if dtype.hasobject or len(shape) != 1 or shape[0] * dtype.itemsize > info.file_size:
+        shape, dtype, header_len = _header(zf, info, source)
+        if dtype.hasobject or len(shape) != 1 or header_len + shape[0] * dtype.itemsize > info.file_size:
             raise NpzError(f"{source}: array {name!r} is not a 1-D array of numbers within its member")
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb") as fh:  # the member's data begins after its local file header and .npy header
             fh.seek(info.header_offset)
             local = fh.read(30)
             if len(local) != 30 or local[:4] != b"PK\x03\x04":
                 raise ValueError("bad local file header")
             name_len, extra_len = struct.unpack("<HH", local[26:30])
-            start = info.header_offset + 30 + name_len + extra_len
-            fh.seek(start)
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):  # each moves to the first data byte
-                np.lib.format.read_array_header_1_0(fh)
-            else:
-                np.lib.format.read_array_header_2_0(fh)
-            data_start = fh.tell()
-        if data_start + shape[0] * dtype.itemsize > start + info.file_size:
-            raise ValueError("data past the member's end")
-        return np.memmap(path, dtype=dtype, mode="r", offset=data_start, shape=shape)
+        offset = info.header_offset + 30 + name_len + extra_len + header_len
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
     except _BROKEN as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise NpzError(f"{source}: member {name!r} cannot be mapped ({first[:160]})") from None
