@@ -18,7 +18,7 @@ prints, and the demo is a short list of these calls.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -224,6 +224,11 @@ def train_and_save(
     cfg.check()
     splits = load_splits(cfg.data, arch.num_classes, arch.in_channels, mode=cfg.data_mode, bad_images=cfg.bad_images,
                          limit=cfg.limit, seed=cfg.split_seed, with_test=True, progress=progress)  # fmt: skip
+    fitted = replace(arch, num_classes=len(splits.classes))  # the data decides the classifier's width
+    if fitted.num_classes != arch.num_classes:
+        splits.notes.append(f"the classifier has the data's {fitted.num_classes} classes, not the architecture's "
+                            f"{arch.num_classes}")  # fmt: skip
+    arch = fitted
     start = sliced_child_of_run(cfg.run, arch) if cfg.init == "supernet" and cfg.run is not None else None
     if before_training is not None:  # the inputs are checked: about to train
         before_training()

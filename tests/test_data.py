@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from hwnas.train.batches import augment, batches
-from hwnas.train.data import DataError, load_images, load_test_images, make_splits, synthetic
+from hwnas.train.data import DataError, Images, load_images, load_test_images, make_splits, synthetic
 
 from conftest import SHARED_DATA
 
@@ -116,7 +116,7 @@ def test_bad_sources(tmp_path: Path) -> None:
 
 def test_splits_are_disjoint_balanced_and_normalized() -> None:
     train = synthetic(n=400, size=16, classes=4, seed=0)
-    splits = make_splits(train, None, 3, 4, val_fraction=0.1, alpha_fraction=0.2, limit=200, seed=0)
+    splits = make_splits(train, None, 3, val_fraction=0.1, alpha_fraction=0.2, limit=200, seed=0)
     sizes = len(splits.weights), len(splits.alphas), len(splits.val)
     assert sum(sizes) == 200 and sizes == (144, 36, 20)
     keys = [{bytes(img.numpy().tobytes()) for img in part.x} for part in (splits.weights, splits.alphas, splits.val)]
@@ -129,15 +129,16 @@ def test_splits_are_disjoint_balanced_and_normalized() -> None:
     x = torch.cat([xb for xb, _ in batches(splits.weights, 64, splits.mean, splits.std)])
     assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
     assert torch.allclose(x.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-3)
-    with pytest.raises(DataError, match="classes"):
-        make_splits(train, None, 3, 2)
+    assert splits.classes == ["class0", "class1", "class2", "class3"]  # the data's classes, whatever the space's
+    unnamed = Images(train.x, train.y, ["a", "b"], "unnamed")  # labels up to 3, two names
+    with pytest.raises(DataError, match="labels go up to 3 but it names 2 classes"):
+        make_splits(unnamed, None, 3)
 
 
 def test_grayscale_images_are_repeated_to_three_channels() -> None:
-    from hwnas.train.data import Images
 
     gray = Images(torch.randint(0, 255, (20, 1, 8, 8), dtype=torch.uint8), torch.arange(20) % 2, ["a", "b"], "g")
-    splits = make_splits(gray, None, 3, 2)
+    splits = make_splits(gray, None, 3)
     assert splits.weights.x.shape[1] == 3 and torch.equal(splits.weights.x[:, 0], splits.weights.x[:, 2])
 
 

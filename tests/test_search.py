@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from hwnas.core.errors import HwnasError
+from hwnas.latency.table import LatencyTable
 from hwnas.models.builder import build_model
 from hwnas.search.cost import make_cost
 from hwnas.search.derive import GROW_TO, InfeasibleBudget, check_budget, derive
@@ -235,8 +236,6 @@ def test_search_with_a_lut_that_lacks_kernels_names_them_and_the_command(tmp_pat
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("search", "--space", "cifar", "--lut", str(lut), "--budget-ms", "1", "--out", str(tmp_path / "r"))
     assert proc.returncode == 2
-    from hwnas.latency.table import LatencyTable
-
     missing = LatencyTable.load(lut).missing(get_space("cifar").kernels())
     assert f"lacks {len(missing)} kernel(s)" in proc.stderr and missing[0] in proc.stderr
     assert f"hwnas profile --space cifar --device ort-cpu:threads=1,opt=all,batch=1 --out {lut}" in proc.stderr
@@ -249,6 +248,26 @@ def test_search_with_a_lut_that_lacks_kernels_names_them_and_the_command(tmp_pat
     assert proc.returncode == 0, proc.stderr
     arch = Architecture.load(tmp_path / "lat" / "arch.json")
     assert cost.of(arch) <= budget
+    # data of 3 classes on the 4-class space: the LUT lacks the 3-wide classifier, and the message
+    # says how to add it; that profile measures only the new kernels, and then the search runs
+    three = replace(get_space("tiny"), num_classes=3)
+    head = LatencyTable.load(lut).missing(three.kernels())
+    assert head and all(k.startswith("linear") for k in head)
+    args = ("search", "--space", "tiny", "--lut", str(lut), "--budget-ms", f"{budget:.6f}", "--data",
+            f"{TINY_DATA},classes=3", "--epochs", "1", "--warmup-epochs", "0", "--out", str(tmp_path / "three"),
+            "--no-progress")  # fmt: skip
+    proc = run_cli(*args)
+    assert proc.returncode == 2 and "(the data has 3 classes)" in proc.stderr and head[0] in proc.stderr
+    assert (
+        f"hwnas profile --space tiny --classes 3 --device ort-cpu:threads=1,opt=all,batch=1 --out {lut}" in proc.stderr
+    )
+    proc = run_cli("profile", "--space", "tiny", "--classes", "3", "--device", "ort-cpu:threads=1", "--out", str(lut),
+                   "--rounds", "1", "--no-progress", *FAST_TIMING)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"measured {len(head)}, already there {len(three.kernels()) - len(head)}" in proc.stdout
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert Architecture.load(tmp_path / "three" / "arch.json").num_classes == 3
 
 
 @pytest.mark.tour  # a long command-line journey: CI runs it with the tour, after the default suite

@@ -36,7 +36,7 @@ def test_channels_last_training_matches_nchw_and_hands_back_an_nchw_model(monkey
     arch = space.sample(3)
     k = space.num_classes
     splits = make_splits(synthetic(n=256, size=24, classes=k), synthetic(n=64, size=24, classes=k, split="test"), 3,
-                         k, seed=0)  # fmt: skip
+                         seed=0)  # fmt: skip
     seen: list[bool] = []
     real = training.training_layout
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
@@ -28,6 +29,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from hwnas.workflows import ProfileInterrupted, profile_space
 
     space = get_space(args.space)
+    if args.classes is not None:
+        space = replace(space, num_classes=args.classes)
     if len(args.device) > 1 or len(args.out) > 1:
         return _profile_farm(args, space)
     device = open_device(with_precision(args.device[0], args.precision))
@@ -96,6 +99,9 @@ def add_parser(sub: Any) -> None:
                     "profile several devices at once (a farm), each into its own --out")  # fmt: skip
     pr.add_argument("--out", required=True, action="append", metavar="FILE",
                     help="the LUT file; an existing one is resumed or extended; one per --device, in the same order")  # fmt: skip
+    pr.add_argument("--classes", type=positive_int, metavar="N",
+                    help="time the classifier for N classes: those of the dataset you will search on (default: the "
+                    "space's count); a LUT extended this way serves both")  # fmt: skip
     pr.add_argument(
         "--rounds",
         type=positive_int,

@@ -38,7 +38,7 @@ from hwnas.core.errors import HwnasError
 from hwnas.spaces.arch import Architecture
 from hwnas.spaces.kernels import Kernel, arch_kernels, block_kernels, classifier_kernels, kernel_sum
 from hwnas.spaces.ops import parse_op
-from hwnas.spaces.space import Option, SearchSpace
+from hwnas.spaces.space import Option, SearchSpace, get_space
 
 KernelCost = Callable[[Kernel], float]
 
@@ -194,8 +194,10 @@ def make_cost(name: str, space: SearchSpace, lut: str | Path | None = None) -> S
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         device = predictor.table.meta.get("device", "DEVICE")
         space_arg = space.source if Path(space.source).is_file() else space.name
+        classes = "" if get_space(space_arg).num_classes == space.num_classes else f" --classes {space.num_classes}"
+        why = f" (the data has {space.num_classes} classes)" if classes else ""
         raise HwnasError(
-            f"{lut} lacks {len(missing)} kernel(s) of the space {space.name} ({shown}); add them with "
-            f"'hwnas profile --space {space_arg} --device {device} --out {lut}'"
+            f"{lut} lacks {len(missing)} kernel(s) of the space {space.name}{why} ({shown}); add them with "
+            f"'hwnas profile --space {space_arg}{classes} --device {device} --out {lut}'"
         )
     return SearchCost(name, COSTS[name], predictor.kernel_cost, predictor.offset, str(lut))

@@ -97,12 +97,8 @@ class Search:
         self.cfg = cfg
         self.out = Path(out)
         self.progress = progress
-        self.space: SearchSpace = get_space(cfg.space)
-        self.cost: SearchCost = make_cost(cfg.cost, self.space, cfg.lut)
-        for b in cfg.budgets:
-            check_budget(self.space, self.cost, b)
-        self.cheapest, self.costliest = check_budget(self.space, self.cost, cfg.budget)
-        self.smallest, self.largest = self.cost.smallest(self.space)[0], self.cost.largest(self.space)[0]
+        preset = get_space(cfg.space)
+        make_cost(cfg.cost, preset, cfg.lut)  # a missing or unreadable LUT fails before the data is read
         self.device = torch_device(cfg.torch_device)
         if has_search_checkpoint(self.out) and not resume:
             raise HwnasError(f"{self.out} already holds a search; pass --resume to continue it, or use another --out")
@@ -116,7 +112,14 @@ class Search:
         }
         self._resume_point: dict[str, Any] | None = None  # where a checkpoint taken inside an epoch stopped
         self._saved_at = time.perf_counter()
-        self.splits = self._data()
+        self.splits = self._data(preset)
+        # the data decides the classifier's width; the space's class count is a default for profiling
+        self.space: SearchSpace = replace(preset, num_classes=len(self.splits.classes))
+        self.cost: SearchCost = make_cost(cfg.cost, self.space, cfg.lut)
+        for b in cfg.budgets:
+            check_budget(self.space, self.cost, b)
+        self.cheapest, self.costliest = check_budget(self.space, self.cost, cfg.budget)
+        self.smallest, self.largest = self.cost.smallest(self.space)[0], self.cost.largest(self.space)[0]
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.net = training_layout(SuperNet(self.space, paths=cfg.paths).to(self.device), self.device)
@@ -153,8 +156,8 @@ class Search:
         weights never see (the architecture steps fit alphas, not the child networks' weights)."""
         return self.splits.unseen_by_weights()
 
-    def _data(self) -> DataSplits:
-        cfg, space = self.cfg, self.space
+    def _data(self, space: SearchSpace) -> DataSplits:
+        cfg = self.cfg
         return load_splits(cfg.data, space.num_classes, space.in_channels, mode=cfg.data_mode,
                            bad_images=cfg.bad_images, limit=cfg.limit, seed=cfg.split_seed,
                            val_fraction=cfg.val_fraction, alpha_fraction=cfg.alpha_fraction,
@@ -584,7 +587,7 @@ class Search:
             "argmax": d.argmax.to_str(), "argmax_cost": d.argmax_cost, "derivation_steps": d.steps,
             "space_cheapest": self.cheapest, "space_costliest": self.costliest, "epochs": self.cfg.epochs,
             "final_val_acc_supernet": self.metrics[-1]["val_acc"] if self.metrics else None,
-            "images_skipped": sorted(self.skipped),
+            "classes": self.splits.classes, "images_skipped": sorted(self.skipped),
             "compute_time": {  # wall-clock milliseconds of this machine, not predicted costs
                 "weight_step_ms": 1e3 * t["weight_step_s"] / max(1, t["weight_steps"]),
                 "arch_step_ms": 1e3 * t["arch_step_s"] / max(1, t["arch_steps"]),

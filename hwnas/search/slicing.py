@@ -8,6 +8,7 @@ weights for that architecture (``tests/test_supernet.py`` checks it).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -93,7 +94,9 @@ def sliced_child_of_run(run: str | Path, arch: Architecture) -> ChildNet:
     space, paths = cfg.get("space"), cfg.get("paths", "masked")
     if not isinstance(space, str) or paths not in PATHS:
         raise HwnasError(f"{path}: corrupt content (config.space or config.paths)")
-    net = SuperNet(get_space(space), paths=paths)
+    head = state["net"].get("classifier.weight")  # the width the run's data gave the classifier
+    classes = int(head.shape[0]) if isinstance(head, torch.Tensor) and head.ndim == 2 else arch.num_classes
+    net = SuperNet(replace(get_space(space), num_classes=classes), paths=paths)
     try:
         net.load_state_dict(state["net"])
     except RuntimeError as exc:

@@ -114,6 +114,11 @@ class DataSplits:
     std: torch.Tensor
     notes: list[str] = field(default_factory=list)  # conversions applied to fit the space, in words
 
+    @property
+    def classes(self) -> list[str]:
+        """The dataset's class names, one per label: they decide the classifier's width."""
+        return list(self.weights.classes)
+
     def unseen_by_weights(self) -> Images:
         """``val`` and ``alphas`` together: every image the weights never train on. Selection scores
         candidates through the supernet on these (1,400 images instead of 500 in the search issue's
@@ -219,14 +224,15 @@ def load_splits(
     with_test: bool = False,
     progress: bool = False,
 ) -> DataSplits:
-    """The splits (:func:`make_splits`) of the dataset ``data``, read in ``mode`` (synthetic data gets
-    ``num_classes`` classes unless it says otherwise), with its test split when ``with_test``. Their
-    ``notes`` say how the data was read."""
+    """The splits (:func:`make_splits`) of the dataset ``data``, read in ``mode``, with its test split
+    when ``with_test``. The data decides the classes (:attr:`DataSplits.classes`); ``num_classes``
+    (the space's) is only the count synthetic data gets when it names none. Their ``notes`` say how
+    the data was read."""
     data = with_classes(data, num_classes)
     notes: list[str] = []
     train = load_images(data, "train", mode, notes, bad_images, progress)
     test = load_test_images(data, num_classes, mode, notes, bad_images) if with_test else None
-    return make_splits(train, test, in_channels, num_classes, val_fraction, alpha_fraction, limit, seed, bad_images,
+    return make_splits(train, test, in_channels, val_fraction, alpha_fraction, limit, seed, bad_images,
                        notes)  # fmt: skip
 
 
@@ -329,7 +335,6 @@ def make_splits(
     train: Images,
     test: Images | None,
     in_channels: int,
-    num_classes: int,
     val_fraction: float = 0.1,
     alpha_fraction: float = 0.2,
     limit: int | None = None,
@@ -344,9 +349,9 @@ def make_splits(
     if len(train) == 0:
         raise DataError(f"{train.name}: the dataset is empty")
     n_classes = int(train.y.max()) + 1
-    if n_classes > num_classes:
-        raise DataError(f"{train.name} has {n_classes} classes but the space classifies {num_classes}; "
-                        "use a space with as many classes")  # fmt: skip
+    if n_classes > train.num_classes:
+        raise DataError(f"{train.name}: labels go up to {n_classes - 1} but it names {train.num_classes} classes; "
+                        "give one class name per label")  # fmt: skip
     notes = list(notes or [])
     channels = train.shape[0]
     if channels != in_channels:
