@@ -223,7 +223,8 @@ def train_and_save(
 
     cfg.check()
     splits = load_splits(cfg.data, arch.num_classes, arch.in_channels, mode=cfg.data_mode, bad_images=cfg.bad_images,
-                         limit=cfg.limit, seed=cfg.split_seed, with_test=True, progress=progress)  # fmt: skip
+                         limit=cfg.limit, seed=cfg.split_seed, with_test=True, progress=progress,
+                         augment=cfg.augment)  # fmt: skip
     fitted = replace(arch, num_classes=len(splits.classes))  # the data decides the classifier's width
     if fitted.num_classes != arch.num_classes:
         splits.notes.append(f"the classifier has the data's {fitted.num_classes} classes, not the architecture's "
@@ -234,6 +235,7 @@ def train_and_save(
         before_training()
     result = train_child(arch, splits, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, init=start,
                          seed=cfg.seed, device=make_device(cfg.torch_device), progress=progress,
+                         precision=cfg.precision_train,
                          streaming={"workers": cfg.workers, "bad_images": cfg.bad_images})  # fmt: skip
     save_child(out, result, arch, splits, {"init": cfg.init, "data": cfg.data, "epochs": cfg.epochs})
     result.notes = [*fit_notes(splits, arch.resolution), *result.notes]

@@ -53,3 +53,19 @@ def _kernel_cache(tmp_path_factory: pytest.TempPathFactory):
 
 
 FAST_TIMING = ("--warmup-runs", "2", "--warmup-ms", "1", "--min-runs", "5", "--min-time-ms", "2")
+
+
+def write_folder(root: Path, n: int = 240, size: int = 24, classes: int = 4, seed: int = 0,
+                 quality: int = 90) -> Path:  # fmt: skip
+    """hwnas-synthetic images as JPEG files in class folders (an ImageFolder)."""
+    from PIL import Image
+
+    from hwnas.train.data import synthetic
+
+    images = synthetic(n=n, size=size, classes=classes, seed=seed)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        arr = images.x[i].permute(1, 2, 0).numpy()
+        Image.fromarray(arr).save(root / f"c{int(images.y[i])}" / f"{i:05d}.jpg", quality=quality)
+    return root

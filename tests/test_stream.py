@@ -21,22 +21,10 @@ from hwnas.search.config import SearchConfig
 from hwnas.search.loop import Search
 from hwnas.train.batches import Batches
 from hwnas.train.checkpoints import read_search_checkpoint
-from hwnas.train.data import DataError, choose_mode, load_images, load_splits, synthetic
+from hwnas.train.data import DataError, choose_mode, load_images, load_splits
 from hwnas.train.files import EncodedImages, scan_folder
 
-from conftest import ROOT, run_cli
-
-
-def write_folder(root: Path, n: int = 240, size: int = 24, classes: int = 4, seed: int = 0,
-                 quality: int = 90) -> Path:  # fmt: skip
-    """hwnas-synthetic images as JPEG files in class folders (an ImageFolder)."""
-    images = synthetic(n=n, size=size, classes=classes, seed=seed)
-    for c in range(classes):
-        (root / f"c{c}").mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        arr = images.x[i].permute(1, 2, 0).numpy()
-        Image.fromarray(arr).save(root / f"c{int(images.y[i])}" / f"{i:05d}.jpg", quality=quality)
-    return root
+from conftest import ROOT, run_cli, write_folder
 
 
 @pytest.fixture(scope="module")

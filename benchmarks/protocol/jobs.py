@@ -33,7 +33,7 @@ def retrain_job(arch_str: str, seed: int, epochs: int, torch_device: str, bf16: 
     space = WORKER["space"]
     arch = Architecture.from_str(arch_str, space.num_classes, space.in_channels)
     r = train_child(arch, WORKER["splits"], epochs=epochs, seed=seed, device=torch_device_of(torch_device),
-                    progress=False, bf16=bf16, batch_size=batch_size, lr=lr)  # fmt: skip
+                    progress=False, precision="bf16" if bf16 else "fp32", batch_size=batch_size, lr=lr)  # fmt: skip
     return job_key(arch, seed), {"val": r.val_acc, "test": r.test_acc or 0.0, "seconds": r.seconds}
 
 

@@ -249,10 +249,13 @@ def preprocessing(child: Child, resolution: int, nhwc: bool) -> dict[str, Any]:
     """What an app does to a camera frame before the model, in order: what training did."""
     size = child.meta.get("image_size")
     c = child.arch.in_channels
+    whole = f"the whole image to {resolution}x{resolution}, bilinear (half-pixel centres, no antialiasing), no crop"
+    if child.meta.get("augment") == "resized-crop":  # trained with RandomResizedCrop: evaluated on the centre
+        whole = (f"the centre 7/8 of the image's height and width (as Resize(256) + CenterCrop(224)), then to "
+                 f"{resolution}x{resolution}, bilinear (half-pixel centres, no antialiasing)")  # fmt: skip
     return {
         "channel_order": "RGB" if c == 3 else ("grey" if c == 1 else f"{c} channels, in the training data's order"),
-        "resize": f"the whole image to {resolution}x{resolution}, bilinear (half-pixel centres, no antialiasing), "
-                  "no crop" + (f"; training images were {size[0]}x{size[1]}" if size else ""),
+        "resize": whole + (f"; training images were {size[0]}x{size[1]}" if size else ""),
         "scale": "divide the 0-255 pixel values by 255",
         "normalize": "subtract mean, divide by std, per channel (the normalization above)",
         "layout": "NHWC: [batch, height, width, channels]" if nhwc else "NCHW: [batch, channels, height, width]",
@@ -306,6 +309,7 @@ def export_images(
     images, labelled test images), normalized as the child was trained, at its resolution."""
     from torch.nn import functional as F
 
+    from hwnas.train.batches import centre_crop
     from hwnas.train.data import load_images, load_test_images
 
     arch = child.arch
@@ -316,6 +320,8 @@ def export_images(
 
     def prep(x: torch.Tensor) -> np.ndarray:
         x = x.float() / 255
+        if child.meta.get("augment") == "resized-crop":  # the view the child was evaluated on
+            x = centre_crop(x)
         if x.shape[1] != arch.in_channels:
             x = x.expand(-1, arch.in_channels, -1, -1)
         if x.shape[-1] != arch.resolution or x.shape[-2] != arch.resolution:

@@ -15,12 +15,17 @@ from typing import Any
 from hwnas.core.errors import HwnasError
 from hwnas.core.options import nonnegative_float, nonnegative_int, option, positive_float, positive_int, required
 from hwnas.train.config import (
+    AUGMENT_HELP,
+    AUGMENTS,
     BAD_IMAGES,
     BAD_IMAGES_HELP,
     DATA_MODE_HELP,
     DATA_MODES,
+    PRECISION_TRAIN_HELP,
+    TRAIN_PRECISIONS,
     WORKERS_HELP,
     check_data_settings,
+    check_training_settings,
 )
 
 # how the ops of a layer hold their weights (hwnas.search.supernet's module docstring)
@@ -35,6 +40,8 @@ BEFORE_FIELD_EXISTED: dict[str, Any] = {
     "child_sampling": "alpha",
     "relaxed_weights": True,
     "selection_resolution": "supernet",
+    "augment": "pad-crop",
+    "precision_train": "fp32",
 }
 # Settings that change how a run reads its data or saves itself, never what it computes: a resumed
 # run may change them (--epochs too, to extend a run).
@@ -108,6 +115,8 @@ class SearchConfig:
     data_mode: str = option("auto", choices=DATA_MODES, help=DATA_MODE_HELP)
     workers: int | None = option(None, type=nonnegative_int, help=WORKERS_HELP)
     bad_images: str = option("stop", choices=BAD_IMAGES, help=BAD_IMAGES_HELP)
+    augment: str = option("auto", choices=AUGMENTS, help=AUGMENT_HELP)
+    precision_train: str = option("fp32", choices=TRAIN_PRECISIONS, help=PRECISION_TRAIN_HELP)
     checkpoint_every: float = option(600.0, type=nonnegative_float,
                                      help="seconds between checkpoints inside an epoch, besides the one at each "
                                           "epoch's end (default 600; 0: after every step)")  # fmt: skip
@@ -120,6 +129,7 @@ class SearchConfig:
 
     def check(self) -> None:
         check_data_settings(self.data_mode, self.bad_images)
+        check_training_settings(self.augment, self.precision_train)
         for b in [self.budget, *self.budgets]:
             if not (isinstance(b, (int, float)) and math.isfinite(b) and b > 0):
                 raise HwnasError(f"the budget must be a finite number > 0, got {b}")

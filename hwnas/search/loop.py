@@ -62,6 +62,7 @@ from hwnas.train.checkpoints import (
     write_search_checkpoint,
 )
 from hwnas.train.data import DataSplits, Images, load_splits
+from hwnas.train.precision import Precision
 from hwnas.train.training import cosine, evaluate, param_groups, torch_device, training_layout
 
 BN_BATCHES = 8  # batches to re-estimate BatchNorm statistics of the argmax architecture
@@ -113,6 +114,7 @@ class Search:
         self._resume_point: dict[str, Any] | None = None  # where a checkpoint taken inside an epoch stopped
         self._saved_at = time.perf_counter()
         self.splits = self._data(preset)
+        self._streaming["recipe"] = self.splits.recipe  # how batches of these images are augmented and viewed
         # the data decides the classifier's width; the space's class count is a default for profiling
         self.space: SearchSpace = replace(preset, num_classes=len(self.splits.classes))
         self.cost: SearchCost = make_cost(cfg.cost, self.space, cfg.lut)
@@ -136,6 +138,8 @@ class Search:
         self.a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=self.arch_lr, betas=(0.9, 0.999),
                                       weight_decay=cfg.arch_weight_decay)  # fmt: skip
         self.penalty = Penalty(cfg.loss, cfg.budget, cfg.lambda_init, cfg.lambda_lr)
+        self.w_precision = Precision(cfg.precision_train, self.device)  # autocast, and fp16's gradient scalers
+        self.a_precision = Precision(cfg.precision_train, self.device)
         self.epoch = 0
         self.metrics: list[dict[str, Any]] = []
         self.candidates: list[dict[str, Any]] = []
@@ -161,7 +165,7 @@ class Search:
         return load_splits(cfg.data, space.num_classes, space.in_channels, mode=cfg.data_mode,
                            bad_images=cfg.bad_images, limit=cfg.limit, seed=cfg.split_seed,
                            val_fraction=cfg.val_fraction, alpha_fraction=cfg.alpha_fraction,
-                           progress=self.progress)  # fmt: skip
+                           progress=self.progress, augment=cfg.augment)  # fmt: skip
 
     # --- checkpoint --------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -178,6 +182,7 @@ class Search:
             "timing": self.timing,
             "rng": rng_states(),
             "data": {"mean": self.splits.mean, "std": self.splits.std, "labels": _split_labels(self.splits)},
+            "scalers": {"weights": self.w_precision.state(), "alphas": self.a_precision.state()},
         }
 
     def _save(self, mid_epoch: dict[str, Any] | None = None) -> None:
@@ -213,6 +218,12 @@ class Search:
         self.penalty.lam, self.epoch = float(state["lambda"]), int(state["epoch"])
         self.metrics, self.probs, self.timing = state["metrics"], state["probs"], state["timing"]
         set_rng_states(state["rng"], str(path))
+        scalers = state.get("scalers") or {}
+        try:
+            self.w_precision.load(scalers.get("weights"))
+            self.a_precision.load(scalers.get("alphas"))
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise HwnasError(f"{path}: corrupt content (scalers: {exc}); start a new --out") from None
         self._same_data(state.get("data"), str(path))
         point = state.get("mid_epoch")
         if point is not None:
@@ -284,10 +295,11 @@ class Search:
             opt = torch.optim.Adam(self.net.arch_parameters(), lr=self.arch_lr)
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 900_000 + i)
             weights = self.net.weight_parameters()
+            amp = Precision(cfg.precision_train, self.device)
             self.net.train()  # batch statistics, as in the search's own architecture steps
             for x, y in Batches(self.splits.alphas, cfg.batch_size, self.splits.mean, self.splits.std, gen,
                                 drop_last=True, device=self.device, **self._streaming):  # fmt: skip
-                self._arch_step(x, y, cfg.tau_end, weights, penalty, opt)
+                self._arch_step(x, y, cfg.tau_end, weights, penalty, opt, amp)
             d = self._select(budget)
             folder = self.out / f"budget-{budget:g}"
             folder.mkdir(exist_ok=True)
@@ -418,19 +430,23 @@ class Search:
             x, y = x.to(dev), y.to(dev)
             self.w_opt.zero_grad(set_to_none=True)
             self.a_opt.zero_grad(set_to_none=True)
+            amp = self.w_precision
             if cfg.relaxed_weights:
-                logits = net(x, tau)
-                loss = F.cross_entropy(logits, y)
-                loss.backward()
+                with amp.autocast():
+                    logits = net(x, tau)
+                    loss = F.cross_entropy(logits, y)
+                amp.backward(loss)
             if cfg.sandwich:
                 big = self._sandwich_step(x, y, gen, uniform)
             elif cfg.sampled_child:
-                child = net(x, arch=self._sample_child(gen, uniform))
-                F.cross_entropy(child, y).backward()
+                with amp.autocast():
+                    child = net(x, arch=self._sample_child(gen, uniform))
+                    child_loss = F.cross_entropy(child, y)
+                amp.backward(child_loss)
             if not cfg.relaxed_weights:  # the training figures are then the largest's (or the child's)
-                logits = (big if cfg.sandwich else child).detach()
+                logits = (big if cfg.sandwich else child).detach().float()
                 loss = F.cross_entropy(logits, y)
-            self.w_opt.step()
+            amp.step(self.w_opt)
             self.w_sched.step()
             self.timing["weight_step_s"] += time.perf_counter() - t
             self.timing["weight_steps"] += 1
@@ -456,13 +472,16 @@ class Search:
         the labels, the smallest and one sampled child (see ``_sample_child``) learn from the
         largest's predictions. Gradients add to those of the relaxed supernet's step, if any
         (``relaxed_weights``)."""
-        net = self.net
-        big = net(x, arch=self.largest)
-        F.cross_entropy(big, y).backward()
-        teacher = big.detach().softmax(1)
+        net, amp = self.net, self.w_precision
+        with amp.autocast():
+            big = net(x, arch=self.largest)
+            big_loss = F.cross_entropy(big, y)
+        amp.backward(big_loss)
+        teacher = big.detach().float().softmax(1)
         for arch in (self.smallest, self._sample_child(gen, uniform)):
-            out = net(x, arch=arch)
-            (-(teacher * out.log_softmax(1)).sum(1).mean()).backward()
+            with amp.autocast():
+                out = net(x, arch=arch)
+            amp.backward(-(teacher * out.float().log_softmax(1)).sum(1).mean())
         return big
 
     def _sample_child(self, gen: torch.Generator, uniform: bool = False) -> Architecture:
@@ -480,20 +499,23 @@ class Search:
         return self.space.architecture(self.space.resolutions[r], options)
 
     def _arch_step(self, x: torch.Tensor, y: torch.Tensor, tau: float, weights: list[torch.nn.Parameter],
-                   penalty: Penalty | None = None, opt: torch.optim.Optimizer | None = None) -> float:  # fmt: skip
+                   penalty: Penalty | None = None, opt: torch.optim.Optimizer | None = None,
+                   amp: Precision | None = None) -> float:  # fmt: skip
         penalty, opt = penalty or self.penalty, opt or self.a_opt
+        amp = amp or self.a_precision
         t = time.perf_counter()
         for p in weights:
             p.requires_grad_(False)
         try:
-            ce = self.net.resolution_loss(x, y, tau)
+            with amp.autocast():
+                ce = self.net.resolution_loss(x, y, tau).float()
             tc = time.perf_counter()
             e_cost = self.expected(*self.net.choice_probs())
             self.timing["cost_s"] += time.perf_counter() - tc
             loss = penalty(ce, e_cost)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            amp.backward(loss)
+            amp.step(opt)
         finally:
             for p in weights:
                 p.requires_grad_(True)

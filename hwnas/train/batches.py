@@ -1,28 +1,41 @@
 """Batches of one split, in memory or streamed, seeded and resumable at any batch.
 
 :class:`Batches` draws the order from its generator when it is made, then per batch the
-augmentation's draws (random crop from a 1/8-padded image, horizontal flip), all in this process
-and on the CPU generator: the same batches in memory and streamed, on every device, with any
-number of decoding workers. Its :meth:`~Batches.state` (the order and the batches already given)
+augmentation's draws, all in this process and on the CPU generator: the same batches in memory and
+streamed, on every device, with any number of decoding workers. Two recipes (:func:`~hwnas.train.data.choose_recipe`):
+
+* ``pad-crop`` for small images (CIFAR-sized): a random crop from a 1/8-padded image, and a
+  horizontal flip;
+* ``resized-crop`` for large ones (ImageNet-sized, at least :data:`~hwnas.train.data.LARGE_IMAGE` px): torchvision's
+  ``RandomResizedCrop`` (a random 8-100% of the area at an aspect ratio of 3/4 to 4/3, resized back
+  to the stored size) and a flip; evaluation then sees the centre :data:`EVAL_CROP` of each image,
+  resized back (``Resize(256)`` + ``CenterCrop(224)`` at 224 px).
+ Its :meth:`~Batches.state` (the order and the batches already given)
 goes into a search checkpoint with the generator's state, so a search killed mid-epoch resumes
 at the next batch.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.nn import functional as F
 
+from hwnas.train.config import RECIPES
 from hwnas.train.data import Images
 from hwnas.train.loader import check_decoded, decoded_batches
+
+EVAL_CROP = 0.875  # 224 / 256
+RRC_SCALE, RRC_RATIO, RRC_TRIES = (0.08, 1.0), (3 / 4, 4 / 3), 10  # torchvision's RandomResizedCrop defaults
 
 
 class Batches:
     """``(x float [B, C, H, W] normalized, y)`` batches of ``images``, shuffled when ``generator``
-    is given, augmented with ``augment``.
+    is given. ``recipe`` (of :data:`RECIPES`) says what ``augment`` does, and what the images look
+    like without it: as stored after ``pad-crop``, the centre crop after ``resized-crop``.
 
     With ``device``, the uint8 images move there first (pinned, when streamed to a GPU) and are
     augmented and normalized there. Streamed images are decoded by ``workers`` processes (None: the
@@ -45,8 +58,12 @@ class Batches:
         bad_images: str = "stop",
         skipped: set[str] | None = None,
         state: dict[str, Any] | None = None,
+        recipe: str = "pad-crop",
     ) -> None:
-        self.images, self.batch_size, self.generator, self.augment = images, batch_size, generator, augment
+        if recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+        self.images, self.batch_size, self.generator = images, batch_size, generator
+        self.augment, self.recipe = augment, recipe
         self.device = device or (images.x.device if images.x is not None else torch.device("cpu"))
         self.mean = mean.to(self.device).view(1, -1, 1, 1)
         self.std = std.to(self.device).view(1, -1, 1, 1)
@@ -78,7 +95,9 @@ class Batches:
             pixels = self._streamed(picks)
         for x_u8, idx, kept in pixels:
             x = x_u8.to(self.device, non_blocking=True).float() / 255
-            if self.augment:
+            if self.recipe == "resized-crop":
+                x = resized_crop(x, self.generator, len(idx), kept) if self.augment else centre_crop(x)
+            elif self.augment:
                 x = augment(x, self.generator, len(idx), kept)
             self.given += 1
             if len(x):
@@ -127,3 +146,67 @@ def _crop(padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, h: int, w: i
     cols = (dx.to(dev)[:, None] + torch.arange(w, device=dev))[:, None, None, :]
     return padded[torch.arange(b, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
                   rows, cols]  # fmt: skip
+
+
+def resized_crop(x: torch.Tensor, generator: torch.Generator | None, drawn_for: int | None = None,
+                 kept: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """torchvision's ``RandomResizedCrop`` (scale 0.08-1, ratio 3/4-4/3, 10 tries, then the whole
+    image clamped to the ratio) back to ``x``'s size, and a random horizontal flip, for a batch at
+    once. The draws are made for ``drawn_for`` images whatever their outcome (as in :func:`augment`),
+    so a batch's draws never depend on which images could be read."""
+    b, _, h, w = x.shape
+    n = b if drawn_for is None else drawn_for
+    use = slice(None) if kept is None else kept
+    area = torch.empty(n, RRC_TRIES, dtype=torch.float64).uniform_(*RRC_SCALE, generator=generator) * (h * w)
+    log_ratio = torch.empty(n, RRC_TRIES, dtype=torch.float64).uniform_(
+        math.log(RRC_RATIO[0]), math.log(RRC_RATIO[1]), generator=generator)  # fmt: skip
+    where = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+    flip = torch.rand(n, generator=generator) < 0.5
+    cw = torch.round(torch.sqrt(area * torch.exp(log_ratio)))
+    ch = torch.round(torch.sqrt(area / torch.exp(log_ratio)))
+    fits = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = torch.where(fits.any(1), fits.double().argmax(1), torch.full((n,), -1))
+    pick = first.clamp_min(0)[:, None]
+    cw, ch = cw.gather(1, pick)[:, 0], ch.gather(1, pick)[:, 0]
+    # no try fits: the whole image, cut to the nearest allowed aspect ratio, centred
+    if w / h < RRC_RATIO[0]:
+        fw, fh = float(w), float(round(w / RRC_RATIO[0]))
+    elif w / h > RRC_RATIO[1]:
+        fw, fh = float(round(h * RRC_RATIO[1])), float(h)
+    else:
+        fw, fh = float(w), float(h)
+    none = first < 0
+    cw, ch = torch.where(none, fw, cw), torch.where(none, fh, ch)
+    top = torch.where(none, ((h - ch) / 2).floor(), (where[:, 0] * (h - ch + 1)).floor().clamp_max(h - ch))
+    left = torch.where(none, ((w - cw) / 2).floor(), (where[:, 1] * (w - cw + 1)).floor().clamp_max(w - cw))
+    out = crop_resize(x, top[use], left[use], ch[use], cw[use])
+    flip = flip[use].to(out.device)
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+def centre_crop(x: torch.Tensor, fraction: float = EVAL_CROP) -> torch.Tensor:
+    """The centre ``fraction`` of each image's height and width, resized back to its size."""
+    b, _, h, w = x.shape
+    ch, cw = float(round(h * fraction)), float(round(w * fraction))
+    top, left = torch.full((b,), float((h - ch) // 2)), torch.full((b,), float((w - cw) // 2))
+    return crop_resize(x, top, left, torch.full((b,), ch), torch.full((b,), cw))
+
+
+def crop_resize(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, ch: torch.Tensor,
+                cw: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """``F.interpolate(x[i, :, top:top+ch, left:left+cw], size=x's, mode="bilinear",
+    align_corners=False)`` for every image ``i`` at once: the sampling positions of a half-pixel
+    bilinear resize, clamped to the crop as interpolate clamps to its input, sampled by one
+    ``grid_sample``."""
+    b, _, h, w = x.shape
+    dev = x.device
+
+    def axis(start: torch.Tensor, size: torch.Tensor, out: int) -> torch.Tensor:
+        start, size = start.to(dev, torch.float64)[:, None], size.to(dev, torch.float64)[:, None]
+        src = ((torch.arange(out, device=dev, dtype=torch.float64) + 0.5) * size / out - 0.5).clamp_min(0)
+        pos = (start + src).minimum(start + size - 1)
+        return (2 * pos / max(1, out - 1) - 1).to(x.dtype) if out > 1 else torch.zeros_like(pos, dtype=x.dtype)
+
+    ys, xs = axis(top, ch, h), axis(left, cw, w)
+    grid = torch.stack([xs[:, None, :].expand(b, h, w), ys[:, :, None].expand(b, h, w)], dim=-1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)

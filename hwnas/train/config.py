@@ -12,6 +12,19 @@ INITS = ("scratch", "supernet")  # where a child's weights start
 # Where the images are while a run reads them (hwnas.train.data): decoded in memory, streamed from
 # disk by DataLoader workers, or whichever the dataset's decoded size against free memory says.
 DATA_MODES = ("auto", "memory", "stream")
+# How training images are augmented (hwnas.train.batches): by their size (auto), or one recipe.
+AUGMENTS = ("auto", "pad-crop", "resized-crop")
+RECIPES = AUGMENTS[1:]
+AUGMENT_HELP = (
+    "auto (default): from 128-px images on, RandomResizedCrop + flip, and evaluation on the centre "
+    "7/8 (ImageNet); below, a crop of the 1/8-padded image + flip (CIFAR); or name one"
+)
+# Autocast of the training forward passes; fp16 adds a gradient scaler.
+TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISION_TRAIN_HELP = (
+    "forward passes in fp32 (default), or under autocast in bf16 (CUDA, or a CPU with bf16 "
+    "units) or fp16 (CUDA; with a gradient scaler); weights stay fp32"
+)
 BAD_IMAGES = ("stop", "skip")  # what an unreadable image does: stop the run naming it, or skip and count it
 DATA_MODE_HELP = ("auto (default): in memory when the decoded images take at most a quarter of the free memory, "
                   "else streamed from disk (printed); memory; stream (image folders and JPEG archives)")  # fmt: skip
@@ -38,10 +51,13 @@ class TrainConfig:
     data_mode: str = option("auto", choices=DATA_MODES, help=DATA_MODE_HELP)
     workers: int | None = option(None, type=nonnegative_int, help=WORKERS_HELP)
     bad_images: str = option("stop", choices=BAD_IMAGES, help=BAD_IMAGES_HELP)
+    augment: str = option("auto", choices=AUGMENTS, help=AUGMENT_HELP)
+    precision_train: str = option("fp32", choices=TRAIN_PRECISIONS, help=PRECISION_TRAIN_HELP)
     torch_device: str = option("cpu", help="cpu, cuda, cuda:N or auto")
 
     def check(self) -> None:
         check_data_settings(self.data_mode, self.bad_images)
+        check_training_settings(self.augment, self.precision_train)
         if self.init not in INITS:
             raise HwnasError(f"init {self.init!r}: choose {' or '.join(INITS)}")
         if self.init == "supernet" and self.run is None:
@@ -53,3 +69,10 @@ def check_data_settings(data_mode: str, bad_images: str) -> None:
         raise HwnasError(f"unknown data mode {data_mode!r}; choose {', '.join(DATA_MODES)}")
     if bad_images not in BAD_IMAGES:
         raise HwnasError(f"--bad-images {bad_images!r}: choose {' or '.join(BAD_IMAGES)}")
+
+
+def check_training_settings(augment: str, precision_train: str) -> None:
+    if augment not in AUGMENTS:
+        raise HwnasError(f"--augment {augment!r}: choose {', '.join(AUGMENTS)}")
+    if precision_train not in TRAIN_PRECISIONS:
+        raise HwnasError(f"--precision-train {precision_train!r}: choose {', '.join(TRAIN_PRECISIONS)}")

@@ -22,8 +22,9 @@ Arrays in an ``.npz`` and synthetic data are arrays already: always in memory. E
 brought to the first image's size (bilinear), in both modes.
 
 Batches are drawn by index from a seeded generator, the same draws in both modes, so the two
-give the same batches; training batches are augmented (random crop from a 1/8-padded image and
-horizontal flip) and normalized by the training images' per-channel mean and std.
+give the same batches; training batches are augmented (:func:`choose_recipe`: a random crop from a
+1/8-padded image and a flip for small images, RandomResizedCrop and a flip from
+:data:`LARGE_IMAGE` px) and normalized by the training images' per-channel mean and std.
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ __all__ = ["DataError", "DataSplits", "Images", "load_images", "load_test_images
 
 MEMORY_SHARE = 0.25  # auto: in memory while the decoded images take at most this share of the available memory
 MEAN_SAMPLE = 4096  # streamed: the normalization's mean and std come from this many training images
+LARGE_IMAGE = 128  # px, the shorter side from which --augment auto picks the ImageNet recipe
+
+
+def choose_recipe(h: int, w: int, requested: str = "auto") -> str:
+    """The augmentation recipe (:mod:`hwnas.train.batches`) of images stored at ``h x w``:
+    ``requested``, or with ``auto`` the ImageNet one from :data:`LARGE_IMAGE` px and the CIFAR one
+    below."""
+    if requested != "auto":
+        return requested
+    return "resized-crop" if min(h, w) >= LARGE_IMAGE else "pad-crop"
 
 
 @dataclass
@@ -113,6 +124,7 @@ class DataSplits:
     mean: torch.Tensor  # per channel, of the training images, in [0, 1] units
     std: torch.Tensor
     notes: list[str] = field(default_factory=list)  # conversions applied to fit the space, in words
+    recipe: str = "pad-crop"  # the augmentation, and the view of the images without it (batches.Batches)
 
     @property
     def classes(self) -> list[str]:
@@ -223,6 +235,7 @@ def load_splits(
     alpha_fraction: float = 0.2,
     with_test: bool = False,
     progress: bool = False,
+    augment: str = "auto",
 ) -> DataSplits:
     """The splits (:func:`make_splits`) of the dataset ``data``, read in ``mode``, with its test split
     when ``with_test``. The data decides the classes (:attr:`DataSplits.classes`); ``num_classes``
@@ -233,7 +246,7 @@ def load_splits(
     train = load_images(data, "train", mode, notes, bad_images, progress)
     test = load_test_images(data, num_classes, mode, notes, bad_images) if with_test else None
     return make_splits(train, test, in_channels, val_fraction, alpha_fraction, limit, seed, bad_images,
-                       notes)  # fmt: skip
+                       notes, augment)  # fmt: skip
 
 
 def with_classes(data: str, num_classes: int) -> str:
@@ -341,6 +354,7 @@ def make_splits(
     seed: int = 0,
     bad_images: str = "stop",
     notes: list[str] | None = None,
+    augment: str = "auto",
 ) -> DataSplits:
     """Shuffle (seeded), optionally keep ``limit`` training images (class-balanced), hold out
     ``val_fraction`` for validation, and split the rest ``1 - alpha_fraction`` / ``alpha_fraction``.
@@ -368,7 +382,13 @@ def make_splits(
         raise DataError(f"{train.name}: {len(order)} images are too few to split for search; use more")
     val, alpha, weights = order[:n_val], order[n_val : n_val + n_alpha], order[n_val + n_alpha :]
     mean, std = _mean_std(train.subset(weights), bad_images, notes)
-    return DataSplits(train.subset(weights), train.subset(alpha), train.subset(val), test, mean, std, notes)
+    _, h, w = train.shape
+    recipe = choose_recipe(h, w, augment)
+    if recipe == "resized-crop":
+        how = "--augment resized-crop" if augment != "auto" else f"--augment auto: {w}x{h} images"
+        notes.append(f"{train.name}: ImageNet augmentation ({how}): RandomResizedCrop + flip for training, the "
+                     "centre 7/8 of each image for evaluation")  # fmt: skip
+    return DataSplits(train.subset(weights), train.subset(alpha), train.subset(val), test, mean, std, notes, recipe)
 
 
 def _mean_std(images: Images, bad_images: str, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

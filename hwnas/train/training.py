@@ -25,6 +25,7 @@ from hwnas.models.builder import ChildNet, build_model
 from hwnas.spaces.arch import Architecture
 from hwnas.train.batches import batches
 from hwnas.train.data import DataSplits, Images
+from hwnas.train.precision import Precision
 
 LABEL_SMOOTHING = 0.1
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -103,19 +104,21 @@ def train_child(
     seed: int = 0,
     device: torch.device | None = None,
     progress: bool = True,
-    bf16: bool = False,
+    precision: str = "fp32",
     streaming: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``arch`` on ``splits.weights + splits.alphas`` (all the training images but val), at
-    the architecture's resolution; report val (and test) accuracy. ``bf16`` runs the forward pass
-    under bfloat16 autocast (for GPUs; weights and optimizer stay fp32). ``streaming``: how
+    the architecture's resolution, augmented by ``splits.recipe``; report val (and test) accuracy.
+    ``precision`` (fp32, bf16, fp16) runs the forward passes under autocast
+    (:class:`~hwnas.train.precision.Precision`; weights and optimizer stay fp32). ``streaming``: how
     streamed images are read (``workers``, ``bad_images``); images skipped are noted in the result."""
     device = device or torch.device("cpu")
     torch.manual_seed(seed)
     model = training_layout((init or build_model(arch)).to(device), device)
     train = splits.weights.join(splits.alphas)
     skipped: set[str] = set()
-    streaming = {**(streaming or {}), "skipped": skipped}
+    streaming = {**(streaming or {}), "skipped": skipped, "recipe": splits.recipe}
+    amp = Precision(precision, device)
     steps_per_epoch = max(1, len(train) // batch_size)
     opt = torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=0.9, nesterov=True)
     sched = cosine(opt, epochs * steps_per_epoch)
@@ -133,11 +136,11 @@ def train_child(
             for x, y in batches(train, batch_size, splits.mean, splits.std, gen, augment=True, drop_last=True,
                                 device=device, **streaming):  # fmt: skip
                 x = _resize(x, res).to(device)
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+                with amp.autocast():
                     loss = F.cross_entropy(model(x), y.to(device), label_smoothing=LABEL_SMOOTHING)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                amp.backward(loss)
+                amp.step(opt)
                 sched.step()
                 loss_sum, n = loss_sum + loss.detach().float() * len(y), n + len(y)
                 bar.advance(task)
@@ -180,5 +183,5 @@ def save_child(
 
     info = {"mean": splits.mean.tolist(), "std": splits.std.tolist(), "val_acc": result.val_acc,
             "test_acc": result.test_acc, "history": result.history, "classes": list(splits.weights.classes),
-            "image_size": list(splits.weights.shape[-2:]), **meta}  # fmt: skip
+            "image_size": list(splits.weights.shape[-2:]), "augment": splits.recipe, **meta}  # fmt: skip
     write_child(path, arch, result.model.state_dict(), info)
