@@ -4,6 +4,7 @@ references, and training under autocast (bf16, fp16 with its gradient scalers)."
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,22 @@ def test_fp16_scales_each_optimizer_s_gradients_and_checkpoints_the_scalers(tmp_
     bad = run_cli("search", "--space", "tiny", "--budget-mflops", "1", "--precision-train", "fp8", "--out",
                   str(tmp_path / "bad"))  # fmt: skip
     assert bad.returncode == 2 and "fp8" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_imagenet_recipe_fills_the_options_left_out(tmp_path: Path) -> None:
+    """--recipe imagenet sets FBNet's values, an option named on the command line wins even at its
+    default value, and --epochs rescales the warm-up and the temperature."""
+    proc = run_cli("search", "--space", "tiny", "--recipe", "imagenet", "--epochs", "2", "--batch-size", "64",
+                   "--precision-train", "fp32", "--budget-mflops", "0.6", "--data", "synthetic:n=200,size=24",
+                   "--evolution", "0", "--out", str(tmp_path / "r"), "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert (cfg["epochs"], cfg["batch_size"], cfg["precision_train"]) == (2, 64, "fp32")  # as given
+    assert (cfg["lr"], cfg["arch_lr"], cfg["arch_weight_decay"], cfg["tau_start"]) == (0.1, 0.01, 5e-4, 5.0)
+    assert cfg["augment"] == "resized-crop" and cfg["warmup_epochs"] == 0  # 10/90 of 2 epochs
+    assert cfg["tau_end"] == pytest.approx(5.0 * math.exp(-0.045), abs=1e-4)  # one epoch of FBNet's decay
+    from hwnas.search.recipes import imagenet
+
+    full = imagenet()
+    assert (full["epochs"], full["warmup_epochs"], full["batch_size"]) == (90, 10, 192)
+    assert full["tau_end"] == pytest.approx(5.0 * math.exp(-0.045 * 89), abs=1e-4)

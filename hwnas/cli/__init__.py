@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 from hwnas import __version__
 from hwnas.cli import bench, demo, devices, export, lut, profile, search, spaces
 from hwnas.core.errors import HwnasError
+from hwnas.core.options import given_options
 
 
 class _Help(argparse.HelpFormatter):
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.given_options = given_options(build_parser(), argv)  # what the user named, e.g. over a recipe
     try:
         rc = args.func(args)
     except HwnasError as exc:

@@ -16,6 +16,7 @@ from hwnas.cli.common import (
 from hwnas.core.errors import HwnasError
 from hwnas.core.options import add_options, options_of
 from hwnas.search.config import SearchConfig
+from hwnas.search.recipes import RECIPES, with_recipe
 from hwnas.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -42,8 +43,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     cost, budgets = _budget(args)
     budget = budgets[(len(budgets) - 1) // 2]  # the supernet trains towards the middle budget
-    cfg = SearchConfig(budget=budget, budgets=budgets if len(budgets) > 1 else [], cost=cost,
-                       **options_of(SearchConfig, args))  # fmt: skip
+    values = with_recipe(args.recipe, options_of(SearchConfig, args), getattr(args, "given_options", None))
+    cfg = SearchConfig(budget=budget, budgets=budgets if len(budgets) > 1 else [], cost=cost, **values)
     search = Search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     fit_threads(args.torch_device)
     from hwnas.train.data import fit_notes
@@ -124,6 +125,10 @@ def add_parser(sub: Any) -> None:
                          "and derive one architecture per budget")  # fmt: skip
     bg.add_argument("--budget-mflops", type=budget_list, help="FLOPs budget(s) in millions of multiply-adds")
     bg.add_argument("--budget-mparams", type=budget_list, help="parameter budget(s) in millions")
+    se.add_argument("--recipe", choices=list(RECIPES),
+                    help="imagenet: FBNet's ImageNet search setting (90 epochs, 10 warm-up, batch 192, SGD 0.1, "
+                         "Adam 0.01, tau 5.0 x exp(-0.045) per epoch, RandomResizedCrop, bf16) for the options "
+                         "you leave out")  # fmt: skip
     add_options(se, SearchConfig, exclude=_SEARCH_OPTIONS_BEFORE_THE_BUDGET)
     se.add_argument("--out", default="run", metavar="RUN", help="the run folder (default ./run)")
     se.add_argument("--resume", action="store_true", help="continue the search saved in --out")

@@ -83,6 +83,24 @@ def options_of(cls: type, args: argparse.Namespace) -> dict[str, Any]:
     return {f.name: getattr(args, f.name) for f in option_fields(cls)}
 
 
+def given_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """The destinations of the options ``argv`` names explicitly (an option given at its default
+    value counts), found by parsing ``argv`` again with every default suppressed. ``parser`` is
+    changed: build a fresh one for this."""
+
+    def suppress(p: argparse.ArgumentParser) -> None:
+        p._defaults.clear()
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    suppress(sub)
+            elif not action.required:
+                action.default = argparse.SUPPRESS
+
+    suppress(parser)
+    return set(vars(parser.parse_args(argv)))
+
+
 # --- argparse types ------------------------------------------------------------------------------
 def _whole_number(text: str, least: int) -> int:
     try:

@@ -146,7 +146,15 @@ class Search:
         self.per_budget: list[dict[str, Any]] = []
         self._alpha_start: torch.Tensor | None = None  # the logits at the start of the running epoch
         self.probs: list[dict[str, Any]] = []
-        self.timing = {"weight_step_s": 0.0, "arch_step_s": 0.0, "cost_s": 0.0, "weight_steps": 0, "arch_steps": 0}
+        self.timing = {
+            "weight_step_s": 0.0,
+            "arch_step_s": 0.0,
+            "cost_s": 0.0,
+            "weight_steps": 0,
+            "arch_steps": 0,
+            "data_wait_s": 0.0,
+            "loop_s": 0.0,
+        }  # waiting for batches, of the training loop's wall time
         if resume:
             self._load()
         else:
@@ -216,7 +224,8 @@ class Search:
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise HwnasError(f"{path}: corrupt content ({first[:160]}); start a new --out") from None
         self.penalty.lam, self.epoch = float(state["lambda"]), int(state["epoch"])
-        self.metrics, self.probs, self.timing = state["metrics"], state["probs"], state["timing"]
+        self.metrics, self.probs = state["metrics"], state["probs"]
+        self.timing = {**self.timing, **state["timing"]}  # a run made before a figure existed lacks it
         set_rng_states(state["rng"], str(path))
         scalers = state.get("scalers") or {}
         try:
@@ -422,7 +431,14 @@ class Search:
             sums, self._alpha_start = {**sums, **point["sums"]}, point["alpha_start"]
         started = time.perf_counter() - (point["seconds"] if point else 0.0)
         weights = net.weight_parameters()
-        for x, y in weight_batches:
+        batches_in = iter(weight_batches)
+        while True:
+            fetch = time.perf_counter()  # the time a step waits for its batch is the data's share of the loop
+            pair = next(batches_in, None)
+            if pair is None:
+                break
+            x, y = pair
+            self.timing["data_wait_s"] += time.perf_counter() - fetch
             step = weight_batches.given - 1
             net.train()
             uniform = cfg.child_sampling == "uniform" or (cfg.child_sampling == "mixed" and step % 2 == 0)
@@ -454,10 +470,13 @@ class Search:
             sums["w_acc"] += float((logits.argmax(1) == y).float().mean())
             sums["n"] += 1
             if search_arch:
+                fetch_a = time.perf_counter()
                 xa, ya = next(alpha_batches)
+                self.timing["data_wait_s"] += time.perf_counter() - fetch_a
                 sums["a_ce"] += self._arch_step(xa.to(dev), ya.to(dev), tau, weights)
                 sums["na"] += 1
             advance()
+            self.timing["loop_s"] += time.perf_counter() - fetch
             last = weight_batches.given >= len(weight_batches)
             if not last and time.perf_counter() - self._saved_at >= cfg.checkpoint_every:
                 self._save({"step": step + 1, "weights": weight_batches.state(), "alphas": alpha_batches.state(),
@@ -614,6 +633,8 @@ class Search:
                 "weight_step_ms": 1e3 * t["weight_step_s"] / max(1, t["weight_steps"]),
                 "arch_step_ms": 1e3 * t["arch_step_s"] / max(1, t["arch_steps"]),
                 "expected_cost_ms_per_arch_step": 1e3 * t["cost_s"] / max(1, t["arch_steps"]),
+                "data_wait_share": t["data_wait_s"] / t["loop_s"] if t["loop_s"] else None,
+                "images_per_s": t["weight_steps"] * self.cfg.batch_size / t["loop_s"] if t["loop_s"] else None,
             },
         }  # fmt: skip
         null = next((c for c in self.candidates if c["how"].startswith("null")), None)

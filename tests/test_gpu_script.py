@@ -1,0 +1,30 @@
+"""The GPU search script (benchmarks/gpu_stream_search.py) runs end to end at a tiny size on the CPU
+and reports figures consistent with the search it ran."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hwnas.spaces.arch import Architecture
+
+from conftest import ROOT
+
+
+def test_the_gpu_stream_search_script_runs_on_a_cpu_at_a_tiny_size(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_stream_search.py"), "--out", str(tmp_path),
+                           "--device", "cpu", "--space", "tiny", "--images", "64", "--size", "32", "--batch-size", "8",
+                           "--precision", "fp32", "--workers", "1"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "gpu_stream_search.json").read_text())
+    search = json.loads((tmp_path / "run" / "search.json").read_text())
+    # 64 images: 6 validation, 12 for the alphas, 46 for the weights -> 5 steps of 8 per epoch, 2 epochs
+    assert report["weight_steps"] == 10 and report["arch_steps"] == 5  # the first epoch trains weights only
+    assert 0 < report["data_wait_share"] < 1 and report["images_per_s"] > 0
+    assert report["images_per_s"] == search["compute_time"]["images_per_s"]
+    assert report["peak_gpu_memory_gib"] is None and report["device"] == "cpu"
+    assert Architecture.from_str(report["arch"], 10).to_str() == search["arch"]
+    assert len(list((tmp_path / "images-64-32").glob("class*/*.jpg"))) == 64
