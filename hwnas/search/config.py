@@ -66,8 +66,8 @@ class SearchConfig:
     cost: str = "latency"
     budgets: list[float] = field(default_factory=list)  # train once, search many: one result per budget
     lut: str | None = option(None, help="the LUT for --cost latency (calibrated if it holds a calibration)")
-    data: str = option("synthetic", help="synthetic[:n=,size=,seed=], an .npz (x, y or a CIFAR-10 JPEG archive), "
-                       "or an image folder")  # fmt: skip
+    data: str = option("synthetic", help="synthetic[:n=,size=,seed=,classes=], an .npz (x, y or a CIFAR-10 JPEG "
+                       "archive), an image folder, or WebDataset .tar shards (a folder of them, or one)")  # fmt: skip
     limit: int | None = option(None, type=positive_int, help="use this many training images (class-balanced)")
     loss: str = option("target", choices=PENALTIES, parser_checks_choices=False,
                        help="target: CE + lambda |E/B - 1| (default); hinge: CE + lambda max(0, E/B - 1); "

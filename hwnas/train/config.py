@@ -27,7 +27,7 @@ PRECISION_TRAIN_HELP = (
 )
 BAD_IMAGES = ("stop", "skip")  # what an unreadable image does: stop the run naming it, or skip and count it
 DATA_MODE_HELP = ("auto (default): in memory when the decoded images take at most a quarter of the free memory, "
-                  "else streamed from disk (printed); memory; stream (image folders and JPEG archives)")  # fmt: skip
+                  "else streamed from disk (printed); memory; stream (image folders, JPEG archives, WebDataset shards)")  # fmt: skip
 WORKERS_HELP = "processes decoding streamed images (default one per core, at most 8; 0: the main process)"
 BAD_IMAGES_HELP = "an unreadable image: stop with its path (default), or skip it and report the count"
 

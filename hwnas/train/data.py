@@ -12,14 +12,18 @@ Sources (``load_images(spec)``):
   image's JPEG bytes concatenated, with labels and a train/test flag), from any path;
 * a folder of class sub-folders holding image files (ImageFolder layout), or ``train/`` and
   ``val/`` (or ``test/``) folders of class sub-folders (the ImageNet layout, with a test split).
+* WebDataset tar shards (:mod:`hwnas.train.shards`): a folder of ``*.tar`` files, or one, whose
+  samples are ``KEY.jpg`` (or another image extension) with ``KEY.cls`` (the class index); shards
+  named ``val*`` or ``test*`` give a test split, and ``classes.txt`` beside them names the classes.
 
 **Memory or stream** (:data:`~hwnas.train.config.DATA_MODES`). In memory, a dataset is decoded once
-into a ``uint8 [N, C, H, W]`` tensor. Streamed, an image folder or a JPEG archive stays encoded on
-disk: :class:`Images` then holds indices into its :class:`~hwnas.train.files.EncodedImages`, and
-batches are decoded in DataLoader workers (:mod:`hwnas.train.loader`). ``auto`` streams when the
-decoded images would take more than :data:`MEMORY_SHARE` of the memory available, and says so.
-Arrays in an ``.npz`` and synthetic data are arrays already: always in memory. Every image is
-brought to the first image's size (bilinear), in both modes.
+into a ``uint8 [N, C, H, W]`` tensor. Streamed, an image folder, a JPEG archive or tar shards
+stay encoded on disk: :class:`Images` then holds indices into its
+:class:`~hwnas.train.files.EncodedImages`, and batches are decoded in DataLoader workers
+(:mod:`hwnas.train.loader`). ``auto`` streams when the decoded images would take more than
+:data:`MEMORY_SHARE` of the memory available, and says so. Arrays in an ``.npz`` and synthetic data
+are arrays already: always in memory. Every image is brought to the first image's size (bilinear),
+in both modes.
 
 Batches are drawn by index from a seeded generator, the same draws in both modes, so the two
 give the same batches; training batches are augmented (:func:`choose_recipe`: a random crop from a
@@ -40,12 +44,14 @@ import torch
 
 from hwnas.train.decode import DataError
 from hwnas.train.files import EncodedImages, check_labels, open_archive, scan_folder, split_folders
+from hwnas.train.shards import has_test_shards, is_shards, open_shards
 
 __all__ = ["DataError", "DataSplits", "Images", "load_images", "load_test_images", "make_splits"]
 
 MEMORY_SHARE = 0.25  # auto: in memory while the decoded images take at most this share of the available memory
 MEAN_SAMPLE = 4096  # streamed: the normalization's mean and std come from this many training images
 LARGE_IMAGE = 128  # px, the shorter side from which --augment auto picks the ImageNet recipe
+SOURCES = "an .npz file, an image folder, WebDataset .tar shards (a folder of them, or one), or 'synthetic'"
 
 
 def choose_recipe(h: int, w: int, requested: str = "auto") -> str:
@@ -153,7 +159,9 @@ def load_images(spec: str, split: str = "train", mode: str = "memory", notes: li
         return synthetic(**_options(spec.partition(":")[2]), split=split)
     path = Path(spec)
     if not path.exists():
-        raise DataError(f"{spec}: no such file or folder; give an .npz file, an image folder, or 'synthetic'")
+        raise DataError(f"{spec}: no such file or folder; give {SOURCES}")
+    if is_shards(path):
+        return _from_files(open_shards(path, split, bad_images, notes), *reading)
     if path.is_dir():
         train, test = split_folders(path)
         files = scan_folder(train)
@@ -164,7 +172,7 @@ def load_images(spec: str, split: str = "train", mode: str = "memory", notes: li
             raise DataError(f"{spec}: no test split (an image folder has one in the ImageNet layout: train/ and val/)")
         return _from_files(files, *reading)
     if path.suffix.lower() != ".npz":
-        raise DataError(f"{spec}: not a dataset hwnas reads; give an .npz file, an image folder, or 'synthetic'")
+        raise DataError(f"{spec}: not a dataset hwnas reads; give {SOURCES}")
     return _npz(path, split, *reading)
 
 
@@ -465,13 +473,15 @@ def _balanced(y: torch.Tensor, order: torch.Tensor, limit: int) -> torch.Tensor:
 def load_test_images(spec: str, num_classes: int, mode: str = "memory", notes: list[str] | None = None,
                      bad_images: str = "stop") -> Images | None:  # fmt: skip
     """The test split of a source that has one (synthetic data, a CIFAR-10 JPEG archive, an image
-    folder in the ImageNet layout), else None."""
+    folder in the ImageNet layout, shards with ``val*`` or ``test*`` shards), else None."""
     if spec == "synthetic" or spec.startswith("synthetic:"):
         opts = _options(spec.partition(":")[2])
         opts.setdefault("classes", num_classes)
         opts["n"] = max(opts.get("classes", num_classes), opts.get("n", 2000) // 5)
         return synthetic(**opts, split="test")
     path = Path(spec)
+    if path.exists() and is_shards(path):
+        return load_images(spec, "test", mode, notes, bad_images) if has_test_shards(path) else None
     if path.suffix.lower() == ".npz" and path.is_file():
         from hwnas.train.npz_reader import npz_names
 

@@ -1,8 +1,9 @@
 """Where a dataset's encoded images lie, and their labels, found without decoding them.
 
-:class:`EncodedImages` is an image folder's file list, or a CIFAR-10-style JPEG archive's bytes
+:class:`EncodedImages` is an image folder's file list, a CIFAR-10-style JPEG archive's bytes
 (memory-mapped from the ``.npz`` when the member is stored uncompressed, as ``numpy.savez`` stores
-it). Decoding the whole of it gives the in-memory dataset; reading image ``i`` on demand, in
+it), or the byte ranges of the images in WebDataset tar shards (indexed by :mod:`hwnas.train.shards`).
+Decoding the whole of it gives the in-memory dataset; reading image ``i`` on demand, in
 :class:`torch.utils.data.DataLoader` workers, gives the streamed one (:mod:`hwnas.train.loader`).
 
 An image folder is ``root/<class>/<image>`` (torchvision's ImageFolder), or ``root/train/<class>/...``
@@ -27,9 +28,10 @@ TEST_FOLDERS = ("val", "test")  # beside train/, in the ImageNet layout
 
 @dataclass
 class EncodedImages:
-    """``len(labels)`` encoded images: files (``paths``) or slices of an archive's bytes (``blob``
-    between ``offsets[rows[i]]`` and ``offsets[rows[i] + 1]``). :meth:`read` decodes one to RGB at
-    ``size`` (the first image's, so that a batch stacks)."""
+    """``len(labels)`` encoded images: files (``paths``), slices of an archive's bytes (``blob``
+    between ``offsets[rows[i]]`` and ``offsets[rows[i] + 1]``), or byte ranges of tar shards
+    (``spans[i]`` is the shard's index in ``shards``, the offset and the size; ``keys[i]`` names the
+    sample). :meth:`read` decodes one to RGB at ``size`` (the first image's, so that a batch stacks)."""
 
     name: str
     labels: np.ndarray  # int64 [N]
@@ -39,20 +41,30 @@ class EncodedImages:
     offsets: np.ndarray | None = None
     rows: np.ndarray | None = None
     size: tuple[int, int] | None = None  # (H, W)
+    shards: list[str] | None = None
+    spans: np.ndarray | None = None  # int64 [N, 3]: shard index, byte offset, byte size
+    keys: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def where(self, i: int) -> str:
-        """Image ``i``'s file, or its place in the archive, for messages."""
+        """Image ``i``'s file, its place in the archive, or its shard and key, for messages."""
         if self.paths is not None:
             return self.paths[i]
+        if self.shards is not None:
+            assert self.spans is not None and self.keys is not None
+            return f"{self.shards[int(self.spans[i, 0])]}: {self.keys[i]}"
         assert self.rows is not None
         return f"{self.name}: image {int(self.rows[i])}"
 
     def encoded(self, i: int) -> bytes | Path:
         if self.paths is not None:
             return Path(self.paths[i])
+        if self.shards is not None:
+            assert self.spans is not None
+            shard, offset, size = (int(v) for v in self.spans[i])
+            return read_span(self.shards[shard], offset, size, self.where(i))
         assert self.blob is not None and self.offsets is not None and self.rows is not None
         r = int(self.rows[i])
         return self.blob[int(self.offsets[r]) : int(self.offsets[r + 1])].tobytes()
@@ -74,6 +86,20 @@ class EncodedImages:
             h, w = decode_image(self.encoded(0), self.where(0)).shape[:2]
             self.size = (int(h), int(w))
         return self.size
+
+
+def read_span(path: str, offset: int, size: int, where: str) -> bytes:
+    """``size`` bytes of the file ``path`` from ``offset``; a file that ends before them, or cannot
+    be read, is a :class:`DataError` naming ``where``."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(size)
+    except OSError as exc:
+        raise DataError(f"{where}: cannot read the shard ({exc.strerror})") from None
+    if len(data) != size:
+        raise DataError(f"{where}: the shard ends early (inside this image); re-copy the shard")
+    return data
 
 
 # --- image folders ---------------------------------------------------------------------------
