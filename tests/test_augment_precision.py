@@ -191,3 +191,19 @@ def test_the_imagenet_recipe_fills_the_options_left_out(tmp_path: Path) -> None:
     full = imagenet()
     assert (full["epochs"], full["warmup_epochs"], full["batch_size"]) == (90, 10, 192)
     assert full["tau_end"] == pytest.approx(5.0 * math.exp(-0.045 * 89), abs=1e-4)
+
+
+def test_large_images_are_evaluated_in_smaller_batches_with_the_same_accuracy() -> None:
+    from hwnas.models.builder import build_model
+    from hwnas.train.training import eval_batch_size, evaluate
+
+    assert eval_batch_size(synthetic(n=4, size=224, classes=2)) == 40_000_000 // (4 * 3 * 224 * 224) == 66
+    assert eval_batch_size(synthetic(n=4, size=32, classes=2)) == 256
+    images = synthetic(n=300, size=128, classes=4)
+    assert eval_batch_size(images) == 203
+    torch.manual_seed(0)
+    model = build_model(get_space("tiny").sample(0))
+    mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
+    default = evaluate(model, images, mean, std, torch.device("cpu"))
+    assert default == evaluate(model, images, mean, std, torch.device("cpu"), batch_size=300)
+    assert default > 0  # the comparison is between real predictions

@@ -70,14 +70,27 @@ def cosine(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr
     )
 
 
+EVAL_BATCH, EVAL_BATCH_BYTES = 256, 40e6  # images per evaluation batch, at most this many bytes of float pixels
+
+
+def eval_batch_size(images: Images) -> int:
+    """Images per evaluation batch: 256, fewer for large images so that a batch's float pixels
+    stay under 40 MB (66 at 224 px), or the evaluation's few float copies of 256 images (600 MB at
+    224 px) would set the run's peak memory."""
+    c, h, w = images.shape
+    return max(1, min(EVAL_BATCH, int(EVAL_BATCH_BYTES // (4 * c * h * w))))
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, images: Images, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
-             batch_size: int = 256, streaming: dict[str, Any] | None = None, **forward: Any) -> float:  # fmt: skip
+             batch_size: int | None = None, streaming: dict[str, Any] | None = None, **forward: Any) -> float:  # fmt: skip
     """Top-1 accuracy of ``model`` (eval mode) on ``images`` (``streaming``: how streamed images are
-    read, :class:`~hwnas.train.batches.Batches`' keywords; skipped images count as neither)."""
+    read, :class:`~hwnas.train.batches.Batches`' keywords; skipped images count as neither), in
+    batches of :func:`eval_batch_size` unless ``batch_size`` says."""
     model.eval()
     correct, seen = 0, 0
-    for x, y in batches(images, batch_size, mean, std, device=device, **(streaming or {})):
+    size = batch_size or eval_batch_size(images)
+    for x, y in batches(images, size, mean, std, device=device, **(streaming or {})):
         correct += int((model(x, **forward).argmax(1) == y).sum())
         seen += len(y)
     return correct / max(1, seen)
