@@ -145,7 +145,10 @@ def test_search_writes_a_complete_run_folder(tmp_path: Path, tiny_flops: list[fl
         null_arch.resolution != arch.resolution
     )
     assert null["layers_differing_from_selected"] == differ == summary["layers_differing_from_null"]
-    assert set(summary["compute_time"]) == {"weight_step_ms", "arch_step_ms", "expected_cost_ms_per_arch_step"}
+    times = summary["compute_time"]
+    assert set(times) == {"weight_step_ms", "arch_step_ms", "expected_cost_ms_per_arch_step", "data_wait_share",
+                          "images_per_s"}  # fmt: skip
+    assert 0 < times["data_wait_share"] < 1 and times["images_per_s"] > 0
 
 
 def test_the_budget_pulls_the_expected_cost_down(tmp_path: Path, tiny_flops: list[float]) -> None:
