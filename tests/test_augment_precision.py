@@ -65,6 +65,7 @@ def test_the_random_resized_crop_draws_torchvision_s_boxes_and_flips() -> None:
     # the crop's size is recovered from its sampling positions (which clamp at its far edge): +-1.5 px
     assert areas.min() > 0.08 * 0.9 and areas.max() <= 1.0 + 1e-6
     assert ratios.min() > 0.75 * 0.93 and ratios.max() < 4 / 3 * 1.07
+    assert ratios.min() < 0.8 and ratios.max() > 1.25  # spread over the range: not one aspect ratio
     assert 0.45 < float(areas.mean()) < 0.62  # uniform in [0.08, 1] has mean 0.54 (the tries that fit)
     assert float(areas.std()) > 0.2  # spread, not one size
     flips = sum(f for *_, f in boxes)

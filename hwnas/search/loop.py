@@ -99,7 +99,7 @@ class Search:
         self.out = Path(out)
         self.progress = progress
         preset = get_space(cfg.space)
-        make_cost(cfg.cost, preset, cfg.lut)  # a missing or unreadable LUT fails before the data is read
+        cost = make_cost(cfg.cost, preset, cfg.lut)  # a missing or unreadable LUT fails before the data is read
         self.device = torch_device(cfg.torch_device)
         if has_search_checkpoint(self.out) and not resume:
             raise HwnasError(f"{self.out} already holds a search; pass --resume to continue it, or use another --out")
@@ -117,7 +117,7 @@ class Search:
         self._streaming["recipe"] = self.splits.recipe  # how batches of these images are augmented and viewed
         # the data decides the classifier's width; the space's class count is a default for profiling
         self.space: SearchSpace = replace(preset, num_classes=len(self.splits.classes))
-        self.cost: SearchCost = make_cost(cfg.cost, self.space, cfg.lut)
+        self.cost: SearchCost = cost if self.space == preset else make_cost(cfg.cost, self.space, cfg.lut)
         for b in cfg.budgets:
             check_budget(self.space, self.cost, b)
         self.cheapest, self.costliest = check_budget(self.space, self.cost, cfg.budget)

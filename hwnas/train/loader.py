@@ -78,16 +78,18 @@ def _pin(batch: Any) -> Any:
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
-MMAP_FROM = 64 * 1024  # bytes: a decoded image or batch is mapped, and unmapped when freed
+MMAP_FROM = 1024 * 1024  # bytes: a decoded batch is mapped, and unmapped when freed
 
 
 def _fixed_mmap_threshold() -> None:
     """Have glibc map every allocation of :data:`MMAP_FROM` bytes or more (elsewhere, nothing).
 
     By default glibc raises its mmap threshold each time a mapped block is freed, up to 32 MB, so
-    a worker's later images and batches come from its heap, whose freed holes it keeps: a worker's
-    private memory grew with the epoch, from 40 to 420 MB over 150 batches of 64 at 224 px, and the
-    peak with the dataset's size. A fixed threshold ends that (setting it turns the raising off)."""
+    a worker's later batches come from its heap, whose freed holes it keeps: a worker's private
+    memory grew with the epoch, from 40 to 420 MB over 150 batches of 64 at 224 px, and the peak
+    with the dataset's size. A fixed threshold ends that (setting it turns the raising off). At
+    1 MB the workers stay at about 15 MB; at 64 KB they did too, but mapping every 150 KB image
+    cost 30% of the decode rate (BENCHMARKS.md, "Data at scale")."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.mallopt(M_MMAP_THRESHOLD, MMAP_FROM)
