@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from hwnas.spaces.arch import Architecture
     from hwnas.spaces.space import SearchSpace
     from hwnas.train.config import TrainConfig
+    from hwnas.train.distributed import Group
     from hwnas.train.training import TrainResult
 
 
@@ -209,8 +210,10 @@ def train_and_save(
     out: str | Path,
     progress: bool = True,
     before_training: Callable[[], None] | None = None,
+    group: Group | None = None,
 ) -> TrainResult:
-    """Train ``arch`` as ``cfg`` says and write the child file ``out``.
+    """Train ``arch`` as ``cfg`` says and write the child file ``out`` (under torchrun, ``group``:
+    every rank trains its share, rank 0 writes).
 
     ``cfg.init="supernet"`` starts from the weights of the supernet saved in the search folder
     ``cfg.run``. ``cfg.split_seed`` picks the validation images; ``cfg.seed`` the initialization and
@@ -236,8 +239,9 @@ def train_and_save(
     result = train_child(arch, splits, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, init=start,
                          seed=cfg.seed, device=make_device(cfg.torch_device), progress=progress,
                          precision=cfg.precision_train,
-                         streaming={"workers": cfg.workers, "bad_images": cfg.bad_images})  # fmt: skip
-    save_child(out, result, arch, splits, {"init": cfg.init, "data": cfg.data, "epochs": cfg.epochs})
+                         streaming={"workers": cfg.workers, "bad_images": cfg.bad_images}, group=group)  # fmt: skip
+    if group is None or group.main:
+        save_child(out, result, arch, splits, {"init": cfg.init, "data": cfg.data, "epochs": cfg.epochs})
     result.notes = [*fit_notes(splits, arch.resolution), *result.notes]
     return result
 

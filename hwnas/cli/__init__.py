@@ -57,7 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rc = args.func(args)
     except HwnasError as exc:
-        print(f"hwnas: error: {exc}", file=sys.stderr)
+        from hwnas.train.distributed import RankError, rank
+
+        if rank() == 0 or isinstance(exc, RankError):  # under torchrun, errors all ranks meet are said once
+            print(f"hwnas: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `hwnas space show fbnetv2 --kernels | head`
         return 0

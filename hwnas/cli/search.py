@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
@@ -20,7 +21,7 @@ from hwnas.search.recipes import RECIPES, with_recipe
 from hwnas.train.config import TrainConfig
 
 if TYPE_CHECKING:
-    pass
+    from hwnas.train.distributed import Group
 
 
 _BUDGET_FLAGS = {"budget_ms": "latency", "budget_mflops": "flops", "budget_mparams": "params"}
@@ -39,14 +40,32 @@ def _budget(args: argparse.Namespace) -> tuple[str, list[float]]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from hwnas.search.loop import Search
+    from hwnas.train.distributed import Group, join, leave, world_size
 
     cost, budgets = _budget(args)
     budget = budgets[(len(budgets) - 1) // 2]  # the supernet trains towards the middle budget
     values = with_recipe(args.recipe, options_of(SearchConfig, args), getattr(args, "given_options", None))
     cfg = SearchConfig(budget=budget, budgets=budgets if len(budgets) > 1 else [], cost=cost, **values)
-    search = Search(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    Group(world=world_size()).check_batch(cfg.batch_size)  # before waiting for the other processes
+    group = join(cfg.torch_device, args.dist_timeout)
+    try:
+        return _search(args, cfg, budget, group)
+    finally:
+        leave()
+
+
+def _search(args: argparse.Namespace, cfg: SearchConfig, budget: float, group: Group) -> int:
+    from hwnas.search.loop import Search
+    from hwnas.train.checkpoints import has_search_checkpoint
+    from hwnas.train.distributed import restarted
+
+    # an elastic restart (torchrun --max-restarts) goes on from the failed group's last checkpoint
+    resume = args.resume or (restarted() and has_search_checkpoint(Path(args.out)))
+    search = Search(cfg, args.out, resume=resume, progress=not args.no_progress, group=group)
     fit_threads(args.torch_device)
+    if not group.main:  # rank 0 reports; the other ranks compute their shares
+        search.run()
+        return 0
     from hwnas.train.data import fit_notes
 
     for note in fit_notes(search.splits, max(search.space.resolutions)):
@@ -101,17 +120,33 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from hwnas.spaces.arch import Architecture
+    from hwnas.train.distributed import Group, join, leave, world_size
     from hwnas.workflows import train_and_save
 
     arch = Architecture.load(args.arch)
     cfg = TrainConfig(**options_of(TrainConfig, args))
-    result = train_and_save(arch, cfg, args.out, progress=not args.no_progress,
-                            before_training=lambda: fit_threads(args.torch_device))  # fmt: skip
+    Group(world=world_size()).check_batch(cfg.batch_size)  # before waiting for the other processes
+    group = join(cfg.torch_device, args.dist_timeout)
+    try:
+        result = train_and_save(arch, cfg, args.out, progress=not args.no_progress,
+                                before_training=lambda: fit_threads(args.torch_device), group=group)  # fmt: skip
+    finally:
+        leave()
+    if not group.main:
+        return
     for note in result.notes:
         print(f"hwnas: note: {note}", file=sys.stderr)
     test_text = f", test accuracy {result.test_acc:.2%}" if result.test_acc is not None else ""
     console.print(f"{arch.to_str()}: val accuracy {result.val_acc:.2%}{test_text} after {args.epochs} epochs "
                   f"({result.seconds:.0f} s); wrote {args.out}")  # fmt: skip
+
+
+def add_dist_timeout(p: argparse.ArgumentParser) -> None:
+    from hwnas.train.distributed import DIST_TIMEOUT_S
+
+    p.add_argument("--dist-timeout", type=float, default=DIST_TIMEOUT_S, metavar="S",
+                   help=f"under torchrun: seconds to wait for the other processes at the rendezvous and at each "
+                        f"exchange (default {DIST_TIMEOUT_S:g})")  # fmt: skip
 
 
 def add_parser(sub: Any) -> None:
@@ -132,6 +167,7 @@ def add_parser(sub: Any) -> None:
     add_options(se, SearchConfig, exclude=_SEARCH_OPTIONS_BEFORE_THE_BUDGET)
     se.add_argument("--out", default="run", metavar="RUN", help="the run folder (default ./run)")
     se.add_argument("--resume", action="store_true", help="continue the search saved in --out")
+    add_dist_timeout(se)
     se.add_argument("--no-progress", action="store_true")
     se.set_defaults(func=cmd_search)
 
@@ -142,4 +178,5 @@ def add_parser(sub: Any) -> None:
         "--out", default="child.safetensors", help="where to write the trained child (default child.safetensors)"
     )
     tr.add_argument("--no-progress", action="store_true")
+    add_dist_timeout(tr)
     tr.set_defaults(func=cmd_train)

@@ -25,6 +25,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ from hwnas.train.checkpoints import (
     write_search_checkpoint,
 )
 from hwnas.train.data import DataSplits, Images, load_splits
+from hwnas.train.distributed import Group
 from hwnas.train.precision import Precision
 from hwnas.train.training import cosine, evaluate, param_groups, torch_device, training_layout
 
@@ -93,14 +95,17 @@ def entropy(p: torch.Tensor) -> float:
 class Search:
     """One search run in a folder; see the module docstring."""
 
-    def __init__(self, cfg: SearchConfig, out: str | Path, resume: bool = False, progress: bool = True) -> None:
+    def __init__(self, cfg: SearchConfig, out: str | Path, resume: bool = False, progress: bool = True,
+                 group: Group | None = None) -> None:  # fmt: skip
         cfg.check()
         self.cfg = cfg
         self.out = Path(out)
-        self.progress = progress
+        self.group = group or Group()  # under torchrun: this process's rank; only rank 0 writes
+        self.group.check_batch(cfg.batch_size)
+        self.progress = progress and self.group.main
         preset = get_space(cfg.space)
         cost = make_cost(cfg.cost, preset, cfg.lut)  # a missing or unreadable LUT fails before the data is read
-        self.device = torch_device(cfg.torch_device)
+        self.device = self.group.place(torch_device(cfg.torch_device))
         if has_search_checkpoint(self.out) and not resume:
             raise HwnasError(f"{self.out} already holds a search; pass --resume to continue it, or use another --out")
         if resume and not has_search_checkpoint(self.out):
@@ -157,9 +162,13 @@ class Search:
         }  # waiting for batches, of the training loop's wall time
         if resume:
             self._load()
-        else:
+        elif self.group.main:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+        # the weight steps' passes go through DDP under torchrun (the supernet itself in one process)
+        alphas = [name for name, _ in self.net.named_parameters() if name.endswith("alpha")]
+        self.ddp = self.group.wrap(self.net, self.device, ignore=alphas)
+        self._passes_left = 0  # forward-backward passes left in the running weight step
 
     # --- data --------------------------------------------------------------------------------
     @property
@@ -196,6 +205,9 @@ class Search:
     def _save(self, mid_epoch: dict[str, Any] | None = None) -> None:
         """A checkpoint at the end of an epoch, or inside one (``mid_epoch``: where the epoch's
         batches, generators and sums stood after its last finished step)."""
+        self._saved_at = time.perf_counter()
+        if not self.group.main:
+            return
         state = self._state()
         if mid_epoch is not None:
             state["mid_epoch"] = mid_epoch
@@ -276,10 +288,12 @@ class Search:
                 row["seconds"] = time.perf_counter() - t0
                 self.metrics.append(row)
                 self.epoch += 1
+                self._check_ranks(f"after epoch {self.epoch}")
                 self._save()
                 self._write_logs()
+                rate = self.steps_per_epoch * cfg.batch_size / max(1e-9, row["seconds"])  # all ranks' images
                 bar.update(task, status=f"ep {self.epoch}: E[{cfg.cost}] {row['expected_cost']:.4g} "
-                                        f"lambda {row['lambda']:.2f} val {row['val_acc']:.1%}")  # fmt: skip
+                                        f"lambda {row['lambda']:.2f} val {row['val_acc']:.1%} {rate:.0f} img/s")  # fmt: skip
         d = self._select(cfg.budget)
         self._write_result(d)
         main = self.candidates  # the per-budget selections below replace self.candidates
@@ -306,15 +320,19 @@ class Search:
             weights = self.net.weight_parameters()
             amp = Precision(cfg.precision_train, self.device)
             self.net.train()  # batch statistics, as in the search's own architecture steps
-            for x, y in Batches(self.splits.alphas, cfg.batch_size, self.splits.mean, self.splits.std, gen,
-                                drop_last=True, device=self.device, **self._streaming):  # fmt: skip
+            for step, (x, y) in enumerate(Batches(self.splits.alphas, cfg.batch_size, self.splits.mean,
+                                                  self.splits.std, gen, drop_last=True, device=self.device,
+                                                  group=self.group, **self._streaming)):  # fmt: skip
+                self._reseed_noise(100_000 + i, step, 2)
                 self._arch_step(x, y, cfg.tau_end, weights, penalty, opt, amp)
             d = self._select(budget)
-            folder = self.out / f"budget-{budget:g}"
-            folder.mkdir(exist_ok=True)
-            d.arch.save(folder / "arch.json")
-            write_text_atomic(folder / "arch.txt", d.arch.to_str() + "\n")
-            write_text_atomic(folder / "candidates.json", json.dumps(self.candidates, indent=2) + "\n")
+            self._check_ranks(f"after the search for budget {budget:g}")
+            if self.group.main:
+                folder = self.out / f"budget-{budget:g}"
+                folder.mkdir(exist_ok=True)
+                d.arch.save(folder / "arch.json")
+                write_text_atomic(folder / "arch.txt", d.arch.to_str() + "\n")
+                write_text_atomic(folder / "candidates.json", json.dumps(self.candidates, indent=2) + "\n")
             chosen = next(c for c in self.candidates if c["selected"])
             null = next((c for c in self.candidates if c["how"].startswith("null")), None)
             rows.append({"budget": budget, "arch": d.arch.to_str(), "cost": d.cost, "in_band": GROW_TO * budget <= d.cost
@@ -323,7 +341,8 @@ class Search:
         with torch.no_grad():
             for a, t in zip(self.net.arch_parameters(), trained, strict=True):
                 a.copy_(t)
-        write_text_atomic(self.out / "budgets.json", json.dumps(rows, indent=2) + "\n")
+        if self.group.main:
+            write_text_atomic(self.out / "budgets.json", json.dumps(rows, indent=2) + "\n")
         return rows
 
     # --- selection ---------------------------------------------------------------------------
@@ -365,7 +384,7 @@ class Search:
             if key not in accuracy:
                 self._recalibrate_bn(arch)
                 accuracy[key] = evaluate(self.net, images, self.splits.mean, self.splits.std, self.device,
-                                         streaming=self._streaming, arch=arch)  # fmt: skip
+                                         streaming=self._streaming, group=self.group, arch=arch)  # fmt: skip
             return accuracy[key]
 
         if cfg.evolution > 0 and found:
@@ -410,6 +429,18 @@ class Search:
     def _alphas(self) -> torch.Tensor:
         return torch.cat([a.detach().flatten().cpu() for a in self.net.arch_parameters()])
 
+    def _check_ranks(self, when: str) -> None:
+        """Under torchrun: stop if the architecture parameters or the weights differ between ranks."""
+        self.group.check_same("architecture parameters", self.net.arch_parameters(), when)
+        self.group.check_same("supernet weights", self.net.weight_parameters(), when)
+
+    def _reseed_noise(self, epoch: int, step: int, phase: int) -> None:
+        """Seed torch's CPU generator, which draws the Gumbel noise, from (seed, epoch, step, phase):
+        every rank draws the same noise by construction, whatever else drew numbers before, and
+        a resumed run draws what the uninterrupted one drew."""
+        key = ((self.cfg.seed * 1_000_003 + epoch) * 1_000_003 + step) * 4 + phase
+        torch.default_generator.manual_seed(key % (2**63))
+
     def _epoch(self, advance: Any) -> dict[str, Any]:
         cfg, net, dev = self.cfg, self.net, self.device
         point, self._resume_point = self._resume_point, None
@@ -419,10 +450,12 @@ class Search:
         gen_a = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch + 500_000)
         data = self.splits
         alpha_batches = _Cycle(lambda state: Batches(data.alphas, cfg.batch_size, data.mean, data.std, gen_a,
-                                                     drop_last=True, device=dev, state=state, **self._streaming),
+                                                     drop_last=True, device=dev, state=state, group=self.group,
+                                                     **self._streaming),
                                point["alphas"] if point else None)  # fmt: skip
         weight_batches = Batches(data.weights, cfg.batch_size, data.mean, data.std, gen, augment=True, drop_last=True,
-                                 device=dev, state=point["weights"] if point else None, **self._streaming)  # fmt: skip
+                                 device=dev, state=point["weights"] if point else None, group=self.group,
+                                 **self._streaming)  # fmt: skip
         sums = {"w_loss": 0.0, "w_acc": 0.0, "a_ce": 0.0, "n": 0, "na": 0}
         self._alpha_start = self._alphas()
         if point is not None:  # resumed inside this epoch: go on from its last finished step
@@ -447,18 +480,24 @@ class Search:
             self.w_opt.zero_grad(set_to_none=True)
             self.a_opt.zero_grad(set_to_none=True)
             amp = self.w_precision
+            self._reseed_noise(self.epoch, step, 0)
+            # one forward-backward pass per trained network; under torchrun the gradients are averaged
+            # over the ranks once, with the step's last pass
+            self._passes_left = int(cfg.relaxed_weights) + (3 if cfg.sandwich else int(cfg.sampled_child))
             if cfg.relaxed_weights:
-                with amp.autocast():
-                    logits = net(x, tau)
-                    loss = F.cross_entropy(logits, y)
-                amp.backward(loss)
+                with self._weight_pass():
+                    with amp.autocast():
+                        logits = self.ddp(x, tau)
+                        loss = F.cross_entropy(logits, y)
+                    amp.backward(loss)
             if cfg.sandwich:
                 big = self._sandwich_step(x, y, gen, uniform)
             elif cfg.sampled_child:
-                with amp.autocast():
-                    child = net(x, arch=self._sample_child(gen, uniform))
-                    child_loss = F.cross_entropy(child, y)
-                amp.backward(child_loss)
+                with self._weight_pass():
+                    with amp.autocast():
+                        child = self.ddp(x, arch=self._sample_child(gen, uniform))
+                        child_loss = F.cross_entropy(child, y)
+                    amp.backward(child_loss)
             if not cfg.relaxed_weights:  # the training figures are then the largest's (or the child's)
                 logits = (big if cfg.sandwich else child).detach().float()
                 loss = F.cross_entropy(logits, y)
@@ -466,19 +505,30 @@ class Search:
             self.w_sched.step()
             self.timing["weight_step_s"] += time.perf_counter() - t
             self.timing["weight_steps"] += 1
-            sums["w_loss"] += float(loss.detach())
-            sums["w_acc"] += float((logits.argmax(1) == y).float().mean())
-            sums["n"] += 1
+            w_loss, w_acc, a_ce = float(loss.detach()), float((logits.argmax(1) == y).float().mean()), 0.0
             if search_arch:
                 fetch_a = time.perf_counter()
                 xa, ya = next(alpha_batches)
                 self.timing["data_wait_s"] += time.perf_counter() - fetch_a
-                sums["a_ce"] += self._arch_step(xa.to(dev), ya.to(dev), tau, weights)
+                self._reseed_noise(self.epoch, step, 1)
+                a_ce = self._arch_step(xa.to(dev), ya.to(dev), tau, weights)
+            last = weight_batches.given >= len(weight_batches)
+            save = not last and time.perf_counter() - self._saved_at >= cfg.checkpoint_every
+            if self.group.active:  # the step's figures over the whole global batch; rank 0's clock decides the save
+                w_loss, w_acc, a_ce, votes = self.group.sums(
+                    [w_loss, w_acc, a_ce, float(save and self.group.main)], dev
+                )
+                w_loss, w_acc, a_ce, save = (w_loss / self.group.world, w_acc / self.group.world,
+                                             a_ce / self.group.world, votes > 0)  # fmt: skip
+            sums["w_loss"] += w_loss
+            sums["w_acc"] += w_acc
+            sums["n"] += 1
+            if search_arch:
+                sums["a_ce"] += a_ce
                 sums["na"] += 1
             advance()
             self.timing["loop_s"] += time.perf_counter() - fetch
-            last = weight_batches.given >= len(weight_batches)
-            if not last and time.perf_counter() - self._saved_at >= cfg.checkpoint_every:
+            if save:
                 self._save({"step": step + 1, "weights": weight_batches.state(), "alphas": alpha_batches.state(),
                             "gen": gen.get_state(), "gen_a": gen_a.get_state(), "sums": dict(sums),
                             "alpha_start": self._alpha_start, "seconds": time.perf_counter() - started})  # fmt: skip
@@ -491,17 +541,25 @@ class Search:
         the labels, the smallest and one sampled child (see ``_sample_child``) learn from the
         largest's predictions. Gradients add to those of the relaxed supernet's step, if any
         (``relaxed_weights``)."""
-        net, amp = self.net, self.w_precision
-        with amp.autocast():
-            big = net(x, arch=self.largest)
-            big_loss = F.cross_entropy(big, y)
-        amp.backward(big_loss)
+        net, amp = self.ddp, self.w_precision
+        with self._weight_pass():
+            with amp.autocast():
+                big = net(x, arch=self.largest)
+                big_loss = F.cross_entropy(big, y)
+            amp.backward(big_loss)
         teacher = big.detach().float().softmax(1)
         for arch in (self.smallest, self._sample_child(gen, uniform)):
-            with amp.autocast():
-                out = net(x, arch=arch)
-            amp.backward(-(teacher * out.float().log_softmax(1)).sum(1).mean())
+            with self._weight_pass():
+                with amp.autocast():
+                    out = net(x, arch=arch)
+                amp.backward(-(teacher * out.float().log_softmax(1)).sum(1).mean())
         return big
+
+    def _weight_pass(self) -> AbstractContextManager[object]:
+        """The context of one forward-backward pass of a weight step: its gradients stay on this rank
+        until the step's last pass, whose backward averages them all over the ranks (DDP)."""
+        self._passes_left -= 1
+        return self.group.no_sync(self.ddp, sync=self._passes_left <= 0)
 
     def _sample_child(self, gen: torch.Generator, uniform: bool = False) -> Architecture:
         """A child drawn from the choice probabilities (uniform before the alphas move), or with
@@ -534,6 +592,8 @@ class Search:
             loss = penalty(ce, e_cost)
             opt.zero_grad(set_to_none=True)
             amp.backward(loss)
+            # every rank's share of the batch: the logits' gradients averaged, so they move alike
+            self.group.average_grads(self.net.arch_parameters())
             amp.step(opt)
         finally:
             for p in weights:
@@ -551,7 +611,7 @@ class Search:
         argmax = net.derive()
         self._recalibrate_bn(argmax)
         val = evaluate(net, self.splits.val, self.splits.mean, self.splits.std, self.device,
-                       streaming=self._streaming, arch=argmax)  # fmt: skip
+                       streaming=self._streaming, group=self.group, arch=argmax)  # fmt: skip
         alphas = self._alphas()
         start = self._alpha_start if self._alpha_start is not None else alphas
         moved = {"alpha_max_change": float((alphas - start).abs().max()), "alpha_max_abs": float(alphas.abs().max())}
@@ -600,23 +660,29 @@ class Search:
         gen = torch.Generator().manual_seed(self.cfg.seed + 17)
         cpu_state = torch.get_rng_state()
         shown = Batches(self.splits.weights, self.cfg.batch_size, self.splits.mean, self.splits.std, gen,
-                        **self._streaming)  # fmt: skip
+                        group=self.group, **self._streaming)  # fmt: skip
         shown.stop = min(shown.stop, BN_BATCHES * self.cfg.batch_size)  # decode no more than it uses
         for x, _ in shown:
             self.net(x.to(self.device), arch=arch)
         torch.set_rng_state(cpu_state)  # the recalibration must not shift the search's random stream
+        # under torchrun each rank saw its share of every batch: the statistics are the ranks' mean
+        self.group.average_([t for m in bns for t in (m.running_mean, m.running_var) if t is not None])
         for m in bns:
             m.momentum = 0.1
         self.net.eval()
 
     # --- outputs -----------------------------------------------------------------------------
     def _write_logs(self) -> None:
+        if not self.group.main:
+            return
         import pandas as pd
 
         write_text_atomic(self.out / "metrics.csv", pd.DataFrame(self.metrics).to_csv(index=False))
         write_text_atomic(self.out / "probs.csv", pd.DataFrame(self.probs).to_csv(index=False))
 
     def _write_result(self, d: Derivation) -> None:
+        if not self.group.main:
+            return
         from hwnas.search.run_plots import write_plots
 
         d.arch.save(self.out / "arch.json")

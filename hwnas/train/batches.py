@@ -26,6 +26,7 @@ from torch.nn import functional as F
 
 from hwnas.train.config import RECIPES
 from hwnas.train.data import Images
+from hwnas.train.distributed import Group
 from hwnas.train.loader import check_decoded, decoded_batches
 
 EVAL_CROP = 0.875  # 224 / 256
@@ -59,11 +60,13 @@ class Batches:
         skipped: set[str] | None = None,
         state: dict[str, Any] | None = None,
         recipe: str = "pad-crop",
+        group: Group | None = None,
     ) -> None:
         if recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
         self.images, self.batch_size, self.generator = images, batch_size, generator
         self.augment, self.recipe = augment, recipe
+        self.group = group if group is not None and group.active else None
         self.device = device or (images.x.device if images.x is not None else torch.device("cpu"))
         self.mean = mean.to(self.device).view(1, -1, 1, 1)
         self.std = std.to(self.device).view(1, -1, 1, 1)
@@ -88,17 +91,26 @@ class Batches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         starts = range(self.given * self.batch_size, self.stop, self.batch_size)
         picks = [self.order[i : i + self.batch_size] for i in starts]
+        sizes = [len(p) for p in picks]  # the global batches' sizes: the augmentation draws are made for them
+        shares: list[slice | None] = [None] * len(picks)
+        if self.group is not None:  # this rank's share of each global batch
+            shares = [self.group.part(n) for n in sizes]
+            picks = [p[share] for p, share in zip(picks, shares, strict=True)]
         if self.images.x is not None:
             pixels: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = (
                 (self.images.x[idx], idx, None) for idx in picks)  # fmt: skip
         else:
             pixels = self._streamed(picks)
-        for x_u8, idx, kept in pixels:
+        for (x_u8, idx, kept), size, share in zip(pixels, sizes, shares, strict=True):
             x = x_u8.to(self.device, non_blocking=True).float() / 255
+            at = kept  # the positions of x's images among the global batch's draws
+            if share is not None:
+                where = torch.arange(share.start, share.stop)
+                at = where if kept is None else where[kept]
             if self.recipe == "resized-crop":
-                x = resized_crop(x, self.generator, len(idx), kept) if self.augment else centre_crop(x)
+                x = resized_crop(x, self.generator, size, at) if self.augment else centre_crop(x)
             elif self.augment:
-                x = augment(x, self.generator, len(idx), kept)
+                x = augment(x, self.generator, size, at)
             self.given += 1
             if len(x):
                 y = self.images.y[idx if kept is None else idx[kept]]

@@ -25,6 +25,7 @@ from hwnas.models.builder import ChildNet, build_model
 from hwnas.spaces.arch import Architecture
 from hwnas.train.batches import batches
 from hwnas.train.data import DataSplits, Images
+from hwnas.train.distributed import Group
 from hwnas.train.precision import Precision
 
 LABEL_SMOOTHING = 0.1
@@ -83,16 +84,22 @@ def eval_batch_size(images: Images) -> int:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: Images, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
-             batch_size: int | None = None, streaming: dict[str, Any] | None = None, **forward: Any) -> float:  # fmt: skip
+             batch_size: int | None = None, streaming: dict[str, Any] | None = None, group: Group | None = None,
+             **forward: Any) -> float:  # fmt: skip
     """Top-1 accuracy of ``model`` (eval mode) on ``images`` (``streaming``: how streamed images are
     read, :class:`~hwnas.train.batches.Batches`' keywords; skipped images count as neither), in
-    batches of :func:`eval_batch_size` unless ``batch_size`` says."""
+    batches of :func:`eval_batch_size` unless ``batch_size`` says. Under torchrun (``group``) each
+    rank scores its share of the images and the counts are summed: every rank gets the same figure."""
     model.eval()
     correct, seen = 0, 0
     size = batch_size or eval_batch_size(images)
+    if group is not None and group.active:
+        images = images.subset(torch.arange(len(images))[group.part(len(images))])
     for x, y in batches(images, size, mean, std, device=device, **(streaming or {})):
         correct += int((model(x, **forward).argmax(1) == y).sum())
         seen += len(y)
+    if group is not None:
+        correct, seen = (int(v) for v in group.sums([correct, seen], device))
     return correct / max(1, seen)
 
 
@@ -119,15 +126,23 @@ def train_child(
     progress: bool = True,
     precision: str = "fp32",
     streaming: dict[str, Any] | None = None,
+    group: Group | None = None,
 ) -> TrainResult:
     """Train ``arch`` on ``splits.weights + splits.alphas`` (all the training images but val), at
     the architecture's resolution, augmented by ``splits.recipe``; report val (and test) accuracy.
     ``precision`` (fp32, bf16, fp16) runs the forward passes under autocast
     (:class:`~hwnas.train.precision.Precision`; weights and optimizer stay fp32). ``streaming``: how
-    streamed images are read (``workers``, ``bad_images``); images skipped are noted in the result."""
-    device = device or torch.device("cpu")
+    streamed images are read (``workers``, ``bad_images``); images skipped are noted in the result.
+    Under torchrun (``group``) each rank trains on its share of every global batch of ``batch_size``
+    in DistributedDataParallel; BatchNorm statistics are averaged over the ranks before each
+    evaluation, and only rank 0 shows progress."""
+    group = group or Group()
+    group.check_batch(batch_size)
+    progress = progress and group.main
+    device = group.place(device or torch.device("cpu"))
     torch.manual_seed(seed)
     model = training_layout((init or build_model(arch)).to(device), device)
+    net = group.wrap(model, device, find_unused=False)  # a child uses every parameter at every step
     train = splits.weights.join(splits.alphas)
     skipped: set[str] = set()
     streaming = {**(streaming or {}), "skipped": skipped, "recipe": splits.recipe}
@@ -147,28 +162,37 @@ def train_child(
             gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
             loss_sum, n = torch.zeros((), device=device), 0  # summed on the device: no sync per step
             for x, y in batches(train, batch_size, splits.mean, splits.std, gen, augment=True, drop_last=True,
-                                device=device, **streaming):  # fmt: skip
+                                device=device, group=group, **streaming):  # fmt: skip
                 x = _resize(x, res).to(device)
                 with amp.autocast():
-                    loss = F.cross_entropy(model(x), y.to(device), label_smoothing=LABEL_SMOOTHING)
+                    loss = F.cross_entropy(net(x), y.to(device), label_smoothing=LABEL_SMOOTHING)
                 opt.zero_grad(set_to_none=True)
                 amp.backward(loss)
                 amp.step(opt)
                 sched.step()
                 loss_sum, n = loss_sum + loss.detach().float() * len(y), n + len(y)
                 bar.advance(task)
-            total = float(loss_sum)
-            val = evaluate(_Resized(model, res), splits.val, splits.mean, splits.std, device, streaming=streaming)
-            history.append({"epoch": epoch + 1, "loss": total / max(1, n), "val_acc": val})
-            bar.update(task, status=f"loss {total / max(1, n):.3f} val {val:.1%}")
-    test = (evaluate(_Resized(model, res), splits.test, splits.mean, splits.std, device, streaming=streaming)
-            if splits.test else None)  # fmt: skip
+            total, seen = group.sums([float(loss_sum), n], device)  # over every rank's share
+            average_batchnorm(model, group)
+            val = evaluate(_Resized(model, res), splits.val, splits.mean, splits.std, device, streaming=streaming,
+                           group=group)  # fmt: skip
+            history.append({"epoch": epoch + 1, "loss": total / max(1, seen), "val_acc": val})
+            bar.update(task, status=f"loss {total / max(1, seen):.3f} val {val:.1%}")
+    test = (evaluate(_Resized(model, res), splits.test, splits.mean, splits.std, device, streaming=streaming,
+                     group=group) if splits.test else None)  # fmt: skip
     # back to NCHW: what export, slicing and timing expect of a model
     model = model.cpu().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     notes = [f"{len(skipped)} unreadable image(s) skipped while training (--bad-images skip), e.g. "
              f"{sorted(skipped)[0]}"] if skipped else []  # fmt: skip
     return TrainResult(model, history[-1]["val_acc"] if history else 0.0, test, history,
                        time.perf_counter() - start, notes)  # fmt: skip
+
+
+def average_batchnorm(model: nn.Module, group: Group) -> None:
+    """Under torchrun: every BatchNorm's running statistics replaced by their mean over the ranks
+    (each rank's saw only its share of the batches), so every rank evaluates the same network."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    group.average_([t for m in bns for t in (m.running_mean, m.running_var) if t is not None])
 
 
 def _resize(x: torch.Tensor, res: int) -> torch.Tensor:

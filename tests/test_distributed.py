@@ -1,0 +1,212 @@
+"""hwnas search under a real torchrun with 2 CPU processes (gloo): the ranks agree bit for bit, rank
+1 writes nothing, 2 processes give what 1 gives at the same global batch, an elastic restart after
+a killed rank ends where an uninterrupted run ends, and checkpoints resume on another world size.
+``tests/ddp_probe.py`` records what each rank holds (see its docstring)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from hwnas.spaces.arch import Architecture
+
+from conftest import ROOT
+
+PROBE = ROOT / "tests" / "ddp_probe.py"
+BUDGETS = ["0.1", "0.15", "0.2"]  # train once, search many: the per-budget searches run under torchrun too
+ARGS = ["search", "--space", "tiny", "--budget-mflops", ",".join(BUDGETS), "--data", "synthetic:n=480,size=24",
+        "--epochs", "3", "--warmup-epochs", "1", "--batch-size", "32", "--evolution", "4", "--no-progress"]  # fmt: skip
+EPOCH1_LOSS_RTOL = 0.02  # BatchNorm normalizes each rank's 16 images, not the global batch's 32
+ENV = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200")
+
+
+def torchrun(n: int, probe: Path, out: Path, *extra: str, restarts: int = 0, kill: str | None = None
+             ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    env = dict(ENV, PROBE_KILL=kill) if kill else ENV
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
+           "--max-restarts", str(restarts), "--monitor-interval", "0.1", str(PROBE), str(probe), str(out), "--",
+           *ARGS, "--out", str(out), *extra]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+
+
+def single(probe: Path, out: Path, *extra: str, kill: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(ENV, PROBE_KILL=kill) if kill else ENV
+    cmd = [sys.executable, str(PROBE), str(probe), str(out), "--", *ARGS, "--out", str(out), *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("two")
+    proc = torchrun(2, base / "probe", base / "run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return base / "run", base / "probe"
+
+
+@pytest.fixture(scope="module")
+def one(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("one")
+    proc = single(base / "probe", base / "run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return base / "run"
+
+
+def states(probe: Path, rank: int, life: int = 0) -> list[dict]:
+    files = sorted(probe.glob(f"rank{rank}-life{life}-*.pt"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    return [torch.load(f) for f in files]
+
+
+def metrics(run: Path) -> pd.DataFrame:
+    return pd.read_csv(run / "metrics.csv").drop(columns=["seconds"])
+
+
+def test_two_ranks_hold_the_same_alphas_and_weights_at_every_epoch_and_rank1_writes_nothing(two) -> None:
+    run, probe = two
+    r0, r1 = states(probe, 0), states(probe, 1)
+    assert len(r0) == len(r1) == 3 + len(BUDGETS)  # every epoch, then every per-budget search
+    for a, b in zip(r0, r1, strict=True):
+        assert a["when"] == b["when"]
+        assert all(torch.equal(x, y) for x, y in zip(a["alphas"], b["alphas"], strict=True)), a["when"]
+        assert all(torch.equal(x, y) for x, y in zip(a["weights"], b["weights"], strict=True)), a["when"]
+    assert not torch.equal(torch.cat([a.flatten() for a in r0[0]["alphas"]]),
+                           torch.cat([a.flatten() for a in r0[-1]["alphas"]]))  # fmt: skip  # they did move
+    # both ranks derived the same architecture for every budget; rank 0 wrote it
+    chosen0 = (probe / "select-rank0-life0.txt").read_text()
+    assert chosen0 == (probe / "select-rank1-life0.txt").read_text()
+    assert len(chosen0.splitlines()) == 1 + len(BUDGETS)
+    mid = BUDGETS[1]
+    written = Architecture.load(run / "arch.json").to_str()
+    assert f"{mid} {written}" in chosen0.splitlines()[0]
+    for b in BUDGETS:
+        assert (run / f"budget-{b}" / "arch.json").exists()
+    # rank 1 ran (the probe heard it) and did not create, write, rename or remove anything in the run folder
+    assert (probe / "writes-rank1.txt").exists() and (probe / "writes-rank1.txt").read_text() == ""
+    assert len(metrics(run)) == 3
+
+
+def test_two_processes_give_the_one_process_result_at_the_same_global_batch(two, one) -> None:
+    run, _ = two
+    m2, m1 = metrics(run), metrics(one)
+    # the first epoch trains weights only, from the same initialization on the same images with the
+    # same augmentation and noise: its loss differs only by BatchNorm's per-rank statistics
+    assert m2["train_ce"].iloc[0] == pytest.approx(m1["train_ce"].iloc[0], rel=EPOCH1_LOSS_RTOL)
+    assert m2["train_ce"].iloc[0] != m1["train_ce"].iloc[0]  # not one process twice
+    assert m2["expected_cost"].iloc[0] == m1["expected_cost"].iloc[0]
+    assert (run / "arch.txt").read_text() == (one / "arch.txt").read_text()
+
+
+def test_an_elastic_restart_after_a_killed_rank_ends_where_the_uninterrupted_run_ends(two, tmp_path: Path) -> None:
+    run, _ = two
+    out, probe = tmp_path / "run", tmp_path / "probe"
+    # rank 1 dies inside the second epoch; torchrun restarts the group, which resumes from the checkpoint
+    proc = torchrun(2, probe, out, "--checkpoint-every", "0", restarts=1, kill="1:4:1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert states(probe, 1, life=1), "the group was not restarted"
+    assert len(states(probe, 0, life=0)) == 1  # the first life finished one epoch, not two
+    pd.testing.assert_frame_equal(metrics(out), metrics(run))
+    assert (out / "arch.txt").read_text() == (run / "arch.txt").read_text()
+    assert (out / "budgets.json").read_text() == (run / "budgets.json").read_text()
+
+
+def test_a_checkpoint_from_two_processes_resumes_on_one(two, one, tmp_path: Path) -> None:
+    run, _ = two
+    out = tmp_path / "run"
+    killed = torchrun(2, tmp_path / "probe", out, "--checkpoint-every", "0", kill="1:5:1")
+    assert killed.returncode != 0
+    again = single(tmp_path / "probe1", out, "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    m = metrics(out)
+    assert list(m["epoch"]) == [1, 2, 3]
+    pd.testing.assert_frame_equal(m.iloc[:1], metrics(run).iloc[:1])  # the epoch the two processes finished
+    assert Architecture.load(out / "arch.json").to_str() in (one / "candidates.json").read_text() + (
+        run / "candidates.json").read_text()  # fmt: skip
+
+
+def test_a_checkpoint_from_one_process_resumes_on_two(one, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    killed = single(tmp_path / "probe", out, "--checkpoint-every", "0", kill="1:5:0")
+    assert killed.returncode != 0
+    again = torchrun(2, tmp_path / "probe2", out, "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    m = metrics(out)
+    assert list(m["epoch"]) == [1, 2, 3]
+    pd.testing.assert_frame_equal(m.iloc[:1], metrics(one).iloc[:1])
+    r0, r1 = states(tmp_path / "probe2", 0), states(tmp_path / "probe2", 1)
+    assert all(
+        torch.equal(x, y) for a, b in zip(r0, r1, strict=True) for x, y in zip(a["alphas"], b["alphas"], strict=True)
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_env(rank: int, port: int) -> dict[str, str]:
+    return dict(ENV, WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(port))  # fmt: skip
+
+
+def test_a_rank_that_cannot_reach_the_rendezvous_says_so_in_one_line(tmp_path: Path) -> None:
+    port = _free_port()  # nobody listens there
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hwnas", *ARGS, "--out", str(out), "--dist-timeout", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_rank_env(1, port), timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"could not reach the rendezvous at 127.0.0.1:{port} within 2 s" in lines[0]
+    assert not out.exists()
+
+
+def test_a_batch_that_does_not_split_over_the_ranks_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hwnas", *ARGS, "--out", str(out), "--batch-size", "33"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_rank_env(0, _free_port()), timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("hwnas: error: --batch-size 33 does not split evenly over 2 processes; give a "
+                                   "multiple of 2 (e.g. 32 or 34)")  # fmt: skip
+    assert not out.exists()
+
+
+def test_resuming_under_torchrun_with_another_budget_is_refused_once_and_writes_nothing(two, tmp_path: Path) -> None:
+    run, _ = two
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    args = [*ARGS[: ARGS.index("--budget-mflops") + 1], "0.12", *ARGS[ARGS.index("--budget-mflops") + 2 :]]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "hwnas",
+           *args, "--out", str(run), "--resume"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300)
+    assert proc.returncode != 0
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("hwnas: error:")]
+    assert len(ours) == 1 and "was made with other settings (budget: 0.15 vs 0.12" in ours[0], proc.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+
+
+def test_train_under_torchrun_trains_one_child_as_one_process_does(two, tmp_path: Path) -> None:
+    from hwnas.train.checkpoints import read_child
+
+    run, _ = two
+    args = ["train", "--arch", str(run / "arch.json"), "--data", "synthetic:n=480,size=24", "--epochs", "2",
+            "--batch-size", "32", "--no-progress"]  # fmt: skip
+    one = subprocess.run([sys.executable, "-m", "hwnas", *args, "--out", str(tmp_path / "one.safetensors")],
+                         capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=600)  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "hwnas",
+           *args, "--out", str(tmp_path / "two.safetensors")]  # fmt: skip
+    two_ = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=600)
+    assert two_.returncode == 0, two_.stderr[-3000:]
+    assert two_.stdout.count("wrote ") == 1  # rank 0 reports, once
+    h1, h2 = (
+        read_child(tmp_path / "one.safetensors").meta["history"],
+        read_child(tmp_path / "two.safetensors").meta["history"],
+    )
+    assert h2[0]["loss"] == pytest.approx(h1[0]["loss"], rel=EPOCH1_LOSS_RTOL) and h2[0]["loss"] != h1[0]["loss"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.safetensors", "two.safetensors"]
