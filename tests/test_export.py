@@ -398,3 +398,21 @@ def test_budget_gates_must_be_precisions() -> None:
     for gates in (["fp8"], [], ["fp32", "int4"]):
         with pytest.raises(HwnasError, match=r"--budget-gates .*give precisions from fp32, fp16, int8"):
             ExportRequest(["onnx"], has_device=True, budget_ms=1.0, gates=gates).check()
+
+
+def test_the_fp32_tolerance_grows_with_the_logits_and_still_refuses_a_real_difference(tmp_path: Path) -> None:
+    """fp32 rounding is relative: at logits of about 600 an honest file differs by a few 1e-4 and
+    passes, while a file every logit of which is off by 1e-4 of that scale times 10 is refused."""
+    arch = get_space("tiny").sample(3)
+    child = _child(arch)
+    x = np.random.default_rng(0).standard_normal((8, 3, arch.resolution, arch.resolution)).astype(np.float32)
+    with torch.no_grad():
+        peak = float(child.model(torch.from_numpy(x)).abs().max())
+        child.model.classifier[2].weight.mul_(600.0 / peak)
+        child.model.classifier[2].bias.mul_(600.0 / peak)
+    fine = export_child(child, tmp_path / "fine", ["onnx"], ["fp32"], check_inputs=x, stem="m")
+    assert fine[0].max_abs_diff is not None and fine[0].max_abs_diff <= 600 * 1e-4
+    lower = Child(arch, _LowerWhenExported(child.model, 0.6), child.mean, child.std, child.meta)
+    with pytest.raises(HwnasError, match=r"onnx fp32 differs from PyTorch by 6\.0\de-01 \(> 0\.06\d*, the tolerance at "
+                                         r"outputs up to 6\d\d\); nothing was written"):  # fmt: skip
+        export_child(lower, tmp_path / "out", ["onnx"], ["fp32"], check_inputs=x, stem="m")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hwnas.spaces.arch import Architecture
 
 from conftest import ROOT
@@ -28,3 +30,18 @@ def test_the_gpu_stream_search_script_runs_on_a_cpu_at_a_tiny_size(tmp_path: Pat
     assert report["peak_gpu_memory_gib"] is None and report["device"] == "cpu"
     assert Architecture.from_str(report["arch"], 10).to_str() == search["arch"]
     assert len(list((tmp_path / "images-64-32").glob("class*/*.jpg"))) == 64
+
+
+@pytest.mark.tour  # two searches under torchrun and a spawned DDP pair: about a minute on 2 cores
+def test_the_ddp_throughput_script_runs_on_a_cpu_at_a_tiny_size(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ddp_throughput.py"), "--out", str(tmp_path),
+                           "--space", "tiny", "--size", "24", "--images", "256", "--batch-size", "32", "--rounds", "1",
+                           "--unused-rounds", "1", "--unused-steps", "2"],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "ddp_throughput.json").read_text())
+    one, two = report["images_per_s"]["1"][0], report["images_per_s"]["2"][0]
+    assert one > 0 and two > 0 and report["speedup"] == two / one
+    unused = report["find_unused_parameters"]
+    assert unused["steps_each"] == 2 and unused["ratio_on_over_off"] == (
+        unused["step_ms_find_unused_on"] / unused["step_ms_find_unused_off"])  # fmt: skip

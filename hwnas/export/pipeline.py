@@ -192,10 +192,15 @@ def export_child(
             got = runner(data, x)
             if precision != "int8":
                 item.max_abs_diff = float(np.abs(got - ref).max())
-                tol = FP32_TOL if precision == "fp32" else FP16_TOL
+                # fp32 rounding grows with the outputs: its tolerance is relative to logits above 1 (a
+                # child trained on a few images had logits of 577, its fp32 ONNX file within 3.4e-4);
+                # fp16's stays absolute (tests/test_export.py: fp16 weights at logits of 40 are refused)
+                scale = max(1.0, float(np.abs(ref).max())) if precision == "fp32" else 1.0
+                tol = (FP32_TOL if precision == "fp32" else FP16_TOL) * scale
                 if item.max_abs_diff > tol:
                     raise HwnasError(f"{fmt} {precision} differs from PyTorch by {item.max_abs_diff:.2e} "
-                                     f"(> {tol:g}); nothing was written")  # fmt: skip
+                                     f"(> {tol:.3g}, the tolerance at outputs up to {scale:.3g}); "
+                                     "nothing was written")  # fmt: skip
             if labelled is not None and ref_lab is not None:
                 pred = runner(data, labelled[0].astype(np.float32)).argmax(1)
                 item.top1_agreement = float((pred == ref_lab.argmax(1)).mean())
