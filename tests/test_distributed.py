@@ -102,6 +102,7 @@ def test_two_processes_give_the_one_process_result_at_the_same_global_batch(two,
     assert (run / "arch.txt").read_text() == (one / "arch.txt").read_text()
 
 
+@pytest.mark.tour  # a long command-line journey (kill, restart, resume): CI runs it with the tour
 def test_an_elastic_restart_after_a_killed_rank_ends_where_the_uninterrupted_run_ends(two, tmp_path: Path) -> None:
     run, _ = two
     out, probe = tmp_path / "run", tmp_path / "probe"
@@ -115,6 +116,7 @@ def test_an_elastic_restart_after_a_killed_rank_ends_where_the_uninterrupted_run
     assert (out / "budgets.json").read_text() == (run / "budgets.json").read_text()
 
 
+@pytest.mark.tour  # a long command-line journey (kill, restart, resume): CI runs it with the tour
 def test_a_checkpoint_from_two_processes_resumes_on_one(two, one, tmp_path: Path) -> None:
     run, _ = two
     out = tmp_path / "run"
@@ -129,6 +131,7 @@ def test_a_checkpoint_from_two_processes_resumes_on_one(two, one, tmp_path: Path
         run / "candidates.json").read_text()  # fmt: skip
 
 
+@pytest.mark.tour  # a long command-line journey (kill, restart, resume): CI runs it with the tour
 def test_a_checkpoint_from_one_process_resumes_on_two(one, tmp_path: Path) -> None:
     out = tmp_path / "run"
     killed = single(tmp_path / "probe", out, "--checkpoint-every", "0", kill="1:5:0")
@@ -190,6 +193,7 @@ def test_resuming_under_torchrun_with_another_budget_is_refused_once_and_writes_
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
 
 
+@pytest.mark.tour  # a long command-line journey (kill, restart, resume): CI runs it with the tour
 def test_train_under_torchrun_trains_one_child_as_one_process_does(two, tmp_path: Path) -> None:
     from hwnas.train.checkpoints import read_child
 
