@@ -214,3 +214,29 @@ def test_train_under_torchrun_trains_one_child_as_one_process_does(two, tmp_path
     )
     assert h2[0]["loss"] == pytest.approx(h1[0]["loss"], rel=EPOCH1_LOSS_RTOL) and h2[0]["loss"] != h1[0]["loss"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.safetensors", "two.safetensors"]
+
+
+@pytest.mark.parametrize("recipe", ["pad-crop", "resized-crop"])
+def test_the_ranks_shares_of_a_batch_put_together_are_the_one_process_batch(recipe: str) -> None:
+    """Each rank's share carries the global batch's augmentation draws at its own positions: the
+    shares of 2 and 3 ranks, concatenated, equal one process's batches bit for bit."""
+    from hwnas.train.batches import Batches
+    from hwnas.train.data import Images
+    from hwnas.train.distributed import Group
+
+    gen = torch.Generator().manual_seed(5)
+    images = Images(torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8, generator=gen),
+                    torch.arange(40) % 4, ["a", "b", "c", "d"], "t")  # fmt: skip
+    mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
+
+    def run(group: Group | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return list(Batches(images, 12, mean, std, torch.Generator().manual_seed(1), augment=True, drop_last=True,
+                            recipe=recipe, group=group))  # fmt: skip
+
+    whole = run(None)
+    for world in (2, 3):
+        shares = [run(Group(rank, world)) for rank in range(world)]
+        for i, (x, y) in enumerate(whole):
+            assert torch.equal(torch.cat([s[i][0] for s in shares]), x)
+            assert torch.equal(torch.cat([s[i][1] for s in shares]), y)
+        assert [len(s[0][1]) for s in shares] == [12 // world] * world

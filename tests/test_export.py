@@ -16,6 +16,7 @@ from hwnas.export.child_file import Child, load_child
 from hwnas.export.pipeline import export_child
 from hwnas.models.builder import build_model
 from hwnas.spaces import get_arch, get_space
+from hwnas.spaces.arch import Architecture
 from hwnas.spaces.kernels import arch_flops, arch_params
 from hwnas.train.checkpoints import read_child
 
@@ -244,17 +245,24 @@ def test_export_bad_inputs_leave_nothing_behind(trained_tiny: Path, tmp_path: Pa
     assert not out.exists() or not any(out.iterdir())
 
 
+def _scaled_logits(child: Child, arch: Architecture, peak: float) -> np.ndarray:
+    """Check inputs, with the child's classifier scaled so that its largest logit on them is ``peak``."""
+    x = np.random.default_rng(0).standard_normal((8, 3, arch.resolution, arch.resolution)).astype(np.float32)
+    with torch.no_grad():
+        now = float(child.model(torch.from_numpy(x)).abs().max())
+        child.model.classifier[2].weight.mul_(peak / now)
+        child.model.classifier[2].bias.mul_(peak / now)
+    return x
+
+
 def test_a_file_that_differs_from_pytorch_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
     """Logits of about 40: fp32 files stay within 1e-4 of PyTorch, fp16 weights cannot (11-bit
     mantissa), so the pipeline must refuse at the fp16 file and leave no file, not even the fp32
     ones it had already checked."""
     arch = get_space("tiny").sample(3)
     child = _child(arch)
-    x = np.random.default_rng(0).standard_normal((8, 3, arch.resolution, arch.resolution)).astype(np.float32)
+    x = _scaled_logits(child, arch, 40.0)
     with torch.no_grad():
-        peak = float(child.model(torch.from_numpy(x)).abs().max())
-        child.model.classifier[2].weight.mul_(40.0 / peak)
-        child.model.classifier[2].bias.mul_(40.0 / peak)
         assert 30 < float(child.model(torch.from_numpy(x)).abs().max()) < 50
     out = tmp_path / "out"
     with pytest.raises(HwnasError, match=r"tflite fp16 differs from PyTorch by .*nothing was written"):
@@ -405,11 +413,7 @@ def test_the_fp32_tolerance_grows_with_the_logits_and_still_refuses_a_real_diffe
     passes, while a file every logit of which is off by 1e-4 of that scale times 10 is refused."""
     arch = get_space("tiny").sample(3)
     child = _child(arch)
-    x = np.random.default_rng(0).standard_normal((8, 3, arch.resolution, arch.resolution)).astype(np.float32)
-    with torch.no_grad():
-        peak = float(child.model(torch.from_numpy(x)).abs().max())
-        child.model.classifier[2].weight.mul_(600.0 / peak)
-        child.model.classifier[2].bias.mul_(600.0 / peak)
+    x = _scaled_logits(child, arch, 600.0)
     fine = export_child(child, tmp_path / "fine", ["onnx"], ["fp32"], check_inputs=x, stem="m")
     assert fine[0].max_abs_diff is not None and fine[0].max_abs_diff <= 600 * 1e-4
     lower = Child(arch, _LowerWhenExported(child.model, 0.6), child.mean, child.std, child.meta)
