@@ -4,6 +4,7 @@
         --workdir runs/protocol                                   # CPU protocol (about 60-90 minutes)
     python benchmarks/search_protocol.py --space tiny --data synthetic:n=600,size=24 --cost flops \
         --search-epochs 2 --retrain-epochs 1 --random 3 --tau-archs 4 --workdir /tmp/p   # dry run, ~3 min
+    torchrun --nproc_per_node 8 benchmarks/search_protocol.py --torch-device cuda ...  # each job on 8 GPUs
 
 One budget ``B`` at ``--budget-quantile`` of the space's cost range. Arms, each retrained with one
 recipe (:func:`hwnas.train.training.train_child`) on the same class-balanced training subset
@@ -24,6 +25,10 @@ permutation p-value (every split of the pooled scores); searched against MobileN
 by retrain seed. Ranking: Kendall tau between supernet accuracy (the first search's supernet,
 BatchNorm re-estimated per child) and standalone test accuracy over ``--tau-archs`` architectures,
 one from each equal slice of the whole cost range.
+Under torchrun the searches, the supernet's scores and the retrainings run one after another, each
+over every rank (DDP: each rank takes its share of every global batch, as ``hwnas search`` and
+``hwnas train`` do under torchrun); the work folder must be one that every node sees, rank 0 writes
+it and times the networks at the end. Without torchrun ``--jobs`` runs several jobs side by side.
 Results go to ``WORKDIR/results.json`` as they come (a re-run skips what is done) and the
 markdown table to ``WORKDIR/table.md``.
 """
@@ -36,6 +41,7 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -61,6 +67,7 @@ from hwnas.search.cost import make_cost
 from hwnas.search.loop import SearchConfig
 from hwnas.spaces import get_space
 from hwnas.spaces.arch import Architecture
+from hwnas.train.distributed import join, launched, leave, rank
 from hwnas.train.training import torch_device, train_child
 
 
@@ -116,16 +123,27 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="run this many searches and retrainings at once (processes)")
     ap.add_argument("--workdir", required=True)
     args = ap.parse_args()
+    if launched() and args.jobs > 1:
+        if rank() == 0:
+            ap.error("under torchrun every search and retraining runs over all the ranks, one at a time; drop --jobs")
+        sys.exit(2)
+    group = join(args.torch_device)
+    if not group.main:
+        sys.stdout = open(os.devnull, "w")  # rank 0 reports
     work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
+    if group.main:
+        work.mkdir(parents=True, exist_ok=True)
+    group.barrier()
     results_path = work / "results.json"
     results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.exists() else {}
+    group.barrier()  # every rank has read the results before rank 0 writes them again
     if args.reuse and "retrained" not in results:
         results["retrained"] = json.loads(Path(args.reuse).read_text())["retrained"]
         results["reused_from"] = args.reuse
 
     def save() -> None:
-        write_text_atomic(results_path, json.dumps(results, indent=1) + "\n")
+        if group.main:  # only rank 0 writes
+            write_text_atomic(results_path, json.dumps(results, indent=1) + "\n")
 
     space = get_space(args.space)
     cost = make_cost(args.cost, space, args.lut)
@@ -190,6 +208,32 @@ def main() -> None:
     queue = unique([(a, sd) for a, sd in queue if job_key(a, sd) not in done])
     print(f"{len(pending)} searches and {len(queue)} retrainings to run (more once the searches end); "
           f"{args.jobs} at a time", flush=True)  # fmt: skip
+    if group.active and (pending or queue):
+        # torchrun: each search, scoring and retraining in turn, over every rank (DDP); the
+        # same order on every rank, as each reads the same files
+        threads = max(1, (os.cpu_count() or 1) // group.world) if dev.type == "cpu" else 1
+        worker_init(args.data, args.space, args.limit, args.split_seed, threads)
+        for seed in pending:
+            seconds = search_job(asdict(cfgs[seed]), str(work / f"search-seed{seed}"), threads, group)
+            results.setdefault("search_seconds", {})[str(seed)] = seconds
+            save()
+            print(f"searched seed {seed} on {group.world} processes ({seconds:.0f} s, {elapsed(started)})", flush=True)
+            skip = set(done) | {job_key(*q) for q in queue}
+            queue[:0] = [j for j in searched(args, work, space, seed) if job_key(*j) not in skip]
+        if unscored() and search_ended(work, args.search_seeds[0]):
+            results.setdefault("supernet_scores", {}).update(supernet_scores_job(str(first), unscored(), group))
+            save()
+        while queue:
+            a, sd = queue.pop(0)
+            key, row = retrain_job(a.to_str(), sd, args.retrain_epochs, args.torch_device, args.bf16,
+                                   args.retrain_batch_size, args.retrain_lr, group)  # fmt: skip
+            done[key] = row
+            save()
+            print(f"retrained {key} on {group.world} processes: test {row['test']:.2%} ({row['seconds']:.0f} s, "
+                  f"{elapsed(started)})", flush=True)  # fmt: skip
+    leave()
+    if not group.main:
+        return  # rank 0 times the networks and writes the tables
     if pending or queue:
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait

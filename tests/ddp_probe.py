@@ -1,6 +1,7 @@
 """Runs ``hwnas`` under torchrun with probes that the distributed tests read (not a test module).
 
-``torchrun ... tests/ddp_probe.py PROBE_DIR OUT_DIR -- search ...``:
+``torchrun ... tests/ddp_probe.py PROBE_DIR OUT_DIR -- search ...`` (or ``-- SCRIPT.py ...``, which
+runs that script, as benchmarks/search_protocol.py under torchrun):
 
 * after every epoch (and every per-budget search) each rank saves its architecture parameters and
   weights to ``PROBE_DIR/rank{r}-{n}.pt``, written by this probe, apart from hwnas's own files;
@@ -80,7 +81,7 @@ def install(probe: Path, out: Path) -> None:
                 return
             if writing and isinstance(path, (str, bytes, os.PathLike)):
                 full = os.path.abspath(os.fsdecode(path))
-                if full.startswith(inside):
+                if full == inside or full.startswith(inside + os.sep):  # not a sibling /out-probe
                     with open(log, "a") as f:
                         f.write(f"{event} {full}\n")
 
@@ -89,6 +90,13 @@ def install(probe: Path, out: Path) -> None:
 
 if __name__ == "__main__":
     probe_dir, out_dir, sep, *argv = sys.argv[1:]
-    assert sep == "--", "usage: ddp_probe.py PROBE_DIR OUT_DIR -- hwnas arguments"
+    assert sep == "--", "usage: ddp_probe.py PROBE_DIR OUT_DIR -- (hwnas arguments | SCRIPT.py arguments)"
     install(Path(probe_dir), Path(out_dir))
+    if argv and argv[0].endswith(".py"):  # a script that runs hwnas's searches and trainings itself
+        import runpy
+
+        sys.argv = argv
+        sys.path.insert(0, str(Path(argv[0]).resolve().parent))
+        runpy.run_path(argv[0], run_name="__main__")
+        sys.exit(0)
     sys.exit(main(argv))

@@ -5,6 +5,7 @@ a killed rank ends where an uninterrupted run ends, and checkpoints resume on an
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -240,3 +241,52 @@ def test_the_ranks_shares_of_a_batch_put_together_are_the_one_process_batch(reci
             assert torch.equal(torch.cat([s[i][0] for s in shares]), x)
             assert torch.equal(torch.cat([s[i][1] for s in shares]), y)
         assert [len(s[0][1]) for s in shares] == [12 // world] * world
+
+
+PROTOCOL = [str(ROOT / "benchmarks" / "search_protocol.py"), "--space", "tiny", "--data", "synthetic:n=480,size=24",
+            "--limit", "480", "--search-epochs", "2", "--retrain-epochs", "3", "--random", "1", "--tau-archs", "2",
+            "--search-seeds", "0", "--retrain-seeds", "0", "--cost", "flops", "--device", "",
+            "--search-batch-size", "32", "--retrain-batch-size", "32"]  # fmt: skip
+RETRAIN_ATOL = 0.1  # 3 epochs on 480 images, BatchNorm over each rank's 16 images: seen up to 0.073 apart
+
+
+@pytest.mark.tour  # a long command-line journey (kill, restart, resume): CI runs it with the tour
+def test_the_protocol_under_torchrun_runs_every_job_over_both_ranks_and_rank1_writes_nothing(tmp_path: Path) -> None:
+    """benchmarks/search_protocol.py under torchrun: its search holds the same alphas and weights on
+    both ranks and both derive the same network, every retraining runs once over the two ranks,
+    the networks drawn without a search score as a one-process run scores them, and rank 1 writes
+    nothing; ``--jobs`` (worker processes) is refused under torchrun."""
+    one, two, probe = tmp_path / "one", tmp_path / "two", tmp_path / "probe"
+    single_run = subprocess.run([sys.executable, *PROTOCOL, "--workdir", str(one)], capture_output=True, text=True,
+                                cwd=ROOT, env=ENV, timeout=600)  # fmt: skip
+    assert single_run.returncode == 0, single_run.stderr[-3000:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(PROBE),
+           str(probe), str(two), "--", *PROTOCOL, "--workdir", str(two)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = states(probe, 0), states(probe, 1)
+    assert len(r0) == len(r1) == 2  # the search's two epochs
+    for a, b in zip(r0, r1, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a["alphas"], b["alphas"], strict=True)), a["when"]
+        assert all(torch.equal(x, y) for x, y in zip(a["weights"], b["weights"], strict=True)), a["when"]
+    assert (probe / "select-rank0-life0.txt").read_text() == (probe / "select-rank1-life0.txt").read_text()
+    assert (probe / "writes-rank1.txt").exists() and (probe / "writes-rank1.txt").read_text() == ""
+    res1, res2 = (json.loads((d / "results.json").read_text()) for d in (one, two))
+    searched = Architecture.load(two / "search-seed0" / "arch.json").to_str()
+    assert f"{searched}|seed0" in res2["retrained"]
+    assert proc.stdout.count("retrained ") == len(res2["retrained"])  # each once, reported by rank 0 alone
+    drawn = [res2["drawn"]["mbv2"], *res2["drawn"]["random"], *res2["drawn"]["ranked"]]
+    assert res2["drawn"] == res1["drawn"] and len(drawn) == 4
+    pairs = [(res1["retrained"][f"{arch}|seed0"], res2["retrained"][f"{arch}|seed0"]) for arch in drawn]
+    for a1, a2 in pairs:  # the same networks, the same seed and global batch
+        assert a2["test"] == pytest.approx(a1["test"], abs=RETRAIN_ATOL)
+    # BatchNorm over each rank's half batch moves some figure: the ranks trained together, not each alone
+    assert any((a1["val"], a1["test"]) != (a2["val"], a2["test"]) for a1, a2 in pairs)
+    assert set(res2["supernet_scores"]) == set(res1["supernet_scores"]) == set(res1["drawn"]["ranked"])
+    assert (two / "table.md").exists()
+
+    refused = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                              *PROTOCOL, "--jobs", "2", "--workdir", str(tmp_path / "jobs")],
+                             capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300)  # fmt: skip
+    assert refused.returncode != 0 and "drop --jobs" in refused.stderr
+    assert refused.stderr.count("drop --jobs") == 1 and not (tmp_path / "jobs").exists()
