@@ -211,20 +211,32 @@ def train_and_save(
     progress: bool = True,
     before_training: Callable[[], None] | None = None,
     group: Group | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Train ``arch`` as ``cfg`` says and write the child file ``out`` (under torchrun, ``group``:
-    every rank trains its share, rank 0 writes).
+    every rank trains its share, rank 0 writes). After every epoch but the last the state goes to
+    ``OUT.checkpoint``; ``resume`` goes on from it, and it is removed once ``out`` is written.
 
     ``cfg.init="supernet"`` starts from the weights of the supernet saved in the search folder
     ``cfg.run``. ``cfg.split_seed`` picks the validation images; ``cfg.seed`` the initialization and
     the batch order.
     """
+    from hwnas.core.errors import HwnasError
     from hwnas.search.slicing import sliced_child_of_run
+    from hwnas.train.checkpoints import read_train_checkpoint, train_checkpoint_path
     from hwnas.train.data import fit_notes, load_splits
     from hwnas.train.training import save_child, train_child
     from hwnas.train.training import torch_device as make_device
 
     cfg.check()
+    checkpoint = train_checkpoint_path(out)
+    if checkpoint.exists() and not resume:
+        raise HwnasError(f"{checkpoint}: an interrupted training of {out} is there; add --resume to go on from it, "
+                         "or delete it to start again")  # fmt: skip
+    if resume and not checkpoint.is_file():
+        raise HwnasError(f"{checkpoint}: no interrupted training of {out} to resume; drop --resume")
+    if resume:
+        read_train_checkpoint(checkpoint)  # an unreadable one is refused before the data is loaded
     splits = load_splits(cfg.data, arch.num_classes, arch.in_channels, mode=cfg.data_mode, bad_images=cfg.bad_images,
                          limit=cfg.limit, seed=cfg.split_seed, with_test=True, progress=progress,
                          augment=cfg.augment)  # fmt: skip
@@ -239,9 +251,11 @@ def train_and_save(
     result = train_child(arch, splits, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, init=start,
                          seed=cfg.seed, device=make_device(cfg.torch_device), progress=progress,
                          precision=cfg.precision_train,
-                         streaming={"workers": cfg.workers, "bad_images": cfg.bad_images}, group=group)  # fmt: skip
+                         streaming={"workers": cfg.workers, "bad_images": cfg.bad_images}, group=group,
+                         checkpoint=checkpoint, resume=resume)  # fmt: skip
     if group is None or group.main:
         save_child(out, result, arch, splits, {"init": cfg.init, "data": cfg.data, "epochs": cfg.epochs})
+        checkpoint.unlink(missing_ok=True)
     result.notes = [*fit_notes(splits, arch.resolution), *result.notes]
     return result
 

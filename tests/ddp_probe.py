@@ -8,7 +8,9 @@ runs that script, as benchmarks/search_protocol.py under torchrun):
 * on every rank but 0 an audit hook records any attempt to create, write, rename or remove a file
   under ``OUT_DIR`` in ``PROBE_DIR/writes-rank{r}.txt``;
 * with ``PROBE_KILL=epoch:step:rank``, that rank kills itself with SIGKILL at the start of that step
-  of that (0-based) epoch, in the group's first life only (not after an elastic restart).
+  of that (0-based) epoch, in the group's first life only (not after an elastic restart);
+  ``PROBE_KILL_TRAIN=epoch:rank`` does the same to ``hwnas train`` once it has trained that
+  (1-based) epoch, before the epoch's checkpoint is written.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def install(probe: Path, out: Path) -> None:
     rank = int(os.environ.get("RANK", "0"))
     life = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     probe.mkdir(parents=True, exist_ok=True)
+    (probe / f"started-rank{rank}-life{life}").touch()  # which lives ran (an elastic restart starts life 1)
     seen = {"n": 0}
     check = Search._check_ranks
 
@@ -64,6 +67,21 @@ def install(probe: Path, out: Path) -> None:
             reseed(self, e, s, phase)
 
         Search._reseed_noise = maybe_die  # type: ignore[method-assign]
+
+    kill_training = os.environ.get("PROBE_KILL_TRAIN")
+    if kill_training and life == 0:  # hwnas train: die after training that epoch, before its checkpoint
+        from hwnas.train import training
+
+        epoch, who = (int(v) for v in kill_training.split(":"))
+        average, epochs_done = training.average_batchnorm, {"n": 0}
+
+        def averaged(model, group) -> None:  # type: ignore[no-untyped-def]
+            epochs_done["n"] += 1
+            if (epochs_done["n"], rank) == (epoch, who):
+                os.kill(os.getpid(), signal.SIGKILL)
+            average(model, group)
+
+        training.average_batchnorm = averaged  # type: ignore[assignment]
 
     if rank != 0:
         inside = str(out.resolve())

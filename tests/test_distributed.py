@@ -215,6 +215,20 @@ def test_train_under_torchrun_trains_one_child_as_one_process_does(two, tmp_path
     )
     assert h2[0]["loss"] == pytest.approx(h1[0]["loss"], rel=EPOCH1_LOSS_RTOL) and h2[0]["loss"] != h1[0]["loss"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.safetensors", "two.safetensors"]
+    # rank 1 dies once epoch 2 is trained; torchrun restarts the group, which goes on from epoch 1's
+    # checkpoint without --resume and ends where the uninterrupted run ended
+    killed = tmp_path / "killed" / "c.safetensors"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--max-restarts",
+           "1", "--monitor-interval", "0.1", str(PROBE), str(tmp_path / "probe"), str(killed.parent), "--", *args,
+           "--out", str(killed)]  # fmt: skip
+    restarted = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=dict(ENV, PROBE_KILL_TRAIN="2:1"),
+                               timeout=600)  # fmt: skip
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert (tmp_path / "probe" / "started-rank0-life1").exists(), "the group was not restarted"
+    again, whole = read_child(killed), read_child(tmp_path / "two.safetensors")
+    assert [h["loss"] for h in again.meta["history"]] == [h["loss"] for h in h2]
+    assert all(torch.equal(again.weights[k], whole.weights[k]) for k in whole.weights)
+    assert sorted(p.name for p in killed.parent.iterdir()) == ["c.safetensors"]  # the checkpoint is gone
 
 
 @pytest.mark.parametrize("recipe", ["pad-crop", "resized-crop"])

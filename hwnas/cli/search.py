@@ -120,16 +120,20 @@ def _search(args: argparse.Namespace, cfg: SearchConfig, budget: float, group: G
 
 def cmd_train(args: argparse.Namespace) -> None:
     from hwnas.spaces.arch import Architecture
-    from hwnas.train.distributed import Group, join, leave, world_size
+    from hwnas.train.checkpoints import train_checkpoint_path
+    from hwnas.train.distributed import Group, join, leave, restarted, world_size
     from hwnas.workflows import train_and_save
 
     arch = Architecture.load(args.arch)
     cfg = TrainConfig(**options_of(TrainConfig, args))
     Group(world=world_size()).check_batch(cfg.batch_size)  # before waiting for the other processes
+    # an elastic restart (torchrun --max-restarts) goes on from the failed group's last epoch
+    resume = args.resume or (restarted() and train_checkpoint_path(args.out).is_file())
     group = join(cfg.torch_device, args.dist_timeout)
     try:
         result = train_and_save(arch, cfg, args.out, progress=not args.no_progress,
-                                before_training=lambda: fit_threads(args.torch_device), group=group)  # fmt: skip
+                                before_training=lambda: fit_threads(args.torch_device), group=group,
+                                resume=resume)  # fmt: skip
     finally:
         leave()
     if not group.main:
@@ -177,6 +181,8 @@ def add_parser(sub: Any) -> None:
     tr.add_argument(
         "--out", default="child.safetensors", help="where to write the trained child (default child.safetensors)"
     )
+    tr.add_argument("--resume", action="store_true",
+                    help="go on from OUT.checkpoint, which an interrupted training left (written after every epoch)")  # fmt: skip
     tr.add_argument("--no-progress", action="store_true")
     add_dist_timeout(tr)
     tr.set_defaults(func=cmd_train)

@@ -8,6 +8,10 @@
     format ``hwnas.search-checkpoint``: the search configuration, the supernet's weights, the
     optimizer and schedule states, the dual variable, the logs and the random number generators'
     states, all as tensors and plain data (:mod:`hwnas.core.tensorfile`).
+``OUT.checkpoint`` (beside ``hwnas train``'s ``--out`` while it trains, read by ``--resume``)
+    format ``hwnas.train-checkpoint``: what the training was started with, the epochs done, the
+    child's weights, the optimizer, schedule and gradient scaler states, the history and the random
+    number generators' states. It is removed once the child file is written.
 
 Version 1 of both formats was a ``torch.save`` pickle (``child.pt``, ``checkpoint.pt``), which
 can run code when loaded. Such files are refused with a message that says how to re-create them;
@@ -31,6 +35,7 @@ from hwnas.spaces.arch import Architecture
 
 CHILD_FORMAT, CHILD_VERSION = "hwnas.child", 2
 SEARCH_FORMAT, SEARCH_VERSION = "hwnas.search-checkpoint", 2
+TRAIN_FORMAT, TRAIN_VERSION = "hwnas.train-checkpoint", 1
 CHILD_FILE = "child.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
 LEGACY_CHECKPOINT = "checkpoint.pt"  # version 1 (a pickle); recognised only to refuse it
@@ -176,3 +181,39 @@ def read_search_checkpoint(run: str | Path) -> dict[str, Any]:
 def has_search_checkpoint(run: str | Path) -> bool:
     """Whether ``run`` holds a search to resume (a legacy one counts, so that it is refused, not overwritten)."""
     return checkpoint_path(run).exists() or (Path(run) / LEGACY_CHECKPOINT).exists()
+
+
+# --- training checkpoints ----------------------------------------------------------------------------
+_TRAIN_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "identity": dict, "epoch": int, "model": dict, "opt": dict, "sched": dict, "amp": dict, "history": list,
+    "seconds": (int, float), "rng": dict,
+}  # fmt: skip
+
+
+def train_checkpoint_path(out: str | Path) -> Path:
+    """Where ``hwnas train --out OUT`` keeps its checkpoint while it trains."""
+    return Path(f"{out}.checkpoint")
+
+
+def write_train_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write a training checkpoint atomically (``state`` holds the fields of ``_TRAIN_FIELDS``)."""
+    missing = set(_TRAIN_FIELDS) - set(state)
+    if missing:
+        raise ValueError(f"training checkpoint without {sorted(missing)}")
+    tensorfile.write(path, TRAIN_FORMAT, TRAIN_VERSION, state)
+
+
+def read_train_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A training checkpoint, its fields type-checked."""
+    if not Path(path).is_file():
+        raise HwnasError(f"{path}: no interrupted training there; drop --resume to train from the start")
+    try:
+        state = tensorfile.read(path, TRAIN_FORMAT, TRAIN_VERSION, "training checkpoint").tree
+    except PickleFileError as exc:
+        raise HwnasError(f"{exc}; delete it and train again") from None
+    for name, kind in _TRAIN_FIELDS.items():
+        tensorfile.field(state, name, kind, str(path))
+    tensorfile.tensor_dict(state["model"], "model", str(path))
+    if state["epoch"] < 1:
+        raise TensorFileError(f"{path}: corrupt content (epoch {state['epoch']})")
+    return state

@@ -127,6 +127,8 @@ def train_child(
     precision: str = "fp32",
     streaming: dict[str, Any] | None = None,
     group: Group | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Train ``arch`` on ``splits.weights + splits.alphas`` (all the training images but val), at
     the architecture's resolution, augmented by ``splits.recipe``; report val (and test) accuracy.
@@ -135,7 +137,9 @@ def train_child(
     streamed images are read (``workers``, ``bad_images``); images skipped are noted in the result.
     Under torchrun (``group``) each rank trains on its share of every global batch of ``batch_size``
     in DistributedDataParallel; BatchNorm statistics are averaged over the ranks before each
-    evaluation, and only rank 0 shows progress."""
+    evaluation, and only rank 0 shows progress. ``checkpoint``: a file that rank 0 rewrites after
+    every epoch (:func:`~hwnas.train.checkpoints.write_train_checkpoint`); with ``resume`` the
+    training goes on from it, on any number of ranks, and ends as the uninterrupted one would."""
     group = group or Group()
     group.check_batch(batch_size)
     progress = progress and group.main
@@ -151,13 +155,19 @@ def train_child(
     opt = torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=0.9, nesterov=True)
     sched = cosine(opt, epochs * steps_per_epoch)
     res = arch.resolution
-    history = []
+    history: list[dict[str, Any]] = []
+    identity = {"arch": arch.to_str(), "images": len(train), "epochs": epochs, "lr": lr, "batch_size": batch_size,
+                "weight_decay": weight_decay, "seed": seed, "precision": precision}  # fmt: skip
+    first, earlier = 0, 0.0
+    if checkpoint is not None and resume:
+        first, history, earlier = _resume_training(checkpoint, identity, model, opt, sched, amp)
     start = time.perf_counter()
     with progress_bar(progress, status=True) as bar:
         # a short description: a long architecture name squeezed the bar and its counts out of the line
         name = arch.name if arch.name and len(arch.name) <= 20 else "child"
-        task = bar.add_task(f"training {name}", total=epochs * steps_per_epoch, status="")
-        for epoch in range(epochs):
+        task = bar.add_task(f"training {name}", total=epochs * steps_per_epoch, completed=first * steps_per_epoch,
+                            status="")  # fmt: skip
+        for epoch in range(first, epochs):
             model.train()
             gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
             loss_sum, n = torch.zeros((), device=device), 0  # summed on the device: no sync per step
@@ -178,6 +188,13 @@ def train_child(
                            group=group)  # fmt: skip
             history.append({"epoch": epoch + 1, "loss": total / max(1, seen), "val_acc": val})
             bar.update(task, status=f"loss {total / max(1, seen):.3f} val {val:.1%}")
+            if checkpoint is not None and group.main and epoch + 1 < epochs:
+                from hwnas.train.checkpoints import rng_states, write_train_checkpoint
+
+                write_train_checkpoint(checkpoint, {
+                    "identity": identity, "epoch": epoch + 1, "model": model.state_dict(), "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "amp": amp.state(), "history": history,
+                    "seconds": earlier + time.perf_counter() - start, "rng": rng_states()})  # fmt: skip
     test = (evaluate(_Resized(model, res), splits.test, splits.mean, splits.std, device, streaming=streaming,
                      group=group) if splits.test else None)  # fmt: skip
     # back to NCHW: what export, slicing and timing expect of a model
@@ -185,7 +202,31 @@ def train_child(
     notes = [f"{len(skipped)} unreadable image(s) skipped while training (--bad-images skip), e.g. "
              f"{sorted(skipped)[0]}"] if skipped else []  # fmt: skip
     return TrainResult(model, history[-1]["val_acc"] if history else 0.0, test, history,
-                       time.perf_counter() - start, notes)  # fmt: skip
+                       earlier + time.perf_counter() - start, notes)  # fmt: skip
+
+
+def _resume_training(path: str | Path, identity: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer,
+                     sched: Any, amp: Precision) -> tuple[int, list[dict[str, Any]], float]:  # fmt: skip
+    """Load an interrupted training's state into ``model``, ``opt``, ``sched`` and ``amp``; its
+    epochs done, history and seconds spent. One started otherwise is a one-line error."""
+    from hwnas.train.checkpoints import read_train_checkpoint, set_rng_states
+
+    state = read_train_checkpoint(path)
+    for key, value in identity.items():
+        if state["identity"].get(key) != value:
+            raise HwnasError(f"{path}: an interrupted training with {key} {state['identity'].get(key)!r}, not "
+                             f"{value!r}; give the same settings to go on, or delete it to start again")  # fmt: skip
+    if state["epoch"] >= identity["epochs"]:
+        raise HwnasError(f"{path}: corrupt content (epoch {state['epoch']} of {identity['epochs']})")
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        amp.load(state["amp"] or None)
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise HwnasError(f"{path}: corrupt content ({str(exc).splitlines()[0][:160]})") from None
+    set_rng_states(state["rng"], str(path))
+    return state["epoch"], list(state["history"]), float(state["seconds"])
 
 
 def average_batchnorm(model: nn.Module, group: Group) -> None:
