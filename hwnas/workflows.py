@@ -322,9 +322,11 @@ def export_and_check(
     stem: str = "model",
     gates: Sequence[str] | None = None,
     progress: bool = False,
+    statistic: str = "fastest",
     **options: Any,
 ) -> ExportOutcome:
-    """Export ``child``; with ``device``, measure the files it runs (and predict with ``lut``).
+    """Export ``child``; with ``device``, measure the files it runs (and predict with ``lut``),
+    in the ``statistic`` of each round's runs that the budget means.
 
     ``gates``: the precisions the budget can fail (default :func:`default_gates`).
     ``data`` supplies the int8 calibration images and the real images of the checks; ``options``
@@ -340,7 +342,9 @@ def export_and_check(
     if lut is not None and device is not None:  # a LUT of another device fails before anything is written
         from hwnas.latency.predictor import LatencyPredictor
 
-        LatencyPredictor.from_lut(lut).table.check_device(device.fingerprint(), force=force)
+        predictor = LatencyPredictor.from_lut(lut)
+        predictor.table.check_device(device.fingerprint(), force=force)
+        predictor.factor(statistic)  # a LUT without the budget's statistic factor too
     check, calibration, labelled = (
         export_images(data, child, calibration_images, check_images) if data else (None, [], None)
     )
@@ -359,25 +363,33 @@ def export_and_check(
         bar.update(task, description="exported", completed=n_files)
     if device is None:
         return ExportOutcome(files)
-    verdicts = check_latency(files, child.arch, device, lut, budget_ms, force=force)
+    verdicts = check_latency(files, child.arch, device, lut, budget_ms, force=force, statistic=statistic)
     return ExportOutcome(files, verdicts, device.spec, tuple(gates) if gates is not None else default_gates(device))
 
 
 def bench_file(
-    path: str | Path, device: Device, timing: TimingConfig, rounds: int, budget_ms: float | None = None
+    path: str | Path,
+    device: Device,
+    timing: TimingConfig,
+    rounds: int,
+    budget_ms: float | None = None,
+    statistic: str = "fastest",
 ) -> dict[str, Any]:
     """Time the model file ``path`` on ``device`` (in a memory-capped child process, see
-    :mod:`hwnas.devices.isolated`): ``rounds`` series, the median of their fastest runs, their noise,
-    the machine's conditions over the timing, and with ``budget_ms`` the verdict (more rounds
-    first when the measurement lands within its noise of the budget)."""
+    :mod:`hwnas.devices.isolated`): ``rounds`` series, the median of their ``statistic`` runs
+    (fastest, median or p90 of each series), their noise, the median of each statistic, the
+    machine's conditions over the timing, and with ``budget_ms`` the verdict in that statistic
+    (more rounds first when the measurement lands within its noise of the budget)."""
     import statistics
 
     from hwnas.core.errors import HwnasError
     from hwnas.devices.base import Stats, model_format
     from hwnas.devices.conditions import Conditions, CpuSnapshot, between
     from hwnas.devices.isolated import measure_isolated
+    from hwnas.latency.statistic import STATISTICS, check_statistic, of_stats
     from hwnas.latency.verdict import EXTRA_ROUNDS, judge, near, noise_of
 
+    check_statistic(statistic)
     path = Path(path)
     if path.is_dir():
         raise HwnasError(f"{path}: is a folder; give a .onnx or .tflite file")
@@ -404,16 +416,22 @@ def bench_file(
         return [s for s, _ in taken], [list(s) for s in runner.input_shapes]
 
     stats, input_shapes = measure(rounds)
-    verdict = judge([s.round_ms for s in stats], budget_ms) if budget_ms is not None else None
+    verdict = (
+        judge([of_stats(s, statistic) for s in stats], budget_ms, statistic=statistic)
+        if budget_ms is not None
+        else None
+    )
     if verdict is not None and budget_ms is not None and near(verdict):
         stats += measure(EXTRA_ROUNDS)[0]
-        verdict = judge([s.round_ms for s in stats], budget_ms)
+        verdict = judge([of_stats(s, statistic) for s in stats], budget_ms, statistic=statistic)
     # the machine the model ran on: this one, or the agent's (the worst of its spans)
     cond = between(before, CpuSnapshot.take()) if device.runs_here else max(remote, key=lambda c: c.others_cores or 0)
-    per_round = [s.round_ms for s in stats]  # each round's fastest run
+    per_round = [of_stats(s, statistic) for s in stats]  # each round's fastest (median, p90) run
     return {
         "model": str(path), "device": device.spec, "fingerprint": device.fingerprint(), "input_shapes": input_shapes,
-        "latency_ms": statistics.median(per_round), "noise_ms": noise_of(per_round), "rounds": [s.to_dict() for s in stats],
+        "statistic": statistic, "latency_ms": statistics.median(per_round), "noise_ms": noise_of(per_round),
+        "by_statistic_ms": {n: statistics.median(of_stats(s, n) for s in stats) for n in STATISTICS},
+        "rounds": [s.to_dict() for s in stats],
         "conditions": {**cond.to_dict(), "disturbed": cond.disturbed(device.threads)},
         "verdict": verdict.to_dict() if verdict is not None else None,
     }  # fmt: skip

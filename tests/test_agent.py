@@ -372,8 +372,8 @@ def test_the_export_latency_check_measures_through_an_agent(agent, models) -> No
     from hwnas.latency.verdict import OVER, WITHIN
 
     device = _remote(agent)
-    ms, noise, verdict = measure_file(device, models["onnx3"], (1,), budget_ms=1000.0)
+    ms, noise, verdict, _ = measure_file(device, models["onnx3"], (1,), budget_ms=1000.0)
     assert verdict is not None and verdict.outcome == WITHIN and 0 < ms < 1000 and noise >= 0
     assert len(verdict.rounds_ms) >= 3 and verdict.measured_ms == ms
-    _, _, verdict = measure_file(device, models["onnx3"], (1,), budget_ms=ms / 100)
+    _, _, verdict, _ = measure_file(device, models["onnx3"], (1,), budget_ms=ms / 100)
     assert verdict is not None and verdict.outcome == OVER

@@ -187,6 +187,7 @@ def test_tflite_int8_kernel_models_are_integer_and_compute_the_fp32_kernel(op: s
     assert np.corrcoef(y8.ravel(), y.ravel())[0, 1] > 0.99
 
 
+@pytest.mark.tour  # 5 minutes of int8 conversions on a slow hour of the 2-core VM: CI runs it with the tour
 def test_a_tflite_int8_lut_is_profiled_and_validated_against_whole_int8_networks(tmp_path: Path) -> None:
     from hwnas.devices.litert import open_interpreter
     from hwnas.latency.network_timing import network_artifacts

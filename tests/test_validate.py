@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import statistics
 from collections import defaultdict
@@ -31,11 +32,11 @@ def tiny_lut(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _model_rows(path: Path) -> dict[str, list[float]]:
+def _model_rows(path: Path, column: str = "min_ms") -> dict[str, list[float]]:
     per_arch: dict[str, list[float]] = defaultdict(list)
     with sqlite3.connect(path) as conn:
-        for arch, ms, median in conn.execute("SELECT arch, min_ms, median_ms FROM models"):
-            assert 0 < ms <= median  # a round counts by its fastest run
+        for arch, ms, fastest, median in conn.execute(f"SELECT arch, {column}, min_ms, median_ms FROM models"):
+            assert 0 < fastest <= median  # a round counts by its fastest run
             per_arch[arch].append(ms)
     return per_arch
 
@@ -71,18 +72,73 @@ def test_validate_fit_then_score_held_out(tiny_lut: Path, tmp_path: Path) -> Non
         devices = {d for (d,) in conn.execute("SELECT DISTINCT device FROM models")}
     assert devices == {device_id(open_device(DEVICE).fingerprint())}
 
-    # Scoring again: the fitting architectures are never scored, and what is stored is not re-timed.
+    # the median/fastest and p90/fastest factors: from the fitting networks' undisturbed rounds alone
+    factors = _factors_by_hand(tiny_lut, set(pred.calibration.fit_archs))
+    stored_factors = json.loads(LatencyPredictor.from_lut(tiny_lut).table.meta["statistic_factors"])
+    for name in ("median", "p90"):
+        assert stored_factors[name]["factor"] == pytest.approx(factors[name][0], rel=1e-12)
+        assert stored_factors[name]["lo"] == pytest.approx(factors[name][1], rel=1e-12)
+        assert stored_factors[name]["networks"] == factors[name][2]
+        assert stored_factors[name]["factor"] >= 1.0  # a median (p90) run is never faster than the fastest
+
+    # Scoring again, by the median run: the fitting architectures are never scored, and what is stored
+    # is not re-timed; each network's rounds of their median run against the prediction times the factor
     before = sum(len(v) for v in _model_rows(tiny_lut).values())
     proc = run_cli("lut", "validate", str(tiny_lut), "--space", "tiny", "--device", DEVICE, "--samples", "12",
-                   "--rounds", "2", "--no-progress", "--out", str(tmp_path / "again"), *FAST_TIMING)  # fmt: skip
+                   "--rounds", "2", "--no-progress", "--out", str(tmp_path / "again"), "--statistic", "median",
+                   *FAST_TIMING)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     again = pd.read_csv(tmp_path / "again" / "validation.csv")
     assert not set(again["arch"]) & set(pred.calibration.fit_archs)
     assert (again["role"] == "score").all()
     new = set(again["arch"]) - set(df["arch"])
     assert sum(len(v) for v in _model_rows(tiny_lut).values()) == before + 2 * len(new)
+    medians = _model_rows(tiny_lut, "median_ms")
+    f = stored_factors["median"]["factor"]
+    for row in again.itertuples():
+        arch = Architecture.from_str(row.arch, num_classes=space.num_classes)
+        assert row.measured_ms == pytest.approx(statistics.median(medians[row.arch]))
+        assert row.calibrated_ms == pytest.approx(pred.predict(arch) * f, rel=1e-9)
+    assert "by their median run" in proc.stdout and "noise floor +-10%" in proc.stdout
     shown = run_cli("lut", "show", str(tiny_lut))
-    assert "calibration (" in shown.stdout
+    assert "calibration (" in shown.stdout and f"median {f:.3f}x" in shown.stdout
+
+
+def _factors_by_hand(path: Path, fit: set[str]) -> dict[str, tuple[float, float, int]]:
+    """(median over networks, 10th percentile, networks) of each network's median over its
+    undisturbed rounds of (statistic / fastest), straight from the SQLite rows."""
+    import numpy as np
+
+    with sqlite3.connect(path) as conn:
+        disturbed = {(k, r) for k, r, d in conn.execute("SELECT key, round, disturbed FROM conditions") if d}
+        rows = list(conn.execute("SELECT arch, round, min_ms, median_ms, p90_ms FROM models"))
+    out = {}
+    for i, name in ((3, "median"), (4, "p90")):
+        per = defaultdict(list)
+        for row in rows:
+            if row[0] in fit and (row[0], row[1]) not in disturbed:
+                per[row[0]].append(row[i] / row[2])
+        ratios = [float(np.median(v)) for v in per.values()]
+        out[name] = (float(np.median(ratios)), float(np.quantile(ratios, 0.1)), len(ratios))
+    return out
+
+
+def test_a_median_budget_on_a_lut_without_factors_says_how_to_recalibrate(tiny_lut: Path, tmp_path: Path) -> None:
+    import shutil
+
+    old = tmp_path / "old.lut"
+    shutil.copy(tiny_lut, old)
+    with sqlite3.connect(old) as conn:
+        conn.execute("DELETE FROM meta WHERE name = 'statistic_factors'")
+    proc = run_cli("lut", "validate", str(old), "--space", "tiny", "--device", DEVICE, "--samples", "4",
+                   "--statistic", "median", "--no-progress", "--out", str(tmp_path / "x"))  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "no median/fastest factor" in proc.stderr and "--fit" in proc.stderr and "--statistic fastest" in proc.stderr
+    assert not (tmp_path / "x").exists()
+    search = run_cli("search", "--space", "tiny", "--lut", str(old), "--budget-ms", "1", "--statistic", "p90",
+                     "--data", "synthetic:n=64,size=16", "--out", str(tmp_path / "s"), "--no-progress")  # fmt: skip
+    assert search.returncode == 2 and "no p90/fastest factor" in search.stderr and not (tmp_path / "s").exists()
+    assert "statistic factors: none" in run_cli("lut", "show", str(old)).stdout
 
 
 def test_validate_on_another_device_fails_loudly_unless_forced(tiny_lut: Path, tmp_path: Path) -> None:

@@ -106,3 +106,13 @@ def add_timing_args(p: argparse.ArgumentParser, min_time_ms: float) -> None:
     g.add_argument(
         "--max-time-s", type=positive_float, default=10.0, help="stop a slow model after this long (default 10)"
     )
+
+
+def add_statistic_arg(p: argparse.ArgumentParser) -> None:
+    """``--statistic``: which run of each timed round a budget means (:mod:`hwnas.latency.statistic`)."""
+    from hwnas.latency.statistic import DEFAULT_STATISTIC, STATISTICS
+
+    p.add_argument("--statistic", choices=STATISTICS, default=DEFAULT_STATISTIC,
+                   help="what a latency budget means: each round's fastest, median or p90 run (default "
+                        "%(default)s); median and p90 predictions use the factor 'hwnas lut validate --fit' "
+                        "measured on the device")  # fmt: skip

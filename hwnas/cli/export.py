@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from hwnas.cli.common import (
+    add_statistic_arg,
     console,
     share,
 )
@@ -40,12 +41,14 @@ def cmd_export(args: argparse.Namespace) -> int:
                                stem=args.name or (child.arch.name or "model"),
                                **({} if nhwc is None else {"nhwc": nhwc}),
                                dynamic_batch=args.dynamic_batch, simplify=args.simplify,
-                               progress=not args.no_progress)  # fmt: skip
+                               progress=not args.no_progress, statistic=args.statistic)  # fmt: skip
     results, over, noisy = outcome.files, outcome.over_budget, outcome.within_noise
     console.print(export_table(results, f"exported {child.arch.to_str()}"))
     console.print(f"model cards: <file>.json beside each file, in {results[0].path.parent if results else args.out}")
+    figures = {r.path.name: r.figures_ms for r in results if r.figures_ms}
     for name, v in outcome.verdicts.items():
-        console.print(f"{name}: {v.text()}")
+        also = ", ".join(f"{k} {ms:.3f}" for k, ms in figures.get(name, {}).items())
+        console.print(f"{name}: {v.text()}" + (f" (ms by statistic: {also})" if also else ""))
     if outcome.not_gated:
         console.print(f"reported, not gated (the budget gates {', '.join(outcome.gates)}; --budget-gates): "
                       + "; ".join(outcome.not_gated))  # fmt: skip
@@ -131,6 +134,7 @@ def add_parser(sub: Any) -> None:
     ex.add_argument("--lut", help="LUT of --device, for the predicted latency")
     ex.add_argument("--budget-ms", type=positive_float,
                     help="judge the measured files against it: exit 1 over beyond the noise, 3 within noise of it")  # fmt: skip
+    add_statistic_arg(ex)
     ex.add_argument("--allow-over-budget", action="store_true", help="report an over-budget file, exit 0")
     ex.add_argument("--budget-gates", metavar="P,P", help="precisions the budget gates; files of others are reported "
                     "only (default: fp32,int8 on a CPU device, where fp16 weights are dequantized; all elsewhere)")  # fmt: skip

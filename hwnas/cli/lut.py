@@ -20,6 +20,7 @@ from hwnas.core.errors import HwnasError
 from hwnas.core.formats import PRECISIONS
 from hwnas.core.options import positive_int
 from hwnas.latency.calibration_models import AUTO, MODELS
+from hwnas.latency.statistic import DEFAULT_STATISTIC, STATISTICS
 
 if TYPE_CHECKING:
     pass
@@ -117,11 +118,19 @@ def _print_noise(table: Any, top: int) -> None:
 
 def _print_calibration(table: object) -> None:
     from hwnas.latency.predictor import read_calibration
+    from hwnas.latency.statistic import read_factors
 
     cal = read_calibration(table)  # type: ignore[arg-type]
     if cal is None:
         console.print("calibration: none (fit one with 'hwnas lut validate FILE --space S --device D --fit')")
         return
+    factors = read_factors(table.meta, str(table.path))  # type: ignore[attr-defined]
+    if factors:
+        console.print("the device's runs over their fastest (from the calibration's networks, undisturbed rounds): "
+                      + "; ".join(f"{name} {f.text()}" for name, f in factors.items()), soft_wrap=True)  # fmt: skip
+    else:
+        console.print("statistic factors: none (calibrated before hwnas measured them): budgets in median or p90 "
+                      "need 'hwnas lut validate FILE --space S --device D --fit'", soft_wrap=True)  # fmt: skip
     console.print(
         f"calibration ({cal.model}, fitted on {int(cal.stats.get('n', 0))} networks): a kernel costs "
         "scale x its LUT latency + a constant; the network adds "
@@ -154,7 +163,7 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
         result = validate(
             args.file, space, device, args.samples, fit=args.fit, fit_share=args.fit_share, model=args.model,
             rounds=args.rounds, timing=timing(args), seed=args.seed, progress=not args.no_progress, force=args.force,
-            before_timing=lambda: warn_if_busy(device),
+            before_timing=lambda: warn_if_busy(device), statistic=args.statistic,
         )  # fmt: skip
     except KeyboardInterrupt:
         print(
@@ -167,7 +176,7 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
     csv_path, png_path = write_report(result, out)
     scored = int(result.raw["n"])
     fitted = int((result.rows["role"] == "fit").sum())
-    title = f"{scored} held-out architectures of {space.name} on {device.spec}" + (
+    title = f"{scored} held-out architectures of {space.name} on {device.spec}, by their {args.statistic} run" + (
         f" (+{fitted} used to fit the calibration)" if fitted else ""
     )
     t = Table("metric", "LUT sum", "calibrated", "FLOPs", title=title)
@@ -189,6 +198,14 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
         console.print(f"noise floor of this run: {nf['within_10']:.1%} of single rounds lie within +-10% of their "
                       f"network's median ({nf['within_5']:.1%} within +-5%); median spread across rounds "
                       f"{nf['median_spread']:.1%}")  # fmt: skip
+    if result.by_statistic:
+        bt = Table("statistic", "factor", "within +-10%", "within +-5%", "noise floor +-10%", "noise floor +-5%",
+                   title="the calibrated prediction (times the factor) against each statistic's measurements")  # fmt: skip
+        for name, row in result.by_statistic.items():
+            sc, nf = row["scores"], row["noise"]
+            bt.add_row(name, f"{row['factor']:.3f}", f"{sc['within_10']:.1%}", f"{sc['within_5']:.1%}",
+                       f"{nf.get('within_10', float('nan')):.1%}", f"{nf.get('within_5', float('nan')):.1%}")  # fmt: skip
+        console.print(bt)
     if result.fitted:
         console.print(f"stored a new calibration in {args.file}")
     from hwnas.latency.table import LatencyTable
@@ -240,6 +257,9 @@ def add_parser(sub: Any) -> None:
     lv.add_argument("--model", choices=CALIBRATION_MODELS, default="auto",
                     help="calibration model (auto: the lowest leave-one-out error; raw: the LUT sum, nothing fitted)")  # fmt: skip
     lv.add_argument("--rounds", type=positive_int, default=3, help="timing rounds per network (median of them)")
+    lv.add_argument("--statistic", choices=STATISTICS, default=DEFAULT_STATISTIC,
+                    help="score against each network's fastest, median or p90 run (default %(default)s; median and "
+                         "p90 use the factor the calibration measured)")  # fmt: skip
     lv.add_argument("--seed", type=int, default=0, help="seed of the sampling and the shuffles")
     lv.add_argument(
         "--out", metavar="DIR", help="folder for validation.csv and validation.png (default FILE-validation)"

@@ -1,8 +1,8 @@
 """Measure exported files on the target device and hold them to the budget.
 
 Every exported file whose format the device runs is loaded through the devices layer and timed
-in rounds (:mod:`hwnas.latency.verdict`: the median over rounds of each round's fastest run, as
-the LUT's kernels and the calibration's networks were measured, with the half-range of the rounds as its noise; more rounds when the first ones land within noise of the budget). Each
+in rounds (:mod:`hwnas.latency.verdict`: the median over rounds of each round's ``statistic`` run,
+fastest by default, as the LUT's kernels and the calibration's networks were measured, with the half-range of the rounds as its noise; more rounds when the first ones land within noise of the budget). Each
 round is watched (:mod:`hwnas.latency.disturbance`): one taken while other processes competed for
 the CPU is re-taken after a pause. With a LUT, the architecture's predicted latency (calibrated
 where the LUT holds a calibration) goes beside it; the LUT must describe the device, unless
@@ -15,37 +15,45 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 from hwnas.core.errors import HwnasError
 from hwnas.devices.base import Device, TimingConfig
 from hwnas.export.pipeline import Exported, update_card_latency
 from hwnas.latency.disturbance import Guard, GuardConfig
+from hwnas.latency.statistic import STATISTICS, check_statistic, of_stats
 from hwnas.latency.verdict import ROUNDS, Verdict, measure_verdict, noise_of
 from hwnas.spaces.arch import Architecture
 
 
 def measure_file(
-    device: Device, data: bytes, shape: tuple[int, ...], budget_ms: float | None = None
-) -> tuple[float, float, Verdict | None]:
-    """(median over rounds of each round's fastest run, its noise, the verdict against ``budget_ms``
-    if given), in ms."""
+    device: Device, data: bytes, shape: tuple[int, ...], budget_ms: float | None = None, statistic: str = "fastest"
+) -> tuple[float, float, Verdict | None, dict[str, float]]:
+    """(median over rounds of each round's ``statistic`` run, its noise, the verdict against
+    ``budget_ms`` if given, and the median over rounds of each statistic), in ms."""
+    check_statistic(statistic)
     runner = device.load(data, shape)
     # every round may be re-taken while the machine is busy (the cap is per run; a file has few rounds)
     watch = Guard(device, TimingConfig(), planned=1, config=GuardConfig(cap=4.0))
+    taken: list[Any] = []
 
     def one_round() -> tuple[float, bool]:
         watch.planned += 1
         m = watch.measure(lambda: runner, close=False)  # the same runner serves every round
-        return m.stats.round_ms, m.disturbed
+        taken.append(m.stats)
+        return of_stats(m.stats, statistic), m.disturbed
 
     try:
         if budget_ms is not None:
-            verdict = measure_verdict(one_round, budget_ms)
-            return verdict.measured_ms, verdict.noise_ms, verdict
-        rounds = [one_round()[0] for _ in range(ROUNDS)]
-        return statistics.median(rounds), noise_of(rounds), None
+            verdict = measure_verdict(one_round, budget_ms, statistic=statistic)
+            measured, noise = verdict.measured_ms, verdict.noise_ms
+        else:
+            rounds = [one_round()[0] for _ in range(ROUNDS)]
+            verdict, measured, noise = None, statistics.median(rounds), noise_of(rounds)
     finally:
         runner.close()
+    figures = {name: statistics.median(of_stats(st, name) for st in taken) for name in STATISTICS}
+    return measured, noise, verdict, figures
 
 
 def check_latency(
@@ -55,9 +63,11 @@ def check_latency(
     lut: str | None = None,
     budget_ms: float | None = None,
     force: bool = False,
+    statistic: str = "fastest",
 ) -> dict[str, Verdict]:
-    """Fill in measured (and predicted) latency for the files ``device`` runs; with a budget,
-    return each measured file's verdict by file name."""
+    """Fill in measured (and predicted) latency for the files ``device`` runs, in the ``statistic``
+    of each round's runs (the prediction times the LUT's factor for it); with a budget, return
+    each measured file's verdict by file name."""
     if budget_ms is not None and not (math.isfinite(budget_ms) and budget_ms > 0):
         raise HwnasError(f"the latency budget must be a finite number of ms > 0, got {budget_ms}")
     predicted, lut_precision = None, None
@@ -66,7 +76,7 @@ def check_latency(
 
         predictor = LatencyPredictor.from_lut(lut)
         predictor.table.check_device(device.fingerprint(), force=force)
-        predicted = predictor.predict(arch)
+        predicted = predictor.predict(arch, statistic)
         lut_precision = str(predictor.table.fingerprint.get("precision", "fp32"))
     verdicts: dict[str, Verdict] = {}
     for item in results:
@@ -74,7 +84,10 @@ def check_latency(
             continue
         shape = tuple(int(v) for v in item.card["input"]["shape"]) if "batch" not in item.card["input"]["shape"] else (
             1, *item.card["input"]["shape"][1:])  # fmt: skip
-        item.measured_ms, item.noise_ms, verdict = measure_file(device, item.path.read_bytes(), shape, budget_ms)
+        item.measured_ms, item.noise_ms, verdict, item.figures_ms = measure_file(
+            device, item.path.read_bytes(), shape, budget_ms, statistic
+        )
+        item.statistic = statistic
         item.predicted_ms = predicted if item.precision == lut_precision else None  # int8 LUT: the int8 file
         item.device = device.spec
         if verdict is not None:

@@ -52,6 +52,8 @@ class Exported:
     predicted_ms: float | None = None
     measured_ms: float | None = None
     noise_ms: float | None = None  # half-range of the measurement's rounds
+    statistic: str = "fastest"  # of each round's runs, what measured_ms, predicted_ms and the budget mean
+    figures_ms: dict[str, float] | None = None  # fastest, median, p90: each the median over the rounds
     verdict: dict[str, Any] | None = None  # against the budget (hwnas.latency.verdict)
     device: str | None = None
     card: dict[str, Any] = field(default_factory=dict)
@@ -302,8 +304,9 @@ def model_card(child: Child, item: Exported, nhwc: bool, dynamic_batch: bool) ->
 
 def update_card_latency(item: Exported) -> None:
     """Rewrite the card of ``item`` with its latency figures."""
-    item.card["latency"] = {"device": item.device, "predicted_ms": item.predicted_ms, "measured_ms": item.measured_ms,
-                            "noise_ms": item.noise_ms, "verdict": item.verdict}  # fmt: skip
+    item.card["latency"] = {"device": item.device, "statistic": item.statistic, "predicted_ms": item.predicted_ms,
+                            "measured_ms": item.measured_ms, "noise_ms": item.noise_ms,
+                            "measured_by_statistic_ms": item.figures_ms, "verdict": item.verdict}  # fmt: skip
     write_text_atomic(item.path.with_name(item.path.name + ".json"), json.dumps(item.card, indent=2) + "\n")
 
 

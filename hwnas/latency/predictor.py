@@ -124,11 +124,20 @@ class LatencyPredictor:
         """The sum of the architecture's kernels in the LUT, in ms."""
         return float(sum(self.table.lookup_many(arch_kernels(arch))))
 
-    def predict(self, arch: Architecture) -> float:
-        """Predicted end-to-end latency in ms (calibrated if the predictor has a calibration)."""
+    def factor(self, statistic: str) -> float:
+        """The multiplier from a (fastest-run) prediction to ``statistic`` (:mod:`hwnas.latency.statistic`)."""
+        from hwnas.latency.statistic import factor_for, read_factors
+
+        if statistic == "fastest":
+            return 1.0
+        return factor_for(read_factors(self.table.meta, str(self.table.path)), statistic, str(self.table.path))
+
+    def predict(self, arch: Architecture, statistic: str = "fastest") -> float:
+        """Predicted end-to-end latency in ms (calibrated if the predictor has a calibration) of
+        each round's fastest run, or of its ``statistic`` run (times the LUT's factor for it)."""
         kernels = arch_kernels(arch)
         self.table.require(kernels)
-        return self.offset + sum(self.kernel_cost(k) for k in kernels)
+        return (self.offset + sum(self.kernel_cost(k) for k in kernels)) * self.factor(statistic)
 
 
 def read_calibration(table: LatencyTable) -> Calibration | None:

@@ -371,6 +371,23 @@ class LutStore:
             out.append((arch, round_, ms))
         return out
 
+    def model_statistics(self, device: str) -> list[tuple[str, int, float, float, float]]:
+        """``(arch, round, fastest, median, p90)`` in ms of every end-to-end measurement on ``device``
+        that kept its fastest run (older rows, without it, are left out)."""
+        if not self._has_models() or self._min_column("models") != "min_ms":
+            return []
+        rows = self.conn.execute("SELECT arch, round, min_ms, median_ms, p90_ms FROM models WHERE device = ? AND "
+                                 "min_ms IS NOT NULL ORDER BY arch, round", (device,))  # fmt: skip
+        out = []
+        for arch, round_, *values in rows:
+            if not (isinstance(arch, str) and isinstance(round_, int) and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                    for v in values)):  # fmt: skip
+                raise LutError(f"{self.path}: damaged LUT (a whole-network measurement of {str(arch)[:60]!r})")
+            fastest, median, p90 = (float(v) for v in values)
+            out.append((arch, round_, fastest, median, p90))
+        return out
+
     # --- conditions of each measurement -------------------------------------------------------
     def add_conditions(self, scope: str, key: str, round_: int, values: dict[str, Any]) -> None:
         """Record (or replace) the conditions of one measurement; ``values`` has CONDITION_COLUMNS."""

@@ -34,6 +34,16 @@ from hwnas.latency.predictor import (
     read_calibration,
     store_calibration,
 )
+from hwnas.latency.statistic import (
+    DEFAULT_STATISTIC,
+    FACTORS_META,
+    STATISTICS,
+    check_statistic,
+    factor_for,
+    factors_from_rounds,
+    factors_to_meta,
+    read_factors,
+)
 from hwnas.latency.store import LutStore, device_id, identity
 from hwnas.latency.table import LatencyTable
 from hwnas.spaces.arch import Architecture
@@ -155,6 +165,9 @@ class Validation:
     fitted: bool
     meta: dict[str, Any] = field(default_factory=dict)
     noise: dict[str, float] = field(default_factory=dict)  # the same run's noise floor, see noise_floor
+    # per statistic whose factor the LUT holds: the calibrated prediction's scores against that
+    # statistic's measurements and that statistic's noise floor, from the same rounds
+    by_statistic: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def validate(
@@ -171,12 +184,17 @@ def validate(
     progress: bool = True,
     force: bool = False,
     before_timing: Callable[[], None] | None = None,
+    statistic: str = DEFAULT_STATISTIC,
 ) -> Validation:
     """Measure ``samples`` architectures of ``space`` on ``device`` and score the LUT ``lut``.
 
     The LUT must come from ``device`` (same identity), unless ``force``. With ``fit``, a new
-    calibration is fitted on a ``fit_share`` of the samples and stored in the LUT.
+    calibration is fitted on a ``fit_share`` of the samples and stored in the LUT, with the
+    device's median/fastest and p90/fastest factors (:mod:`hwnas.latency.statistic`) measured on
+    the same networks. ``statistic``: what is scored, each network's rounds of that statistic
+    against the prediction times its factor, beside that statistic's own noise floor.
     """
+    check_statistic(statistic)
     if fit:  # a bad share, or too few networks to fit, fails before anything is measured
         n_fit = len(split_fit_score([None] * samples, fit_share)[0])  # type: ignore[list-item]
         if n_fit < MIN_FIT:
@@ -186,6 +204,9 @@ def validate(
     table.check_device(device.fingerprint(), force=force)
     table.require(space.kernels())
     old = None if fit else read_calibration(table)  # --fit replaces a calibration, even a damaged one
+    factors = {} if fit else read_factors(table.meta, str(lut))
+    if not fit:
+        factor_for(factors, statistic, str(lut))  # a LUT without the factor fails before anything is timed
     raw = LatencyPredictor(table)
     if old is not None and old.device and old.device != identity(device.fingerprint()) and not force:
         raise HwnasError(f"{lut}: its calibration was fitted on another device; refit with --fit, or pass --force")
@@ -197,10 +218,16 @@ def validate(
         store.conn.execute("PRAGMA journal_mode=WAL")
         measured = measure_networks(archs, device, store, rounds=rounds, timing=timing, seed=seed, progress=progress)
         wanted = {a.to_str() for a in archs}
+        dev = device_id(device.fingerprint())
         per_arch: dict[str, list[float]] = {}
-        for arch_str, r, ms in store.model_rows(device_id(device.fingerprint())):
+        for arch_str, r, ms in store.model_rows(dev):
             if arch_str in wanted and r < rounds:
                 per_arch.setdefault(arch_str, []).append(ms)
+        disturbed = {(c["key"], c["round"]) for c in store.conditions(dev) if c["disturbed"]}
+        three: dict[str, list[tuple[float, float, float, bool]]] = {}
+        for arch_str, r, fastest, median, p90 in store.model_statistics(dev):
+            if arch_str in wanted and r < rounds:
+                three.setdefault(arch_str, []).append((fastest, median, p90, (arch_str, r) in disturbed))
     y = [measured[a.to_str()] for a in archs]
     roles = ["score"] * len(archs)
     calibration = old
@@ -217,7 +244,30 @@ def validate(
             space=space,
         )
         store_calibration(lut, calibration)
+        # the factors from the same networks' own runs, in rounds the guard did not flag
+        factors = factors_from_rounds({archs[i].to_str(): [t[:3] for t in three.get(archs[i].to_str(), []) if not t[3]]
+                                       for i in fit_idx})  # fmt: skip
+        with LutStore.open(lut) as store:
+            store.set_meta(FACTORS_META, factors_to_meta(factors, identity(device.fingerprint())))
+    factor = factor_for(factors, statistic, str(lut))
     cal = LatencyPredictor(table, calibration) if calibration else None
+    score_idx = [i for i, role in enumerate(roles) if role == "score"]
+    by_statistic: dict[str, dict[str, Any]] = {}
+    for name in STATISTICS:  # each network's rounds of that statistic, against the prediction times its factor
+        if name != "fastest" and name not in factors:
+            continue
+        column = STATISTICS.index(name)
+        rounds_of = {a: [t[column] for t in ts] for a, ts in three.items()}
+        if any(a.to_str() not in rounds_of for a in archs):
+            continue  # rows stored before the fastest run was kept
+        f = factor_for(factors, name, str(lut))
+        measured_stat = [float(np.median(rounds_of[archs[i].to_str()])) for i in score_idx]
+        predicted = [(cal.predict(archs[i]) if cal else raw.raw(archs[i])) * f for i in score_idx]
+        by_statistic[name] = {"factor": f, "scores": scores(predicted, measured_stat),
+                              "noise": noise_floor({a: rounds_of[a] for a in rounds_of if a in wanted})}  # fmt: skip
+        if name == statistic and name != "fastest":
+            per_arch = rounds_of
+            y = [float(np.median(rounds_of[a.to_str()])) for a in archs]
     rows = pd.DataFrame(
         {
             "arch": [a.to_str() for a in archs],
@@ -225,8 +275,8 @@ def validate(
             "resolution": [a.resolution for a in archs],
             "flops": [arch_flops(a) for a in archs],
             "kernels": [len(arch_kernels(a)) for a in archs],
-            "raw_ms": [raw.raw(a) for a in archs],
-            "calibrated_ms": [cal.predict(a) if cal else float("nan") for a in archs],
+            "raw_ms": [raw.raw(a) * factor for a in archs],
+            "calibrated_ms": [cal.predict(a) * factor if cal else float("nan") for a in archs],
             "measured_ms": y,
         }
     )
@@ -241,6 +291,7 @@ def validate(
         calibration=calibration,
         fitted=fit,
         noise=noise_floor(per_arch),
+        by_statistic=by_statistic,
         meta={
             "lut": str(lut),
             "space": space.name,
@@ -248,6 +299,8 @@ def validate(
             "samples": samples,
             "rounds": rounds,
             "seed": seed,
+            "statistic": statistic,
+            "factors": {k: vars(f) for k, f in factors.items()},
         },
     )
 

@@ -2,7 +2,8 @@
 
 A file is timed in several rounds (each round: warm-up, then many runs; the round's latency is
 its fastest run, :attr:`hwnas.devices.Stats.round_ms`, the statistic the LUT and its calibration
-were measured with). The measurement is the median over rounds; its noise is half the range of
+were measured with, or its median or p90 run where the budget means that, see
+:mod:`hwnas.latency.statistic`). The measurement is the median over rounds; its noise is half the range of
 the rounds, and never less than ``NOISE_FLOOR`` of the measurement (a few rounds that happen to
 agree do not prove a quieter machine than that). With ``m`` the measurement, ``n`` its noise and
 ``B`` the budget:
@@ -41,6 +42,7 @@ class Verdict:
     budget_ms: float
     rounds_ms: tuple[float, ...]
     disturbed_rounds: int = 0  # rounds kept although the machine was busy while they ran
+    statistic: str = "fastest"  # which run of each round the rounds are (hwnas.latency.statistic)
 
     @property
     def exit_code(self) -> int:
@@ -49,13 +51,14 @@ class Verdict:
     def text(self) -> str:
         """e.g. ``measured 0.459 ms +- 0.012 (8 rounds) against 0.431 ms: over budget``."""
         extra = f"; {self.disturbed_rounds} round(s) taken on a busy machine" if self.disturbed_rounds else ""
-        return (f"measured {self.measured_ms:.3f} ms +- {self.noise_ms:.3f} ({len(self.rounds_ms)} rounds{extra}) "
-                f"against {self.budget_ms:g} ms: {self.outcome}")  # fmt: skip
+        return (f"measured {self.measured_ms:.3f} ms +- {self.noise_ms:.3f} by its {self.statistic} run "
+                f"({len(self.rounds_ms)} rounds{extra}) against {self.budget_ms:g} ms: {self.outcome}")  # fmt: skip
 
     def to_dict(self) -> dict[str, object]:
         return {"outcome": self.outcome, "measured_ms": self.measured_ms, "noise_ms": self.noise_ms,
                 "budget_ms": self.budget_ms, "rounds_ms": list(self.rounds_ms),
-                "disturbed_rounds": self.disturbed_rounds, "exit_code": self.exit_code}  # fmt: skip
+                "disturbed_rounds": self.disturbed_rounds, "statistic": self.statistic,
+                "exit_code": self.exit_code}  # fmt: skip
 
 
 def noise_of(rounds_ms: Sequence[float]) -> float:
@@ -64,14 +67,17 @@ def noise_of(rounds_ms: Sequence[float]) -> float:
     return max(0.5 * (max(rounds_ms) - min(rounds_ms)), NOISE_FLOOR * m)
 
 
-def judge(rounds_ms: Sequence[float], budget_ms: float, disturbed_rounds: int = 0) -> Verdict:
-    """The verdict of the rounds' latencies ``rounds_ms`` against ``budget_ms`` (module docstring)."""
+def judge(
+    rounds_ms: Sequence[float], budget_ms: float, disturbed_rounds: int = 0, statistic: str = "fastest"
+) -> Verdict:
+    """The verdict of the rounds' latencies ``rounds_ms`` (each round's ``statistic`` run) against
+    ``budget_ms`` (module docstring)."""
     if not rounds_ms:
         raise ValueError("no rounds to judge")
     m = statistics.median(rounds_ms)
     n = noise_of(rounds_ms)
     outcome = WITHIN if m <= budget_ms else NOISE if m - n <= budget_ms else OVER
-    return Verdict(outcome, m, n, budget_ms, tuple(rounds_ms), disturbed_rounds)
+    return Verdict(outcome, m, n, budget_ms, tuple(rounds_ms), disturbed_rounds, statistic)
 
 
 def near(verdict: Verdict) -> bool:
@@ -84,12 +90,13 @@ def measure_verdict(
     budget_ms: float,
     rounds: int = ROUNDS,
     extra_rounds: int = EXTRA_ROUNDS,
+    statistic: str = "fastest",
 ) -> Verdict:
     """Take ``rounds`` rounds (``measure_round()`` -> (round latency in ms, disturbed)), judge; when
     that lands within noise of the budget, take ``extra_rounds`` more and judge them all."""
     taken = [measure_round() for _ in range(rounds)]
-    verdict = judge([ms for ms, _ in taken], budget_ms, sum(d for _, d in taken))
+    verdict = judge([ms for ms, _ in taken], budget_ms, sum(d for _, d in taken), statistic)
     if near(verdict) and extra_rounds > 0:
         taken += [measure_round() for _ in range(extra_rounds)]
-        verdict = judge([ms for ms, _ in taken], budget_ms, sum(d for _, d in taken))
+        verdict = judge([ms for ms, _ in taken], budget_ms, sum(d for _, d in taken), statistic)
     return verdict

@@ -14,6 +14,7 @@ from typing import Any
 
 from hwnas.core.errors import HwnasError
 from hwnas.core.options import nonnegative_float, nonnegative_int, option, positive_float, positive_int, required
+from hwnas.latency.statistic import DEFAULT_STATISTIC, STATISTICS
 from hwnas.train.config import (
     AUGMENT_HELP,
     AUGMENTS,
@@ -66,6 +67,10 @@ class SearchConfig:
     cost: str = "latency"
     budgets: list[float] = field(default_factory=list)  # train once, search many: one result per budget
     lut: str | None = option(None, help="the LUT for --cost latency (calibrated if it holds a calibration)")
+    statistic: str = option(DEFAULT_STATISTIC, choices=STATISTICS,
+                            help="what a latency budget means: each round's fastest, median or p90 run (default "
+                                 "%(default)s; median and p90: the LUT's prediction times the factor 'hwnas lut "
+                                 "validate --fit' measured on the device)")  # fmt: skip
     data: str = option("synthetic", help="synthetic[:n=,size=,seed=,classes=], an .npz (x, y or a CIFAR-10 JPEG "
                        "archive), an image folder, or WebDataset .tar shards (a folder of them, or one)")  # fmt: skip
     limit: int | None = option(None, type=positive_int, help="use this many training images (class-balanced)")

@@ -176,8 +176,9 @@ class SearchCost:
         return f"{value:.4g} {self.unit}"
 
 
-def make_cost(name: str, space: SearchSpace, lut: str | Path | None = None) -> SearchCost:
-    """The cost ``name`` for ``space``; ``latency`` needs a LUT holding every kernel of the space."""
+def make_cost(name: str, space: SearchSpace, lut: str | Path | None = None, statistic: str = "fastest") -> SearchCost:
+    """The cost ``name`` for ``space``; ``latency`` needs a LUT holding every kernel of the space,
+    and predicts each round's ``statistic`` run (the fastest-run prediction times the LUT's factor)."""
     if name not in COSTS:
         raise HwnasError(f"unknown cost {name!r}; choose one of {', '.join(COSTS)}")
     if name == "flops":
@@ -200,4 +201,8 @@ def make_cost(name: str, space: SearchSpace, lut: str | Path | None = None) -> S
             f"{lut} lacks {len(missing)} kernel(s) of the space {space.name}{why} ({shown}); add them with "
             f"'hwnas profile --space {space_arg}{classes} --device {device} --out {lut}'"
         )
-    return SearchCost(name, COSTS[name], predictor.kernel_cost, predictor.offset, str(lut))
+    factor = predictor.factor(statistic)
+    if factor == 1.0:
+        return SearchCost(name, COSTS[name], predictor.kernel_cost, predictor.offset, str(lut))
+    return SearchCost(name, COSTS[name], lambda k: predictor.kernel_cost(k) * factor, predictor.offset * factor,
+                      str(lut))  # fmt: skip

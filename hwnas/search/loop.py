@@ -104,7 +104,9 @@ class Search:
         self.group.check_batch(cfg.batch_size)
         self.progress = progress and self.group.main
         preset = get_space(cfg.space)
-        cost = make_cost(cfg.cost, preset, cfg.lut)  # a missing or unreadable LUT fails before the data is read
+        cost = make_cost(
+            cfg.cost, preset, cfg.lut, cfg.statistic
+        )  # a missing or unreadable LUT fails before the data is read
         self.device = self.group.place(torch_device(cfg.torch_device))
         if has_search_checkpoint(self.out) and not resume:
             raise HwnasError(f"{self.out} already holds a search; pass --resume to continue it, or use another --out")
@@ -122,7 +124,9 @@ class Search:
         self._streaming["recipe"] = self.splits.recipe  # how batches of these images are augmented and viewed
         # the data decides the classifier's width; the space's class count is a default for profiling
         self.space: SearchSpace = replace(preset, num_classes=len(self.splits.classes))
-        self.cost: SearchCost = cost if self.space == preset else make_cost(cfg.cost, self.space, cfg.lut)
+        self.cost: SearchCost = (
+            cost if self.space == preset else make_cost(cfg.cost, self.space, cfg.lut, cfg.statistic)
+        )
         for b in cfg.budgets:
             check_budget(self.space, self.cost, b)
         self.cheapest, self.costliest = check_budget(self.space, self.cost, cfg.budget)
