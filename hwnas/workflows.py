@@ -237,6 +237,8 @@ def train_and_save(
         raise HwnasError(f"{checkpoint}: no interrupted training of {out} to resume; drop --resume")
     if resume:
         read_train_checkpoint(checkpoint)  # an unreadable one is refused before the data is loaded
+    if group is None or group.main:  # the checkpoints, then the child, go there
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     splits = load_splits(cfg.data, arch.num_classes, arch.in_channels, mode=cfg.data_mode, bad_images=cfg.bad_images,
                          limit=cfg.limit, seed=cfg.split_seed, with_test=True, progress=progress,
                          augment=cfg.augment)  # fmt: skip

@@ -101,3 +101,5 @@ def test_train_refuses_a_leftover_checkpoint_and_a_resume_without_one_and_remove
     train_checkpoint_path(out).unlink()
     assert run_cli(*base).returncode == 0
     assert out.is_file() and not train_checkpoint_path(out).exists()
+    nested = tmp_path / "new" / "folder" / "c.safetensors"  # a folder that does not exist yet is made
+    assert run_cli(*base[:-3], "--out", str(nested), "--no-progress").returncode == 0 and nested.is_file()
