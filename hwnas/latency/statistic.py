@@ -14,7 +14,9 @@ Every statistic of a measured file is taken from its own runs. A *prediction* of
 the calibration timed (``hwnas lut validate --fit``), the median of each network's median (p90)
 over its fastest run, in rounds the disturbance guard did not flag. The factor's spread over
 those networks (10th to 90th percentile) goes with it. On a phone the factor is the phone's: it
-comes from the runs of the device the LUT was calibrated on.
+comes from the runs of the device the LUT was calibrated on. There ``p90`` is what
+``benchmark_model`` prints: its p95 where it prints percentiles, else its slowest run (see
+:meth:`hwnas.devices.adb.AdbDevice.measure`), so a phone's p90 factor errs on the slow side.
 """
 
 from __future__ import annotations
