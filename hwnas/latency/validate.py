@@ -268,6 +268,9 @@ def validate(
         if name == statistic and name != "fastest":
             per_arch = rounds_of
             y = [float(np.median(rounds_of[a.to_str()])) for a in archs]
+    if statistic != "fastest" and statistic not in by_statistic:  # never a median prediction against fastest runs
+        raise HwnasError(f"{lut}: some networks' stored rounds predate hwnas keeping every statistic of a round; "
+                         f"score them with --statistic fastest, or validate in a new LUT")  # fmt: skip
     rows = pd.DataFrame(
         {
             "arch": [a.to_str() for a in archs],
