@@ -46,6 +46,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return data, tmp / "run"
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, keeping the default suite under 15 minutes
 def test_a_three_class_folder_on_cifar_searches_a_three_class_supernet(searched: tuple[Path, Path]) -> None:
     _, run = searched
     arch = Architecture.load(run / "arch.json")
@@ -55,6 +56,7 @@ def test_a_three_class_folder_on_cifar_searches_a_three_class_supernet(searched:
     assert head.shape[0] == 3  # no output left untrained
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, keeping the default suite under 15 minutes
 def test_a_three_class_folder_on_cifar_exports_three_outputs_and_three_labels(
     searched: tuple[Path, Path], tmp_path: Path
 ) -> None:

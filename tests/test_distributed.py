@@ -68,6 +68,7 @@ def metrics(run: Path) -> pd.DataFrame:
     return pd.read_csv(run / "metrics.csv").drop(columns=["seconds"])
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, keeping the default suite under 15 minutes
 def test_two_ranks_hold_the_same_alphas_and_weights_at_every_epoch_and_rank1_writes_nothing(two) -> None:
     run, probe = two
     r0, r1 = states(probe, 0), states(probe, 1)
@@ -92,6 +93,7 @@ def test_two_ranks_hold_the_same_alphas_and_weights_at_every_epoch_and_rank1_wri
     assert len(metrics(run)) == 3
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, keeping the default suite under 15 minutes
 def test_two_processes_give_the_one_process_result_at_the_same_global_batch(two, one) -> None:
     run, _ = two
     m2, m1 = metrics(run), metrics(one)
@@ -181,6 +183,7 @@ def test_a_batch_that_does_not_split_over_the_ranks_is_refused_before_anything_i
     assert not out.exists()
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, keeping the default suite under 15 minutes
 def test_resuming_under_torchrun_with_another_budget_is_refused_once_and_writes_nothing(two, tmp_path: Path) -> None:
     run, _ = two
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}

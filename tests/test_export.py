@@ -300,6 +300,7 @@ def test_a_file_whose_every_output_is_below_pytorchs_is_refused(tmp_path: Path) 
     assert same[0].max_abs_diff is not None and same[0].max_abs_diff <= 1e-4
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, keeping the default suite under 15 minutes
 def test_cards_from_an_image_folder_carry_its_class_names_preprocessing_and_one_set_of_tensor_names(
     tmp_path: Path,
 ) -> None:

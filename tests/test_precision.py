@@ -62,6 +62,7 @@ def test_fp16_kernel_models_store_half_weights_and_compute_the_fp32_kernel() -> 
     assert "float16" not in {str(t["dtype"].__name__) for t in open_interpreter(fp32).get_tensor_details()}
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, keeping the default suite under 15 minutes
 def test_an_int8_lut_knows_its_precision_and_is_refused_as_fp32(tmp_path: Path) -> None:
     lut = tmp_path / "i8.lut"
     proc = run_cli("profile", "--space", "tiny", "--device", "ort-cpu:threads=1", "--precision", "int8", "--out",

@@ -42,6 +42,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return spec, work
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, keeping the default suite under 15 minutes
 def test_a_space_file_reaches_the_searches_and_the_retrainings(tiny_run: tuple[Path, Path]) -> None:
     spec, work = tiny_run
     config = json.loads((work / "search-seed0" / "config.json").read_text())
@@ -53,6 +54,7 @@ def test_a_space_file_reaches_the_searches_and_the_retrainings(tiny_run: tuple[P
     assert f"{searched.to_str()}|seed0" in results["retrained"]
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, keeping the default suite under 15 minutes
 def test_another_random_seed_redraws_only_the_random_arm_on_resume(tiny_run: tuple[Path, Path],
                                                                    tmp_path: Path) -> None:  # fmt: skip
     """A replication (``--random-seed``) in a copy of a finished run: the random networks are drawn
@@ -111,6 +113,7 @@ def _tau_by_pairs(x: list[float], y: list[float]) -> float:
     return (conc - disc) / ((conc + disc + tx) * (conc + disc + ty)) ** 0.5
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, keeping the default suite under 15 minutes
 def test_inband_ranking_takes_every_in_band_network_once_with_its_mean_accuracy(tiny_run, tmp_path,
                                                                                  monkeypatch) -> None:  # fmt: skip
     _, work = tiny_run

@@ -166,6 +166,7 @@ def _search(data: Path, out: Path, *extra: str) -> list[str]:
             "--workers", "1", *extra]  # fmt: skip
 
 
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, keeping the default suite under 15 minutes
 def test_a_truncated_jpeg_mid_epoch_stops_naming_it_or_is_skipped_and_counted(tmp_path: Path) -> None:
     data = write_folder(tmp_path / "imgs", n=160)
     victim = sorted((data / "c2").iterdir())[5]
