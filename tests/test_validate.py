@@ -123,6 +123,33 @@ def _factors_by_hand(path: Path, fit: set[str]) -> dict[str, tuple[float, float,
     return out
 
 
+def test_the_factors_leave_out_rounds_the_guard_flagged_as_disturbed(tiny_lut: Path, tmp_path: Path) -> None:
+    """Five of the eight fitting networks get every round flagged disturbed, with a median run 10x
+    their fastest: fitted again from the stored rounds (nothing re-timed), the factors come from the
+    other three alone; counting the flagged rounds would put the median factor near 10."""
+    import shutil
+
+    lut = tmp_path / "flagged.lut"
+    shutil.copy(tiny_lut, lut)
+    args = ["lut", "validate", str(lut), "--space", "tiny", "--device", DEVICE, "--samples", "16", "--fit",
+            "--rounds", "2", "--no-progress", *FAST_TIMING]  # fmt: skip
+    assert run_cli(*args, "--out", str(tmp_path / "a")).returncode == 0
+    fit = sorted(LatencyPredictor.from_lut(lut).calibration.fit_archs)
+    flagged = fit[:5]
+    with sqlite3.connect(lut) as conn:
+        for arch in flagged:
+            conn.execute("UPDATE models SET median_ms = 10 * min_ms, p90_ms = 10 * min_ms WHERE arch = ?", (arch,))
+            conn.execute("UPDATE conditions SET disturbed = 1 WHERE key = ?", (arch,))
+    assert run_cli(*args, "--out", str(tmp_path / "b")).returncode == 0
+    assert sorted(LatencyPredictor.from_lut(lut).calibration.fit_archs) == fit  # the same networks fit again
+    stored = json.loads(LatencyPredictor.from_lut(lut).table.meta["statistic_factors"])
+    by_hand = _factors_by_hand(lut, set(fit))
+    assert stored["median"]["networks"] == by_hand["median"][2] == 3
+    assert (
+        stored["median"]["factor"] == pytest.approx(by_hand["median"][0], rel=1e-12) and stored["median"]["factor"] < 5
+    )
+
+
 def test_a_median_budget_on_a_lut_without_factors_says_how_to_recalibrate(tiny_lut: Path, tmp_path: Path) -> None:
     import shutil
 

@@ -264,7 +264,7 @@ def validate(
         measured_stat = [float(np.median(rounds_of[archs[i].to_str()])) for i in score_idx]
         predicted = [(cal.predict(archs[i]) if cal else raw.raw(archs[i])) * f for i in score_idx]
         by_statistic[name] = {"factor": f, "scores": scores(predicted, measured_stat),
-                              "noise": noise_floor({a: rounds_of[a] for a in rounds_of if a in wanted})}  # fmt: skip
+                              "noise": noise_floor(rounds_of)}  # fmt: skip
         if name == statistic and name != "fastest":
             per_arch = rounds_of
             y = [float(np.median(rounds_of[a.to_str()])) for a in archs]

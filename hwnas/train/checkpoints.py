@@ -169,13 +169,19 @@ def read_search_checkpoint(run: str | Path) -> dict[str, Any]:
         content = tensorfile.read(path, SEARCH_FORMAT, SEARCH_VERSION, "search checkpoint")
     except PickleFileError as exc:
         raise HwnasError(f"{exc}; start the search again in a new run folder") from None
-    state = content.tree
-    for name, kind in _SEARCH_FIELDS.items():
+    return _checked(content.tree, _SEARCH_FIELDS, "net", 0, path)
+
+
+def _checked(state: Any, fields: dict[str, type | tuple[type, ...]], weights: str, first_epoch: int,
+             path: str | Path) -> dict[str, Any]:  # fmt: skip
+    """A checkpoint's ``state`` with every field of ``fields`` type-checked, ``weights`` a dict of
+    tensors and ``epoch`` at least ``first_epoch``; else a one-line error naming what is wrong."""
+    for name, kind in fields.items():
         tensorfile.field(state, name, kind, str(path))
-    tensorfile.tensor_dict(state["net"], "net", str(path))
-    if state["epoch"] < 0:
+    tensorfile.tensor_dict(state[weights], weights, str(path))
+    if state["epoch"] < first_epoch:
         raise TensorFileError(f"{path}: corrupt content (epoch {state['epoch']})")
-    return state
+    return dict(state)
 
 
 def has_search_checkpoint(run: str | Path) -> bool:
@@ -211,9 +217,4 @@ def read_train_checkpoint(path: str | Path) -> dict[str, Any]:
         state = tensorfile.read(path, TRAIN_FORMAT, TRAIN_VERSION, "training checkpoint").tree
     except PickleFileError as exc:
         raise HwnasError(f"{exc}; delete it and train again") from None
-    for name, kind in _TRAIN_FIELDS.items():
-        tensorfile.field(state, name, kind, str(path))
-    tensorfile.tensor_dict(state["model"], "model", str(path))
-    if state["epoch"] < 1:
-        raise TensorFileError(f"{path}: corrupt content (epoch {state['epoch']})")
-    return state
+    return _checked(state, _TRAIN_FIELDS, "model", 1, path)  # written after an epoch, never before
