@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     from hwnas.devices import Device, TimingConfig
     from hwnas.export.child_file import Child
     from hwnas.export.pipeline import Exported
+    from hwnas.latency.disturbance import GuardConfig
     from hwnas.latency.profiler import ProfileReport
+    from hwnas.latency.store import LutStore
     from hwnas.latency.verdict import Verdict
     from hwnas.spaces.arch import Architecture
     from hwnas.spaces.space import SearchSpace
@@ -96,9 +98,15 @@ def profile_space(
     before_timing: Callable[[], None] | None = None,
     bar: Any = None,
     label: str | None = None,
+    guard: GuardConfig | None = None,
+    remeasure: str | None = None,
 ) -> ProfileReport:
     """Profile ``space`` on ``device`` into ``lut``; the LUT's ``spaces`` list gains this space.
     ``before_timing`` runs once the LUT is open and checked (e.g. to warn about a busy machine).
+    ``guard``: how hard to try for rounds that agree (:mod:`hwnas.latency.disturbance`).
+    ``remeasure``: kernels measured again in every round, replacing what the LUT holds: ``drifted``
+    (those ``hwnas lut validate`` found profiled slower than they run), ``unstable`` (those whose
+    rounds never agreed), ``all``, or comma-separated kernel keys of the space.
 
     A killed or interrupted profile resumes on the next call; an interruption raises
     :class:`ProfileInterrupted` with the counts saved so far.
@@ -110,11 +118,12 @@ def profile_space(
         spaces = set(store.get_meta("spaces", []))
         store.set_meta("spaces", sorted(spaces | {space.name}))
         before = store.count()
+        keys = remeasured_keys(remeasure, store, space) if remeasure else []
         if before_timing is not None:
             before_timing()
         try:
             report = profile(space.kernels(), device, store, rounds=rounds, timing=timing, seed=seed, progress=progress,
-                             bar=bar, label=label)  # fmt: skip
+                             bar=bar, label=label, guard=guard, remeasure=keys)  # fmt: skip
         except KeyboardInterrupt:
             saved = store.count()
             raise ProfileInterrupted(saved, saved - before) from None
@@ -122,6 +131,25 @@ def profile_space(
             "last_profile", {**report.__dict__, "space": space.name, "overhead_ratio": report.overhead_ratio}
         )
     return report
+
+
+def remeasured_keys(which: str, store: LutStore, space: SearchSpace) -> list[str]:
+    """The kernel keys ``hwnas profile --remeasure`` names (see :func:`profile_space`)."""
+    from hwnas.core.errors import HwnasError
+    from hwnas.latency.stability import DRIFT_META, STABILITY_META, drifted_kernels, named, unstable_kernels
+
+    keys = {k.key for k in space.kernels()}
+    if which == "all":
+        return sorted(keys)
+    if which in ("drifted", "unstable"):
+        meta = {name: store.get_meta(name) for name in (DRIFT_META, STABILITY_META)}
+        return sorted(keys & set(drifted_kernels(meta) if which == "drifted" else unstable_kernels(meta)))
+    asked = [k.strip() for k in which.split(",") if k.strip()]
+    unknown = [k for k in asked if k not in keys]
+    if unknown or not asked:
+        raise HwnasError(f"--remeasure: {named(unknown) or 'no kernel given'} is not a kernel of {space.name}; give "
+                         "drifted, unstable, all, or keys as 'hwnas lut show' lists them")  # fmt: skip
+    return sorted(set(asked))
 
 
 @dataclass
@@ -144,6 +172,7 @@ def profile_farm(
     seed: int = 0,
     progress: bool = True,
     force: bool = False,
+    guard: GuardConfig | None = None,
 ) -> list[FarmResult]:
     """Profile ``space`` on several devices at once, one thread per device, each into its own LUT.
 
@@ -182,7 +211,7 @@ def profile_farm(
         def run(device: Device, result: FarmResult) -> None:
             try:
                 result.report = profile_space(space, device, result.lut, rounds=rounds, timing=timing, seed=seed,
-                                              force=force, bar=bar, label=device.spec)  # fmt: skip
+                                              force=force, bar=bar, label=device.spec, guard=guard)  # fmt: skip
             except HwnasError as exc:
                 result.error = str(exc)
             except Exception as exc:  # a device's own failure must not stop the others

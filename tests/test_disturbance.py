@@ -120,7 +120,7 @@ def test_a_disturbance_injected_mid_timing_is_detected_and_retaken(quiet: None) 
     device = open_device("ort-cpu:threads=1")
     runner = _one_kernel_runner(device)
     timing = TimingConfig(min_time_s=0.8, min_runs=5)
-    guard = Guard(device, timing, planned=4, config=GuardConfig(retries=3, backoff_s=0.6, cap=1.0))
+    guard = Guard(device, timing, planned=4, config=GuardConfig(retries=3, backoff_s=0.6, max_extra_s=30.0))
     clean = guard.measure(lambda: runner)
     assert clean.attempts == 1 and not clean.disturbed
     # the busy loops start 0.05 s into the next timing and end about 0.9 s later, before the re-take
@@ -132,30 +132,49 @@ def test_a_disturbance_injected_mid_timing_is_detected_and_retaken(quiet: None) 
     assert m.record()["attempts"] == m.attempts and m.record()["disturbed"] == 0
 
 
-def test_the_cap_bounds_retakes_and_marks_what_it_kept(quiet: None) -> None:
+def test_the_time_budget_bounds_retakes_and_marks_what_it_kept(quiet: None) -> None:
     device = open_device("ort-cpu:threads=1")
     runner = _one_kernel_runner(device)
     timing = TimingConfig(min_time_s=0.4, min_runs=5)
-    guard = Guard(device, timing, planned=4, config=GuardConfig(retries=3, backoff_s=0.05, cap=0.5))
-    with busy_processes(N_BUSY, 6.0):
+    guard = Guard(device, timing, planned=4, config=GuardConfig(retries=5, backoff_s=0.05, max_extra_s=0.9))
+    with busy_processes(N_BUSY, 8.0):
         sample(0.2)
         first = guard.measure(lambda: runner)
         second = guard.measure(lambda: runner)
-    # the cap is 0.5 x 4 = 2 re-takes for the run: the first measurement spends them, the second gets none
-    assert guard.retaken == 2 and first.attempts == 3 and second.attempts == 1
+    # the first measurement re-takes until 0.9 s of re-takes and pauses are spent; the second gets none
+    assert first.attempts >= 2 and guard.retaken == first.attempts - 1 and second.attempts == 1
+    assert 0.9 <= guard.extra_s <= 0.9 + first.stats.busy_s + 1.0, guard.extra_s
     assert first.disturbed and second.disturbed and guard.still_disturbed == 2
     assert "kept while still disturbed" in guard.summary()
+
+
+def test_the_default_budget_follows_the_planned_measurements() -> None:
+    """Without max_extra_s, the budget is extra_ratio x the planned measurements' time, estimated
+    from the first attempts so far (so a re-take early in a run is not starved)."""
+    guard = Guard(open_device("ort-cpu:threads=1"), TimingConfig(), planned=100, config=GuardConfig(extra_ratio=0.5))
+    assert guard.budget_s == 0.0 and not guard.has_budget
+    guard.first_s, guard.firsts = 2.0, 10  # 0.2 s a measurement so far
+    assert guard.budget_s == pytest.approx(0.5 * 0.2 * 100)
+    guard.extra_s = 9.9
+    assert guard.has_budget
+    guard.extra_s = 10.0
+    assert not guard.has_budget
+    off = Guard(guard.device, TimingConfig(), planned=100, config=GuardConfig(enabled=False), first_s=2.0, firsts=10)
+    assert off.budget_s == 0.0
 
 
 def test_outlying_rounds_picks_the_farthest_round_beyond_the_spread() -> None:
     per_key = {
         "a": {0: 1.0, 1: 1.02, 2: 1.5},  # round 2 is 47% off the median 1.02
         "b": {0: 1.0, 1: 1.1, 2: 0.95},  # within 15%
-        "c": {0: 1.0, 1: 3.0},  # two rounds: no odd one out
+        "c": {0: 3.0, 1: 1.0},  # two rounds: the slower one is the suspect (noise only adds time)
         "d": {0: 0.5, 1: 1.0, 2: 1.0, 3: 0.2},  # median 0.75: round 3 is 73% off, round 0 33%
+        "e": {0: 1.0, 1: 1.1},  # two rounds 10% apart
+        "f": {0: 1.0},  # one round: nothing to compare
     }
-    assert outlying_rounds(per_key, 0.15) == [("a", 2), ("d", 3)]
-    assert outlying_rounds(per_key, 0.8) == []
+    assert outlying_rounds(per_key, 0.15) == [("a", 2), ("c", 0), ("d", 3)]
+    assert outlying_rounds(per_key, 0.05) == [("a", 2), ("b", 1), ("c", 0), ("d", 3), ("e", 1)]
+    assert outlying_rounds(per_key, 2.5) == []
 
 
 def test_the_outlier_rule_is_relative_not_in_milliseconds() -> None:

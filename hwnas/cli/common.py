@@ -81,6 +81,19 @@ def warn_if_busy(device: Device) -> None:
         print(f"hwnas: warning: {text}", file=sys.stderr)
 
 
+def warn_about_lut(lut: str | None) -> None:
+    """One line per thing the LUT knows makes it less trustworthy (unstable or drifted kernels)."""
+    if lut is None:
+        return
+    from hwnas.latency.stability import lut_warnings
+    from hwnas.latency.store import LutStore
+
+    with LutStore.open(lut) as store:
+        meta = {name: store.get_meta(name) for name in ("stability", "drift")}
+    for line in lut_warnings(meta, lut):
+        print(f"hwnas: warning: {line}", file=sys.stderr)
+
+
 def fit_threads(torch_device: str | None) -> None:
     from hwnas.workflows import fit_torch_threads
 

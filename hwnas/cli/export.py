@@ -12,6 +12,7 @@ from hwnas.cli.common import (
     add_statistic_arg,
     console,
     share,
+    warn_about_lut,
 )
 from hwnas.core.options import positive_float, positive_int
 
@@ -35,6 +36,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                   dynamic_batch=args.dynamic_batch, simplify=args.simplify).check()  # fmt: skip
     device = open_device(args.device) if args.device else None
     child = load_child(args.arch, args.weights)
+    warn_about_lut(args.lut)
     outcome = export_and_check(child, args.out, formats, precisions, data=args.data, gates=gates,
                                calibration_images=args.calibration_images, check_images=args.check_images,
                                device=device, lut=args.lut, budget_ms=args.budget_ms, force=args.force,

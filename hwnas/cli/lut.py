@@ -62,6 +62,10 @@ def cmd_lut_show(args: argparse.Namespace) -> None:
     console.print(t)
     _print_noise(table, args.top)
     _print_calibration(table)
+    from hwnas.latency.stability import lut_warnings
+
+    for line in lut_warnings(table.meta, str(args.file)):
+        print(f"hwnas: warning: {line}", file=sys.stderr)
     if args.compare:
         _print_comparison(table, LatencyTable.load(args.compare))
 

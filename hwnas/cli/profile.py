@@ -16,8 +16,10 @@ from hwnas.cli.common import (
     warn_if_busy,
     with_precision,
 )
+from hwnas.core.errors import HwnasError
 from hwnas.core.formats import PRECISIONS
-from hwnas.core.options import positive_int
+from hwnas.core.options import fraction, nonnegative_float, positive_int
+from hwnas.latency.disturbance import STABLE_WITHIN
 
 if TYPE_CHECKING:
     pass
@@ -38,7 +40,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     try:
         report = profile_space(space, device, args.out, rounds=args.rounds, timing=timing(args), seed=args.seed,
                                progress=not args.no_progress, force=args.force,
-                               before_timing=lambda: warn_if_busy(device))  # fmt: skip
+                               before_timing=lambda: warn_if_busy(device), guard=guard(args),
+                               remeasure=args.remeasure)  # fmt: skip
     except ProfileInterrupted as stop:
         print(
             f"hwnas: interrupted; {stop.saved} measurements are saved in {args.out} ({stop.new} from this run); "
@@ -56,9 +59,24 @@ def cmd_profile(args: argparse.Namespace) -> int:
         )
     if report.retaken or report.remeasured or report.still_disturbed:
         console.print(f"disturbed: re-took {report.retaken} measurement(s) taken while other processes competed for "
-                      f"the CPU, re-measured {report.remeasured} outlying round(s); {report.still_disturbed} kept "
-                      "although disturbed ('hwnas lut show' lists the noisiest kernels)")  # fmt: skip
+                      f"the CPU and re-measured {report.remeasured} round(s) that disagreed, in {report.extra_s:.1f} s "
+                      f"of a {report.budget_s:.1f} s budget; {report.still_disturbed} kept although disturbed "
+                      "('hwnas lut show' lists the noisiest kernels)")  # fmt: skip
+    if report.unstable:
+        print(f"hwnas: warning: {len(report.unstable)} kernel(s) still disagree by more than "
+              f"+-{report.stable_within:.0%} across rounds when the re-measuring time ran out: "
+              f"{', '.join(report.unstable)}; they are marked in {args.out}: run the same command again (or raise "
+              "--max-extra-time) to re-measure them", file=sys.stderr)  # fmt: skip
+    if args.remeasure:
+        print(f"hwnas: note: kernels were re-measured; refit the calibration of {args.out} with 'hwnas lut validate "
+              f"{args.out} --space {args.space} --device {args.device[0]} --fit'", file=sys.stderr)  # fmt: skip
     return 0
+
+
+def guard(args: argparse.Namespace) -> Any:
+    from hwnas.latency.disturbance import GuardConfig
+
+    return GuardConfig(stable_within=args.stable_within, max_extra_s=args.max_extra_time)
 
 
 def _profile_farm(args: argparse.Namespace, space: Any) -> int:
@@ -66,8 +84,10 @@ def _profile_farm(args: argparse.Namespace, space: Any) -> int:
     from hwnas.workflows import profile_farm
 
     devices = [open_device(with_precision(spec, args.precision)) for spec in args.device]
+    if args.remeasure:
+        raise HwnasError("--remeasure works on one device's LUT at a time; give one --device and one --out")
     results = profile_farm(space, devices, args.out, rounds=args.rounds, timing=timing(args), seed=args.seed,
-                           progress=not args.no_progress, force=args.force)  # fmt: skip
+                           progress=not args.no_progress, force=args.force, guard=guard(args))  # fmt: skip
     t = Table(
         "device",
         "LUT",
@@ -112,6 +132,15 @@ def add_parser(sub: Any) -> None:
     pr.add_argument("--precision", choices=PRECISIONS, help="time the kernels in the form export ships "
                     "at this precision (ort-cpu: fp32, int8 QDQ; tflite-cpu: fp32, fp16 weights, full-integer int8); the same as the "
                     "device's precision= parameter (default: the device's, fp32)")  # fmt: skip
+    pr.add_argument("--stable-within", type=fraction, default=STABLE_WITHIN, metavar="P",
+                    help="re-measure a kernel until its rounds agree within +-P of their median, e.g. 0.1 or 10%% "
+                    "(default %(default)s)")  # fmt: skip
+    pr.add_argument("--max-extra-time", type=nonnegative_float, metavar="SECONDS",
+                    help="time allowed for re-taking disturbed measurements and re-measuring rounds that disagree "
+                    "(default: as long as the planned measurements take); the kernels still unstable are named")  # fmt: skip
+    pr.add_argument("--remeasure", metavar="WHICH",
+                    help="measure these kernels again in every round, replacing what the LUT holds: drifted (found by "
+                    "'hwnas lut validate'), unstable (rounds that never agreed), all, or comma-separated keys")  # fmt: skip
     pr.add_argument("--force", action="store_true", help="add to a LUT measured on another device")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_timing_args(pr, 100.0)

@@ -13,6 +13,7 @@ from hwnas.cli.common import (
     budget_list,
     console,
     fit_threads,
+    warn_about_lut,
 )
 from hwnas.core.errors import HwnasError
 from hwnas.core.options import add_options, options_of
@@ -70,6 +71,8 @@ def _search(args: argparse.Namespace, cfg: SearchConfig, budget: float, group: G
 
     for note in fit_notes(search.splits, max(search.space.resolutions)):
         print(f"hwnas: note: {note}", file=sys.stderr)
+    if cfg.cost == "latency":
+        warn_about_lut(cfg.lut)
     console.print(
         f"searching {search.space.name} for {cfg.cost} <= {search.cost.fmt(budget)} (space spans "
         f"{search.cost.fmt(search.cheapest)} to {search.cost.fmt(search.costliest)}); "

@@ -33,8 +33,8 @@ def measure_file(
     ``budget_ms`` if given, and the median over rounds of each statistic), in ms."""
     check_statistic(statistic)
     runner = device.load(data, shape)
-    # every round may be re-taken while the machine is busy (the cap is per run; a file has few rounds)
-    watch = Guard(device, TimingConfig(), planned=1, config=GuardConfig(cap=4.0))
+    # every round may be re-taken while the machine is busy (up to 4x the rounds' own time; a file has few rounds)
+    watch = Guard(device, TimingConfig(), planned=1, config=GuardConfig(extra_ratio=4.0))
     taken: list[Any] = []
 
     def one_round() -> tuple[float, bool]:

@@ -87,6 +87,11 @@ def _ensure_converted(
     return {a.to_str(): cache.get(network_key(a)) or b"" for a in archs}
 
 
+# one pass over the rounds beyond 15% of their network's median: a validation's noise floor is read
+# from its networks' rounds, so they are not re-measured until they agree
+NETWORK_GUARD = GuardConfig(stable_within=0.15, passes=1)
+
+
 def measure_networks(
     archs: Sequence[Architecture],
     device: Device,
@@ -112,7 +117,7 @@ def measure_networks(
             cache = ArtifactCache(device.format, device.batch, kind="models", precision=device.precision)
             task = bar.add_task(f"converting networks to {device.format}", total=len(needed))
             artifacts = _ensure_converted(needed, cache, lambda n: bar.advance(task, n))
-        watch = Guard(device, timing, planned=sum(len(t) for t in todo_rounds), config=guard or GuardConfig())
+        watch = Guard(device, timing, planned=sum(len(t) for t in todo_rounds), config=guard or NETWORK_GUARD)
 
         def save(arch: Architecture, r: int, m: Measured, replace: bool) -> None:
             store.add_model(dev, arch.to_str(), r, m.stats, replace=replace)

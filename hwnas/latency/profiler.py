@@ -7,9 +7,10 @@ A LUT entry is the median across rounds of each round's fastest run. A re-run sk
 ``(key, round)`` already stored, so a killed profile resumes where it stopped.
 
 Every measurement is watched (:mod:`hwnas.latency.disturbance`): one taken while other processes
-competed for the CPU is re-taken after a pause, and once the rounds are done, a round far from
-its kernel's other rounds is re-measured and replaced; both up to a cap, with the conditions of
-each kept measurement stored beside it.
+competed for the CPU is re-taken after a pause, and once the rounds are done, the kernels whose
+rounds disagree by more than ``stable_within`` are re-measured, pass after pass, until they agree
+or the run's time budget is spent; the conditions of each kept measurement are stored beside it,
+and the kernels still unstable are named in the LUT (:mod:`hwnas.latency.stability`).
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from hwnas.core.progress import progress_bar
 from hwnas.devices.base import Device, Runner, TimingConfig
 from hwnas.latency.artifact_cache import ArtifactCache
-from hwnas.latency.disturbance import Guard, GuardConfig, Measured, outlying_rounds
+from hwnas.latency.disturbance import Guard, GuardConfig, Measured
 from hwnas.latency.kernel_models import kernel_artifacts, kernel_input_shape, kernel_module
+from hwnas.latency.stability import DRIFT_META, STABILITY_META, drifted_kernels, record, stability_meta
 from hwnas.latency.store import ROW_COLUMNS, LutStore
 from hwnas.spaces.kernels import Kernel
 
@@ -48,8 +50,12 @@ class ProfileReport:
     convert_s: float = 0.0
     busy_s: float = 0.0  # inside warm-up and timed runs
     retaken: int = 0  # disturbed measurements taken again
-    remeasured: int = 0  # outlying rounds measured again
-    still_disturbed: int = 0  # kept although disturbed (cap or retries reached)
+    remeasured: int = 0  # rounds that disagreed, measured again
+    still_disturbed: int = 0  # kept although disturbed (retries or budget spent)
+    extra_s: float = 0.0  # seconds spent re-taking and re-measuring (pauses included)
+    budget_s: float = 0.0  # what the run allowed for it
+    stable_within: float = 0.0
+    unstable: list[str] = field(default_factory=list)  # kernels whose rounds still disagree
 
     @property
     def overhead_ratio(self) -> float:
@@ -76,10 +82,12 @@ def measure_rounds(
     bar: Any,
     label: str,
     seed: int,
-) -> tuple[int, float]:
+    items: Sequence[T] = (),
+) -> tuple[int, float, list[str]]:
     """Time every ``(round, item)`` of ``todo_rounds`` in shuffled rounds, saving each as it is
-    taken; then re-measure the outlying rounds of the items this run touched (within the cap).
-    Returns (measurements taken, seconds spent inside timing)."""
+    taken; then re-measure the rounds that disagree (:meth:`Guard.stabilize`) of the items this
+    run touched and of ``items`` (the whole work list, so a re-run retries what an earlier run left
+    unstable). Returns (measurements taken, seconds spent inside timing, keys still unstable)."""
     task = bar.add_task(label, total=sum(len(t) for t in todo_rounds))
     measured, busy = 0, 0.0
     for r, item in shuffled_rounds(todo_rounds, seed):
@@ -88,23 +96,20 @@ def measure_rounds(
         measured += 1
         busy += m.stats.busy_s
         bar.advance(task)
-    if not watch.config.enabled:
-        return measured, busy
-    touched = {key_of(item): item for t in todo_rounds for item in t}
     rounds = len(todo_rounds)
-    per_key = {k: {r: ms for r, ms in v.items() if r < rounds} for k, v in stored().items() if k in touched}
-    outliers = outlying_rounds(per_key, watch.config.spread)
-    if outliers:
-        task = bar.add_task("re-measuring outlying rounds", total=len(outliers))
-    for key, r in outliers:
-        if not watch.take_remeasure():
-            break
-        item = touched[key]
-        m = watch.measure(functools.partial(load, item))
-        save(item, r, m, True)
-        busy += m.stats.busy_s
-        bar.advance(task)
-    return measured, busy
+    every = {key_of(item): item for item in [*items, *(i for t in todo_rounds for i in t)]}
+    fix = bar.add_task("re-measuring rounds that disagree", total=0, visible=False)
+
+    def on_pass(p: int, n: int) -> None:
+        bar.update(fix, total=n, completed=0, visible=True,
+                   description=f"re-measuring {n} round(s) that disagree (pass {p + 1})")  # fmt: skip
+
+    def current() -> dict[str, dict[int, float]]:
+        return {k: {r: ms for r, ms in v.items() if r < rounds} for k, v in stored().items()}
+
+    unstable, extra_busy = watch.stabilize(every, load, lambda item, r, m: save(item, r, m, True), current, seed,
+                                           on_pass, lambda: bar.advance(fix))  # fmt: skip
+    return measured, busy + extra_busy, unstable
 
 
 def _build(kernels: Sequence[Kernel], batch: int, fmt: str, precision: str) -> list[bytes]:
@@ -146,15 +151,19 @@ def profile(
     guard: GuardConfig | None = None,
     bar: Progress | None = None,
     label: str | None = None,
+    remeasure: Sequence[str] = (),
 ) -> ProfileReport:
     """Measure every ``(kernel, round)`` not yet in ``store``; see the module docstring.
 
     ``bar``: a progress bar shared with other profiles running at once (a device farm), whose
-    tasks are then named by ``label`` (default: the device kind)."""
+    tasks are then named by ``label`` (default: the device kind). ``remeasure``: keys of kernels
+    whose every round is measured again, replacing what is stored (e.g. the kernels
+    ``hwnas lut validate`` found drifted, which then leave the LUT's drift list)."""
     start = time.perf_counter()
     timing = timing or TimingConfig()
     unique = sorted(set(kernels))
-    done = store.done()
+    redo = set(remeasure)
+    done = {d for d in store.done() if d[0] not in redo}
     todo_rounds = [[k for k in unique if (k.key, r) not in done] for r in range(rounds)]
     report = ProfileReport(kernels=len(unique), skipped=sum(len(unique) - len(t) for t in todo_rounds))
     total = sum(len(t) for t in todo_rounds)
@@ -171,7 +180,7 @@ def profile(
         watch = Guard(device, timing, planned=total, config=guard or GuardConfig())
 
         def save(kernel: Kernel, r: int, m: Measured, replace: bool) -> None:
-            store.add(kernel.key, r, m.stats, replace=replace)
+            store.add(kernel.key, r, m.stats, replace=replace or kernel.key in redo)
             store.add_conditions("kernel", kernel.key, r, m.record())
 
         def stored() -> dict[str, dict[int, float]]:
@@ -182,10 +191,16 @@ def profile(
                 per_key.setdefault(row[0], {})[row[1]] = values["median_ms"] if fastest is None else fastest
             return per_key
 
-        report.measured, report.busy_s = measure_rounds(
+        report.measured, report.busy_s, report.unstable = measure_rounds(
             todo_rounds, lambda k: k.key, lambda k: load_kernel(device, k, cache), save, stored, watch, bar,
-            f"timing on {label}", seed)  # fmt: skip
+            f"timing on {label}", seed, items=unique)  # fmt: skip
+        store.set_meta(STABILITY_META, stability_meta(watch.config.stable_within, report.unstable))
+        drift = {DRIFT_META: store.get_meta(DRIFT_META)}
+        if redo and record(drift, DRIFT_META):  # the kernels re-measured leave the drift list
+            left = [k for k in drifted_kernels(drift) if k not in redo]
+            store.set_meta(DRIFT_META, {**record(drift, DRIFT_META), "kernels": left})
     report.retaken, report.remeasured, report.still_disturbed = (
         watch.retaken, watch.remeasured_rounds, watch.still_disturbed)  # fmt: skip
+    report.extra_s, report.budget_s, report.stable_within = watch.extra_s, watch.budget_s, watch.config.stable_within
     report.wall_s = time.perf_counter() - start
     return report
