@@ -100,9 +100,18 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
     val = validate(lut, space, device, cfg.validate_samples, fit=True, progress=cfg.progress, seed=cfg.seed,
                    statistic=cfg.statistic)  # fmt: skip
     cal = val.calibrated or {}
+    noisy = " [NOISY RUN]" if val.noisy else ""
+    conditions = f"; {val.conditions.text()}" if val.conditions is not None else ""
     report.steps.append(("calibrate", time.perf_counter() - t0,
                          f"held-out within 10%: {val.raw['within_10']:.0%} raw -> {cal.get('within_10', 0):.0%} "
-                         f"calibrated; Kendall tau {cal.get('kendall_tau', float('nan')):.3f}"))  # fmt: skip
+                         f"calibrated{noisy}; Kendall tau {cal.get('kendall_tau', float('nan')):.3f}; noise floor "
+                         f"{val.noise.get('within_10', float('nan')):.0%} of rounds within 10%{conditions}"))  # fmt: skip
+    if val.noisy:
+        say(f"note: the validation ran in a noisy hour ({'; '.join(val.noisy)}); its figures are labelled")
+    for line in val.drift.messages(str(lut), space.name, device.spec) if val.drift is not None else []:
+        say(f"note: {line}")
+    if prof.unstable:
+        say(f"note: {len(prof.unstable)} kernel(s) never agreed across rounds within the profile's time budget")
 
     cost = make_cost("latency", space, lut, cfg.statistic)
     lo, hi = cost.smallest(space)[1], cost.largest(space)[1]

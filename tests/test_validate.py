@@ -67,6 +67,15 @@ def test_validate_fit_then_score_held_out(tiny_lut: Path, tmp_path: Path) -> Non
 
     nf = noise_floor({a: stored[a] for a in df["arch"]})
     assert f"noise floor of this run: {nf['within_10']:.1%} of single rounds" in proc.stdout
+    # the host's conditions over the run, and the drift check: the 32 kernels these 16 networks spend
+    # most LUT time in (of those they use, counted here) timed again and compared with the LUT
+    assert "conditions of this run: others' CPU" in proc.stdout and "measurements disturbed" in proc.stdout
+    from hwnas.spaces.kernels import arch_kernels
+
+    used = {k for a in df["arch"] for k in arch_kernels(Architecture.from_str(a, num_classes=space.num_classes))}
+    assert f"drift check: {min(32, len(used))} of the {len(used)} kernels these networks use" in proc.stdout
+    drift = json.loads(pred.table.meta["drift"])
+    assert drift["checked"] == min(32, len(used)) and set(drift["ratios"]) == {*drift["kernels"], *drift["slower"]}
     # the measurements are keyed by the device's identity
     with sqlite3.connect(tiny_lut) as conn:
         devices = {d for (d,) in conn.execute("SELECT DISTINCT device FROM models")}

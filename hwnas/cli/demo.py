@@ -40,6 +40,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"budget {s['budget_ms']:g} ms by each round's {s['statistic']} run on {s['device']} (searched under "
                   f"{s['search_budget_ms']:g} ms): predicted {s['predicted_ms']:.3f} ms, measured {s['measured_ms']:.3f} "
                   f"+- {s['noise_ms']:.3f} ms (ONNX; ms by statistic: {figures}): {verdict}")  # fmt: skip
+    conditions = (s.get("verdict") or {}).get("conditions")
+    if conditions:
+        noisy = conditions.get("noisy") or []
+        console.print(f"conditions of that measurement: others' CPU {conditions.get('others_median') or 0:.2f} cores, "
+                      f"steal {conditions.get('steal_median') or 0:.1%}, round spread "
+                      f"{conditions.get('round_spread') or 0:.1%}" + (f" [noisy run: {'; '.join(noisy)}]" if noisy else ""))  # fmt: skip
     console.print("files: " + ", ".join(f"{k}: {v}" for k, v in report.files.items()))
     if report.within_noise:
         console.print("the file is over the budget by less than the noise of its measurement; the demo counts that "

@@ -51,6 +51,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     for name, v in outcome.verdicts.items():
         also = ", ".join(f"{k} {ms:.3f}" for k, ms in figures.get(name, {}).items())
         console.print(f"{name}: {v.text()}" + (f" (ms by statistic: {also})" if also else ""))
+        if v.conditions is not None:
+            console.print(f"  conditions of that measurement: {v.conditions.text()}")
     if outcome.not_gated:
         console.print(f"reported, not gated (the budget gates {', '.join(outcome.gates)}; --budget-gates): "
                       + "; ".join(outcome.not_gated))  # fmt: skip

@@ -18,8 +18,9 @@ from hwnas.cli.common import (
 )
 from hwnas.core.errors import HwnasError
 from hwnas.core.formats import PRECISIONS
-from hwnas.core.options import positive_int
+from hwnas.core.options import nonnegative_int, positive_int
 from hwnas.latency.calibration_models import AUTO, MODELS
+from hwnas.latency.stability import DRIFT_KERNELS, DRIFT_LIMIT
 from hwnas.latency.statistic import DEFAULT_STATISTIC, STATISTICS
 
 if TYPE_CHECKING:
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
 
 
 CALIBRATION_MODELS = (AUTO, *MODELS)  # what --model offers
+
+
+def count_or_all(text: str) -> int | None:
+    """A count >= 0, or ``all`` (None)."""
+    return None if text.strip().lower() == "all" else nonnegative_int(text)
 
 
 def cmd_lut_show(args: argparse.Namespace) -> None:
@@ -167,7 +173,7 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
         result = validate(
             args.file, space, device, args.samples, fit=args.fit, fit_share=args.fit_share, model=args.model,
             rounds=args.rounds, timing=timing(args), seed=args.seed, progress=not args.no_progress, force=args.force,
-            before_timing=lambda: warn_if_busy(device), statistic=args.statistic,
+            before_timing=lambda: warn_if_busy(device), statistic=args.statistic, drift_kernels=args.drift_kernels,
         )  # fmt: skip
     except KeyboardInterrupt:
         print(
@@ -180,8 +186,10 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
     csv_path, png_path = write_report(result, out)
     scored = int(result.raw["n"])
     fitted = int((result.rows["role"] == "fit").sum())
-    title = f"{scored} held-out architectures of {space.name} on {device.spec}, by their {args.statistic} run" + (
-        f" (+{fitted} used to fit the calibration)" if fitted else ""
+    title = (
+        f"{scored} held-out architectures of {space.name} on {device.spec}, by their {args.statistic} run"
+        + (f" (+{fitted} used to fit the calibration)" if fitted else "")
+        + (" [NOISY RUN]" if result.noisy else "")
     )
     t = Table("metric", "LUT sum", "calibrated", "FLOPs", title=title)
     cal = result.calibrated
@@ -210,6 +218,18 @@ def cmd_lut_validate(args: argparse.Namespace) -> int:
             bt.add_row(name, f"{row['factor']:.3f}", f"{sc['within_10']:.1%}", f"{sc['within_5']:.1%}",
                        f"{nf.get('within_10', float('nan')):.1%}", f"{nf.get('within_5', float('nan')):.1%}")  # fmt: skip
         console.print(bt)
+    if result.conditions is not None:
+        console.print(f"conditions of this run: {result.conditions.text()}")
+    if result.drift is not None:
+        d = result.drift
+        console.print(f"drift check: {len(d.now_ms)} of the {d.of_kernels} kernels these networks use timed again; "
+                      f"now/LUT median {d.median_ratio:.3f}x, {len(d.faster)} faster and {len(d.slower)} slower "
+                      f"than {1 / DRIFT_LIMIT:.2f}-{DRIFT_LIMIT:.1f}x")  # fmt: skip
+        for line in d.messages(args.file, args.space, args.device):
+            print(f"hwnas: warning: {line}", file=sys.stderr)
+    if result.noisy:
+        print(f"hwnas: warning: this validation ran in a noisy hour ({'; '.join(result.noisy)}): its accuracy "
+              "figures are labelled [NOISY RUN]; run it again in a quieter hour to trust them", file=sys.stderr)  # fmt: skip
     if result.fitted:
         console.print(f"stored a new calibration in {args.file}")
     from hwnas.latency.table import LatencyTable
@@ -264,6 +284,9 @@ def add_parser(sub: Any) -> None:
     lv.add_argument("--statistic", choices=STATISTICS, default=DEFAULT_STATISTIC,
                     help="score against each network's fastest, median or p90 run (default %(default)s; median and "
                          "p90 use the factor the calibration measured)")  # fmt: skip
+    lv.add_argument("--drift-kernels", type=count_or_all, default=DRIFT_KERNELS, metavar="N|all",
+                    help="time again the N kernels these networks spend most LUT time in (all: every kernel of the space; 0: none) "
+                    "and compare them with the LUT, to tell a LUT profiled in a noisier phase (default %(default)s)")  # fmt: skip
     lv.add_argument("--seed", type=int, default=0, help="seed of the sampling and the shuffles")
     lv.add_argument(
         "--out", metavar="DIR", help="folder for validation.csv and validation.png (default FILE-validation)"

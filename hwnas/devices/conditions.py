@@ -25,6 +25,7 @@ judged disturbed: the spread across rounds still is.
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -144,3 +145,72 @@ def sample(seconds: float = 0.5) -> Conditions:
     a = CpuSnapshot.take()
     time.sleep(seconds)
     return between(a, CpuSnapshot.take())
+
+
+NOISY_DISTURBED = 0.10  # a run with more of its measurements disturbed than this is labelled noisy
+
+
+@dataclass(frozen=True)
+class RunConditions:
+    """The host's noise over a whole run (a validation, a verdict): what else ran while it measured,
+    and how well its rounds agreed."""
+
+    measurements: int
+    others_median: float | None  # cores used by other processes, median over measurements
+    others_max: float | None
+    steal_median: float | None  # share of CPU time the hypervisor stole
+    steal_max: float | None
+    disturbed: int  # measurements kept although disturbed
+    round_spread: float | None  # median over keys of (max - min) / median of their rounds
+    spread_limit: float | None = None  # the run's own threshold on it (None: none)
+
+    def noisy(self) -> list[str]:
+        """Why the run was noisier than its own thresholds, in words; empty when it was not."""
+        out = []
+        if self.measurements and self.disturbed / self.measurements > NOISY_DISTURBED:
+            out.append(f"{self.disturbed} of {self.measurements} measurements were taken while other processes "
+                       "competed for the CPU")  # fmt: skip
+        if self.steal_median is not None and self.steal_median > STEAL_LIMIT:
+            out.append(f"the hypervisor stole {self.steal_median:.0%} of the CPU time (median)")
+        if self.spread_limit is not None and self.round_spread is not None and self.round_spread > self.spread_limit:
+            out.append(f"the rounds spread {self.round_spread:.1%} (median), above {self.spread_limit:.0%}")
+        return out
+
+    def text(self) -> str:
+        """e.g. ``others' CPU 0.05 cores (max 1.02), steal 0.3% (max 4.0%), round spread 1.2%, 0 of 300 disturbed``."""
+        parts = []
+        if self.others_median is not None:
+            parts.append(f"others' CPU {self.others_median:.2f} cores (max {self.others_max:.2f})")
+        if self.steal_median is not None:
+            parts.append(f"steal {self.steal_median:.1%} (max {self.steal_max:.1%})")
+        if self.round_spread is not None:
+            parts.append(f"round spread {self.round_spread:.1%}")
+        parts.append(f"{self.disturbed} of {self.measurements} measurements disturbed")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "noisy": self.noisy()}
+
+
+def run_conditions(
+    records: list[dict[str, Any]], rounds: list[list[float]], spread_limit: float | None = None
+) -> RunConditions:
+    """Summarize the conditions ``records`` of a run's measurements (``others_cores``, ``steal``,
+    ``disturbed``, as the LUT's ``conditions`` table holds them) and its keys' ``rounds``."""
+
+    def med(values: list[float]) -> float | None:
+        return float(statistics.median(values)) if values else None
+
+    others = [float(r["others_cores"]) for r in records if r.get("others_cores") is not None]
+    steal = [float(r["steal"]) for r in records if r.get("steal") is not None]
+    spreads = [(max(r) - min(r)) / statistics.median(r) for r in rounds if len(r) >= 2 and min(r) > 0]
+    return RunConditions(
+        measurements=len(records),
+        others_median=med(others),
+        others_max=max(others) if others else None,
+        steal_median=med(steal),
+        steal_max=max(steal) if steal else None,
+        disturbed=sum(1 for r in records if r.get("disturbed")),
+        round_spread=med(spreads),
+        spread_limit=spread_limit,
+    )

@@ -12,6 +12,7 @@ file, profiled with ``precision=int8``). The verdict of each budgeted file is re
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
@@ -19,8 +20,9 @@ from typing import Any
 
 from hwnas.core.errors import HwnasError
 from hwnas.devices.base import Device, TimingConfig
+from hwnas.devices.conditions import run_conditions
 from hwnas.export.pipeline import Exported, update_card_latency
-from hwnas.latency.disturbance import Guard, GuardConfig
+from hwnas.latency.disturbance import STABLE_WITHIN, Guard, GuardConfig
 from hwnas.latency.statistic import STATISTICS, check_statistic, of_stats
 from hwnas.latency.verdict import ROUNDS, Verdict, measure_verdict, noise_of
 from hwnas.spaces.arch import Architecture
@@ -36,16 +38,21 @@ def measure_file(
     # every round may be re-taken while the machine is busy (up to 4x the rounds' own time; a file has few rounds)
     watch = Guard(device, TimingConfig(), planned=1, config=GuardConfig(extra_ratio=4.0))
     taken: list[Any] = []
+    records: list[dict[str, Any]] = []
 
     def one_round() -> tuple[float, bool]:
         watch.planned += 1
         m = watch.measure(lambda: runner, close=False)  # the same runner serves every round
         taken.append(m.stats)
+        records.append(m.record())
         return of_stats(m.stats, statistic), m.disturbed
 
     try:
         if budget_ms is not None:
             verdict = measure_verdict(one_round, budget_ms, statistic=statistic)
+            # the host's noise over the rounds, labelled noisy when they spread beyond the profile's agreement
+            conditions = run_conditions(records, [list(verdict.rounds_ms)], spread_limit=STABLE_WITHIN)
+            verdict = dataclasses.replace(verdict, conditions=conditions)
             measured, noise = verdict.measured_ms, verdict.noise_ms
         else:
             rounds = [one_round()[0] for _ in range(ROUNDS)]

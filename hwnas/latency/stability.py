@@ -23,6 +23,8 @@ from typing import Any
 STABILITY_META = "stability"
 DRIFT_META = "drift"
 SHOWN = 3  # kernels named in a one-line warning
+DRIFT_LIMIT = 1.3  # a kernel timed again beyond this ratio of its LUT entry, either way, has drifted
+DRIFT_KERNELS = 32  # reference kernels 'hwnas lut validate' times again by default
 
 
 def stability_meta(stable_within: float, unstable: Sequence[str]) -> dict[str, Any]:

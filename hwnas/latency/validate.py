@@ -25,6 +25,8 @@ import pandas as pd
 from hwnas.core.errors import HwnasError
 from hwnas.core.fileio import write_bytes_atomic, write_text_atomic
 from hwnas.devices.base import Device, TimingConfig
+from hwnas.devices.conditions import RunConditions, run_conditions
+from hwnas.latency.drift import DriftCheck, check_drift
 from hwnas.latency.network_timing import measure_networks
 from hwnas.latency.predictor import (
     MIN_FIT,
@@ -34,6 +36,7 @@ from hwnas.latency.predictor import (
     read_calibration,
     store_calibration,
 )
+from hwnas.latency.stability import DRIFT_KERNELS, DRIFT_LIMIT, DRIFT_META
 from hwnas.latency.statistic import (
     DEFAULT_STATISTIC,
     FACTORS_META,
@@ -126,7 +129,8 @@ def noise_floor(per_arch: dict[str, list[float]]) -> dict[str, float]:
     ``within_10`` / ``within_5``: the share of the rounds (of networks timed in at least 2 rounds)
     that lie within +-10% / +-5% of their network's median, i.e. what a perfect predictor could
     reach against single rounds; ``median_spread``: the median over networks of (max - min) /
-    median of its rounds.
+    median of its rounds; ``rms``: the root mean square of the rounds' relative deviations from
+    their network's median (comparable with an RMSPE).
     """
     devs, spreads = [], []
     for rounds in per_arch.values():
@@ -139,7 +143,8 @@ def noise_floor(per_arch: dict[str, list[float]]) -> dict[str, float]:
         return {}
     d = np.asarray(devs)
     return {"within_10": float(np.mean(d <= 0.10 + 1e-12)), "within_5": float(np.mean(d <= 0.05 + 1e-12)),
-            "median_spread": float(np.median(spreads)), "networks": float(len(spreads))}  # fmt: skip
+            "median_spread": float(np.median(spreads)), "networks": float(len(spreads)),
+            "rms": float(np.sqrt(np.mean(np.square(d))))}  # fmt: skip
 
 
 def rank_scores(x: Sequence[float] | np.ndarray, measured: Sequence[float] | np.ndarray) -> dict[str, float]:
@@ -168,6 +173,14 @@ class Validation:
     # per statistic whose factor the LUT holds: the calibrated prediction's scores against that
     # statistic's measurements and that statistic's noise floor, from the same rounds
     by_statistic: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drift: DriftCheck | None = None  # reference kernels timed again (hwnas.latency.drift)
+    conditions: RunConditions | None = None  # the host's noise while the networks were timed
+    noisy: list[str] = field(default_factory=list)  # why this run was noisier than its own thresholds
+
+
+# the share of single rounds within +-10% of their network's median below which a validation cannot
+# show the accuracy bar (>= 95% of held-out networks within +-10%) and is labelled noisy
+NOISY_FLOOR = 0.95
 
 
 def validate(
@@ -185,6 +198,7 @@ def validate(
     force: bool = False,
     before_timing: Callable[[], None] | None = None,
     statistic: str = DEFAULT_STATISTIC,
+    drift_kernels: int | None = DRIFT_KERNELS,
 ) -> Validation:
     """Measure ``samples`` architectures of ``space`` on ``device`` and score the LUT ``lut``.
 
@@ -193,6 +207,9 @@ def validate(
     device's median/fastest and p90/fastest factors (:mod:`hwnas.latency.statistic`) measured on
     the same networks. ``statistic``: what is scored, each network's rounds of that statistic
     against the prediction times its factor, beside that statistic's own noise floor.
+    ``drift_kernels``: reference kernels timed again beside the networks, to tell whether the LUT
+    was measured under the validation's conditions (:mod:`hwnas.latency.drift`; None: every kernel
+    of the space, 0: none); what it finds goes into the LUT's ``drift`` record.
     """
     check_statistic(statistic)
     if fit:  # a bad share, or too few networks to fit, fails before anything is measured
@@ -223,11 +240,16 @@ def validate(
         for arch_str, r, ms in store.model_rows(dev):
             if arch_str in wanted and r < rounds:
                 per_arch.setdefault(arch_str, []).append(ms)
-        disturbed = {(c["key"], c["round"]) for c in store.conditions(dev) if c["disturbed"]}
+        records = [c for c in store.conditions(dev) if c["key"] in wanted and c["round"] < rounds]
+        disturbed = {(c["key"], c["round"]) for c in records if c["disturbed"]}
         three: dict[str, list[tuple[float, float, float, bool]]] = {}
         for arch_str, r, fastest, median, p90 in store.model_statistics(dev):
             if arch_str in wanted and r < rounds:
                 three.setdefault(arch_str, []).append((fastest, median, p90, (arch_str, r) in disturbed))
+    drift = None
+    if drift_kernels != 0:
+        drift = check_drift(table, archs, device, drift_kernels, every=space.kernels(), rounds=rounds, timing=timing,
+                            seed=seed, progress=progress)  # fmt: skip
     y = [measured[a.to_str()] for a in archs]
     roles = ["score"] * len(archs)
     calibration = old
@@ -286,6 +308,19 @@ def validate(
     scored = rows[rows["role"] == "score"]
     if len(scored) < 3:
         raise HwnasError(f"only {len(scored)} architectures are left to score; raise --samples")
+    noise = noise_floor(per_arch)
+    conditions = run_conditions(records, list(per_arch.values()))
+    noisy = conditions.noisy()
+    if noise and noise["within_10"] < NOISY_FLOOR:
+        noisy.append(f"only {noise['within_10']:.0%} of single rounds lie within +-10% of their network's median, "
+                     f"below the {NOISY_FLOOR:.0%} the accuracy bar asks")  # fmt: skip
+    if drift is not None:
+        drift.noise_rms = noise.get("rms")
+        drift.loo_rmspe = calibration.stats.get("loo_rmspe") if (fit and calibration) else None
+        if drift.slower:
+            noisy.append(f"{len(drift.slower)} reference kernels ran over {DRIFT_LIMIT:.1f}x slower than the LUT says")
+        with LutStore.open(lut) as store:
+            store.set_meta(DRIFT_META, drift.record())
     return Validation(
         rows=rows,
         raw=scores(scored["raw_ms"], scored["measured_ms"]),
@@ -293,8 +328,11 @@ def validate(
         flops=rank_scores(scored["flops"], scored["measured_ms"]),
         calibration=calibration,
         fitted=fit,
-        noise=noise_floor(per_arch),
+        noise=noise,
         by_statistic=by_statistic,
+        drift=drift,
+        conditions=conditions,
+        noisy=noisy,
         meta={
             "lut": str(lut),
             "space": space.name,
@@ -304,6 +342,8 @@ def validate(
             "seed": seed,
             "statistic": statistic,
             "factors": {k: vars(f) for k, f in factors.items()},
+            "conditions": conditions.to_dict(),
+            "drift": drift.record() if drift else None,
         },
     )
 

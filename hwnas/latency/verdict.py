@@ -23,6 +23,8 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from hwnas.devices.conditions import RunConditions
+
 WITHIN = "within budget"
 NOISE = "within noise of the budget"
 OVER = "over budget"
@@ -43,6 +45,7 @@ class Verdict:
     rounds_ms: tuple[float, ...]
     disturbed_rounds: int = 0  # rounds kept although the machine was busy while they ran
     statistic: str = "fastest"  # which run of each round the rounds are (hwnas.latency.statistic)
+    conditions: RunConditions | None = None  # the host's noise while the rounds ran
 
     @property
     def exit_code(self) -> int:
@@ -51,14 +54,17 @@ class Verdict:
     def text(self) -> str:
         """e.g. ``measured 0.459 ms +- 0.012 (8 rounds) against 0.431 ms: over budget``."""
         extra = f"; {self.disturbed_rounds} round(s) taken on a busy machine" if self.disturbed_rounds else ""
+        noisy = self.conditions.noisy() if self.conditions is not None else []
+        label = f" [noisy run: {'; '.join(noisy)}]" if noisy else ""
         return (f"measured {self.measured_ms:.3f} ms +- {self.noise_ms:.3f} by its {self.statistic} run "
-                f"({len(self.rounds_ms)} rounds{extra}) against {self.budget_ms:g} ms: {self.outcome}")  # fmt: skip
+                f"({len(self.rounds_ms)} rounds{extra}) against {self.budget_ms:g} ms: {self.outcome}{label}")  # fmt: skip
 
     def to_dict(self) -> dict[str, object]:
         return {"outcome": self.outcome, "measured_ms": self.measured_ms, "noise_ms": self.noise_ms,
                 "budget_ms": self.budget_ms, "rounds_ms": list(self.rounds_ms),
                 "disturbed_rounds": self.disturbed_rounds, "statistic": self.statistic,
-                "exit_code": self.exit_code}  # fmt: skip
+                "exit_code": self.exit_code,
+                "conditions": self.conditions.to_dict() if self.conditions is not None else None}  # fmt: skip
 
 
 def noise_of(rounds_ms: Sequence[float]) -> float:
