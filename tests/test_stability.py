@@ -198,6 +198,7 @@ def drift_record(path: Path) -> dict[str, Any]:
         return dict(store.get_meta("drift"))
 
 
+@pytest.mark.tour  # two validations and a re-profile through the CLI: CI runs it after the default suite
 def test_a_lut_profiled_with_inflated_kernels_is_caught_named_and_mended(tmp_path: Path) -> None:
     kernels = sorted(set(get_space("tiny").kernels()))
     planted = {k.key for k in kernels[::3]}  # a third of the kernels, 8x slow in every round
