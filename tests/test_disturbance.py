@@ -258,3 +258,24 @@ def test_a_measurement_near_the_budget_takes_more_rounds() -> None:
     assert v.outcome == OVER  # 1.03 - 0.03 > 0.99
     below, calls = scripted([0.99] * 5 + [0.98] * 6)
     assert measure_verdict(below, 0.995, rounds=5, extra_rounds=6).outcome == WITHIN and len(calls) == 11
+
+
+def test_the_farthest_round_is_remeasured_first_when_the_budget_is_short() -> None:
+    """Three keys disagree, by 30%, 300% and 60%; a budget spent by the first re-measurement takes
+    the 300% one (a random or first-come order would leave it two times in three)."""
+    device = open_device("ort-cpu:threads=1")
+    stored = {"a": {0: 1.0, 1: 1.0, 2: 1.3}, "b": {0: 1.0, 1: 4.0, 2: 1.0}, "c": {0: 1.6, 1: 1.0, 2: 1.0}}
+    taken: list[tuple[str, int]] = []
+
+    def save(item: str, r: int, m: object) -> None:
+        taken.append((item, r))
+        stored[item][r] = 1.0
+
+    for seed in range(3):
+        taken.clear()
+        stored.update({"a": {0: 1.0, 1: 1.0, 2: 1.3}, "b": {0: 1.0, 1: 4.0, 2: 1.0}, "c": {0: 1.6, 1: 1.0, 2: 1.0}})
+        guard = Guard(device, TimingConfig(min_time_s=0.01, min_runs=5), planned=9,
+                      config=GuardConfig(max_extra_s=1e-6, pass_gap_s=0.0))  # fmt: skip
+        load = lambda _: _one_kernel_runner(device)  # noqa: E731
+        unstable, _ = guard.stabilize({k: k for k in stored}, load, save, lambda: stored, seed=seed)
+        assert taken == [("b", 1)] and unstable == ["a", "c"]

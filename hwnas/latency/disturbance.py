@@ -10,7 +10,7 @@ Two detectors, because each misses what the other sees:
    orders. With at least 3 rounds, the round farthest from the key's median across rounds is the
    suspect when it lies more than ``stable_within`` away (``|x / median - 1| > P``); with 2, the
    slower one when it is more than ``P`` slower than the other (noise only adds time). The
-   suspects are re-measured, in a shuffled order, pass after pass, each replacing the round it
+   suspects are re-measured, farthest first, pass after pass, each replacing the round it
    re-measures, until every key's rounds agree or the time budget is spent (``passes`` bounds the
    passes: validation takes one, so its noise floor still shows the noise it met). A key whose
    rounds still disagree at the end is *unstable*, and named.
@@ -156,11 +156,13 @@ class Guard:
         counts: Counter[str] = Counter()
         busy, passes = 0.0, 0
         while cfg.enabled and (cfg.passes is None or passes < cfg.passes) and self.has_budget:
-            redo = [(k, r) for k, r in outlying_rounds(_of(stored(), items), cfg.stable_within)
-                    if counts[k] < cfg.per_key]  # fmt: skip
+            per_key = _of(stored(), items)
+            redo = [(k, r) for k, r in outlying_rounds(per_key, cfg.stable_within) if counts[k] < cfg.per_key]
             if not redo:
                 break
+            # the farthest rounds first, so a budget that runs out leaves the mildest; ties shuffled
             random.Random(seed * 7919 + passes).shuffle(redo)
+            redo.sort(key=lambda kr: -_off(per_key[kr[0]], kr[1]))
             if on_pass is not None:
                 on_pass(passes, len(redo))
             t0 = time.perf_counter()
@@ -190,6 +192,13 @@ class Guard:
         if self.still_disturbed:
             text += f"; {self.still_disturbed} kept while still disturbed (retries or budget spent)"
         return text
+
+
+def _off(rounds: Mapping[int, float], r: int) -> float:
+    """How far round ``r`` lies from the key's other rounds (the measure :func:`outlying_rounds` judges)."""
+    if len(rounds) == 2:
+        return rounds[r] / min(rounds.values()) - 1
+    return abs(rounds[r] / statistics.median(rounds.values()) - 1)
 
 
 def _of(per_key: dict[str, dict[int, float]], items: Mapping[str, Any]) -> dict[str, dict[int, float]]:
