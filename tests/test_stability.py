@@ -224,6 +224,9 @@ def test_a_lut_profiled_with_inflated_kernels_is_caught_named_and_mended(tmp_pat
     assert mend.returncode == 0, mend.stderr
     assert "refit the calibration" in mend.stderr
     assert drift_record(lut)["kernels"] == []
+    again = run_cli("profile", "--space", "tiny", "--device", "ort-cpu:threads=1", "--out", str(lut),
+                    "--remeasure", "drifted", "--no-progress", *SLOW)  # fmt: skip
+    assert again.returncode == 0 and "nothing to re-measure" in again.stderr, again.stderr
     second = run_cli(*validate)
     assert second.returncode == 0, second.stderr
     after = drift_record(lut)

@@ -67,7 +67,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
               f"+-{report.stable_within:.0%} across rounds when the re-measuring time ran out: "
               f"{', '.join(report.unstable)}; they are marked in {args.out}: run the same command again (or raise "
               "--max-extra-time) to re-measure them", file=sys.stderr)  # fmt: skip
-    if args.remeasure:
+    if args.remeasure and not report.measured:
+        print(f"hwnas: note: nothing to re-measure: {args.out} names no {args.remeasure} kernels", file=sys.stderr)
+    elif args.remeasure:
         print(f"hwnas: note: kernels were re-measured; refit the calibration of {args.out} with 'hwnas lut validate "
               f"{args.out} --space {args.space} --device {args.device[0]} --fit'", file=sys.stderr)  # fmt: skip
     return 0
