@@ -114,6 +114,8 @@ def profile_space(
     from hwnas.latency.profiler import profile
     from hwnas.latency.store import LutStore
 
+    if remeasure and remeasure not in ("drifted", "unstable", "all"):
+        remeasured_keys(remeasure, None, space)  # unknown keys fail before a LUT file is made
     with LutStore.create_or_open(lut, device.fingerprint(), device.spec, force=force) as store:
         spaces = set(store.get_meta("spaces", []))
         store.set_meta("spaces", sorted(spaces | {space.name}))
@@ -133,7 +135,7 @@ def profile_space(
     return report
 
 
-def remeasured_keys(which: str, store: LutStore, space: SearchSpace) -> list[str]:
+def remeasured_keys(which: str, store: LutStore | None, space: SearchSpace) -> list[str]:
     """The kernel keys ``hwnas profile --remeasure`` names (see :func:`profile_space`)."""
     from hwnas.core.errors import HwnasError
     from hwnas.latency.stability import DRIFT_META, STABILITY_META, drifted_kernels, named, unstable_kernels
@@ -142,6 +144,7 @@ def remeasured_keys(which: str, store: LutStore, space: SearchSpace) -> list[str
     if which == "all":
         return sorted(keys)
     if which in ("drifted", "unstable"):
+        assert store is not None
         meta = {name: store.get_meta(name) for name in (DRIFT_META, STABILITY_META)}
         return sorted(keys & set(drifted_kernels(meta) if which == "drifted" else unstable_kernels(meta)))
     asked = [k.strip() for k in which.split(",") if k.strip()]

@@ -292,3 +292,10 @@ def test_a_verdict_taken_in_a_noisy_run_says_so() -> None:
     assert labelled.to_dict()["conditions"]["noisy"] == labelled.conditions.noisy()
     calm = dataclasses.replace(plain, conditions=run_conditions([{"disturbed": 0}] * 3, [[1.0, 1.01, 1.0]], 0.10))
     assert "noisy" not in calm.text()
+
+
+def test_remeasure_of_an_unknown_kernel_fails_before_a_lut_is_made(tmp_path: Path) -> None:
+    out = run_cli("profile", "--space", "tiny", "--device", "ort-cpu", "--out", str(tmp_path / "x.lut"),
+                  "--remeasure", "no_such_kernel")  # fmt: skip
+    assert out.returncode == 2 and "no_such_kernel is not a kernel of tiny" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "x.lut").exists()
