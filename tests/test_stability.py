@@ -290,6 +290,7 @@ def test_a_verdict_taken_in_a_noisy_run_says_so() -> None:
     labelled = dataclasses.replace(plain, conditions=run_conditions([{"disturbed": 0}] * 5, [rounds], 0.10))
     assert "[noisy run: the rounds spread 32.0% (median), above 10%]" in labelled.text()
     assert labelled.to_dict()["conditions"]["noisy"] == labelled.conditions.noisy()
+    assert labelled.to_dict()["conditions"]["text"] == labelled.conditions.text()
     calm = dataclasses.replace(plain, conditions=run_conditions([{"disturbed": 0}] * 3, [[1.0, 1.01, 1.0]], 0.10))
     assert "noisy" not in calm.text()
 

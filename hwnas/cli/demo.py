@@ -43,9 +43,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     conditions = (s.get("verdict") or {}).get("conditions")
     if conditions:
         noisy = conditions.get("noisy") or []
-        console.print(f"conditions of that measurement: others' CPU {conditions.get('others_median') or 0:.2f} cores, "
-                      f"steal {conditions.get('steal_median') or 0:.1%}, round spread "
-                      f"{conditions.get('round_spread') or 0:.1%}" + (f" [noisy run: {'; '.join(noisy)}]" if noisy else ""))  # fmt: skip
+        console.print(f"conditions of that measurement: {conditions['text']}"
+                      + (f" [noisy run: {'; '.join(noisy)}]" if noisy else ""))  # fmt: skip
     console.print("files: " + ", ".join(f"{k}: {v}" for k, v in report.files.items()))
     if report.within_noise:
         console.print("the file is over the budget by less than the noise of its measurement; the demo counts that "

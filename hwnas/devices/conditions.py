@@ -189,7 +189,7 @@ class RunConditions:
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "noisy": self.noisy()}
+        return {**asdict(self), "noisy": self.noisy(), "text": self.text()}
 
 
 def run_conditions(
