@@ -357,10 +357,14 @@ def export_and_check(
     gates: Sequence[str] | None = None,
     progress: bool = False,
     statistic: str = "fastest",
+    on_checked: Callable[[], None] | None = None,
     **options: Any,
 ) -> ExportOutcome:
     """Export ``child``; with ``device``, measure the files it runs (and predict with ``lut``),
     in the ``statistic`` of each round's runs that the budget means.
+
+    ``on_checked()`` is called once the inputs passed their checks, before anything is written
+    (the CLI's warnings about the LUT, which would only clutter an error).
 
     ``gates``: the precisions the budget can fail (default :func:`default_gates`).
     ``data`` supplies the int8 calibration images and the real images of the checks; ``options``
@@ -379,6 +383,8 @@ def export_and_check(
         predictor = LatencyPredictor.from_lut(lut)
         predictor.table.check_device(device.fingerprint(), force=force)
         predictor.factor(statistic)  # a LUT without the budget's statistic factor too
+    if on_checked is not None:
+        on_checked()
     check, calibration, labelled = (
         export_images(data, child, calibration_images, check_images) if data else (None, [], None)
     )

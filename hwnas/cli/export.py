@@ -36,14 +36,14 @@ def cmd_export(args: argparse.Namespace) -> int:
                   dynamic_batch=args.dynamic_batch, simplify=args.simplify).check()  # fmt: skip
     device = open_device(args.device) if args.device else None
     child = load_child(args.arch, args.weights)
-    warn_about_lut(args.lut)
     outcome = export_and_check(child, args.out, formats, precisions, data=args.data, gates=gates,
                                calibration_images=args.calibration_images, check_images=args.check_images,
                                device=device, lut=args.lut, budget_ms=args.budget_ms, force=args.force,
                                stem=args.name or (child.arch.name or "model"),
                                **({} if nhwc is None else {"nhwc": nhwc}),
                                dynamic_batch=args.dynamic_batch, simplify=args.simplify,
-                               progress=not args.no_progress, statistic=args.statistic)  # fmt: skip
+                               progress=not args.no_progress, statistic=args.statistic,
+                               on_checked=lambda: warn_about_lut(args.lut))  # fmt: skip
     results, over, noisy = outcome.files, outcome.over_budget, outcome.within_noise
     console.print(export_table(results, f"exported {child.arch.to_str()}"))
     console.print(f"model cards: <file>.json beside each file, in {results[0].path.parent if results else args.out}")
