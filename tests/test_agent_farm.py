@@ -14,6 +14,7 @@ import pytest
 from agent_process import AgentProcess, wait_for
 from scipy.stats import kendalltau
 
+from hwnas.latency.stability import unstable_kernels
 from hwnas.latency.store import LutStore, identity
 from hwnas.spaces import get_space
 
@@ -99,7 +100,6 @@ def test_an_agent_killed_mid_profile_stops_only_itself_and_a_rerun_resumes_it(tm
     a, b = AgentProcess(tmp_path / "a").start(), AgentProcess(tmp_path / "b").start()
     outs = [tmp_path / "a.lut", tmp_path / "b.lut"]
     specs = [a.spec(token_file=a.token_file, retries=2), b.spec(token_file=b.token_file)]
-    # 2 rounds: no round is re-measured as an outlier on the re-run, so every stored row must stay as it was
     cmd = [sys.executable, "-m", "hwnas", *_farm_cmd(specs, outs, 2)]
     try:
         farm = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -123,7 +123,8 @@ def test_an_agent_killed_mid_profile_stops_only_itself_and_a_rerun_resumes_it(tm
         assert set(_rows(outs[1])) == {(k, r) for k in kernels for r in range(2)}  # the other one finished
 
         a.start(port=a.port)  # the same address again: the same spec
-        proc = run_cli(*_farm_cmd(specs, outs, 2))
+        # no time to re-measure rounds that disagree: every stored row must stay as it was
+        proc = run_cli(*_farm_cmd(specs, outs, 2), "--max-extra-time", "0")
         assert proc.returncode == 0, proc.stderr + proc.stdout
         after = _rows(outs[0])
         assert set(after) == {(k, r) for k in kernels for r in range(2)}  # nothing lost
@@ -134,6 +135,14 @@ def test_an_agent_killed_mid_profile_stops_only_itself_and_a_rerun_resumes_it(tm
         }
         assert measured_now[specs[0].split(",")[0]] == 2 * len(kernels) - len(before)
         assert measured_now[specs[1].split(",")[0]] == 0
+
+        # the same command with the default budget re-measures only the kernels the LUT names unstable
+        with LutStore.open(outs[0]) as store:
+            unstable = set(unstable_kernels({"stability": store.get_meta("stability")}))
+        assert proc.returncode == 0 and run_cli(*_farm_cmd(specs, outs, 2)).returncode == 0
+        again = _rows(outs[0])
+        changed = {k for (k, r), ms in again.items() if ms != after[(k, r)]}
+        assert changed <= unstable and bool(changed) == bool(unstable), (changed, unstable)
     finally:
         a.stop()
         b.stop()

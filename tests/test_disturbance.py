@@ -163,6 +163,31 @@ def test_the_default_budget_follows_the_planned_measurements() -> None:
     assert off.budget_s == 0.0
 
 
+def test_a_rerun_counts_what_an_earlier_run_left_unstable_as_planned_work() -> None:
+    """A re-run that measures nothing new still re-measures the rounds an earlier run left
+    disagreeing: their rounds are its planned work, timed by its first re-measurements; the keys
+    this run measured itself are already planned and are not counted twice."""
+    device = open_device("ort-cpu:threads=1")
+    stored = {"a": {0: 1.0, 1: 1.0, 2: 1.5}, "b": {0: 1.0, 1: 2.0, 2: 1.0}, "c": {0: 1.0, 1: 1.0, 2: 1.0}}
+    taken: list[tuple[str, int]] = []
+
+    def save(item: str, r: int, m: object) -> None:
+        taken.append((item, r))
+        stored[item][r] = 1.0
+
+    guard = Guard(device, TimingConfig(min_time_s=0.01, min_runs=5), planned=0, config=GuardConfig(pass_gap_s=0.0))
+    assert guard.budget_s == 0.0  # nothing planned, nothing known to redo
+    load = lambda _: _one_kernel_runner(device)  # noqa: E731
+    unstable, _ = guard.stabilize({k: k for k in stored}, load, save, lambda: stored, fresh={"b"})
+    assert guard.rework == 3  # a's three rounds; b was measured by this run, c agrees
+    assert set(taken) == {("a", 2), ("b", 1)} and unstable == []
+    assert guard.budget_s == pytest.approx(guard.redo_s / guard.redos * 3)
+    # without a budget of its own (fresh=None: every key is this run's), nothing planned means no time
+    stored["a"][2] = 1.5
+    idle = Guard(device, TimingConfig(min_time_s=0.01, min_runs=5), planned=0, config=GuardConfig(pass_gap_s=0.0))
+    assert idle.stabilize({k: k for k in stored}, load, save, lambda: stored)[0] == ["a"]
+
+
 def test_outlying_rounds_picks_the_farthest_round_beyond_the_spread() -> None:
     per_key = {
         "a": {0: 1.0, 1: 1.02, 2: 1.5},  # round 2 is 47% off the median 1.02

@@ -18,7 +18,9 @@ Two detectors, because each misses what the other sees:
 Both spend one time budget per run: re-takes, re-measurements and their pauses may take at most
 ``max_extra_s`` seconds, or, by default, ``extra_ratio`` times what the planned measurements take
 (estimated from those taken so far), so a machine that is busy all the time makes a run slower by
-a bounded factor, never endless; what could not be re-taken stays marked ``disturbed`` in the
+a bounded factor, never endless. A re-run counts every round of the keys an earlier run left
+unstable as planned work too (estimated from its first re-measurements when it measures nothing
+new), so running the same command again re-measures them; what could not be re-taken stays marked ``disturbed`` in the
 LUT's ``conditions`` table and is counted in the report.
 """
 
@@ -29,7 +31,7 @@ import random
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -88,6 +90,9 @@ class Guard:
     still_disturbed: int = 0
     first_s: float = 0.0  # seconds inside first attempts
     firsts: int = 0  # first attempts taken
+    rework: int = 0  # rounds of keys an earlier run left unstable (planned work of a re-run)
+    redo_s: float = 0.0  # seconds inside the first attempts of re-measurements
+    redos: int = 0  # re-measurements taken
     extra_s: float = 0.0  # seconds inside re-takes, re-measurements and their pauses
 
     @property
@@ -97,8 +102,13 @@ class Guard:
             return 0.0
         if self.config.max_extra_s is not None:
             return self.config.max_extra_s
-        per = self.first_s / self.firsts if self.firsts else 0.0
-        return self.config.extra_ratio * per * max(self.planned, self.firsts)
+        if self.firsts:
+            per = self.first_s / self.firsts
+        elif self.redos:
+            per = self.redo_s / self.redos
+        else:  # nothing timed yet: a re-run with earlier work to redo may start, which gives the estimate
+            return float("inf") if self.rework else 0.0
+        return self.config.extra_ratio * per * (max(self.planned, self.firsts) + self.rework)
 
     @property
     def has_budget(self) -> bool:
@@ -125,6 +135,9 @@ class Guard:
                     self.firsts += 1
                 else:
                     self.extra_s += spent
+                    if attempts == 0:
+                        self.redo_s += spent
+                        self.redos += 1
                 attempts += 1
                 why = cond.reasons(self.device.threads)
                 if not why or attempts > self.config.retries or not self.has_budget:
@@ -147,14 +160,21 @@ class Guard:
         seed: int = 0,
         on_pass: Callable[[int, int], None] | None = None,
         on_measured: Callable[[], None] | None = None,
+        fresh: Collection[str] | None = None,
     ) -> tuple[list[str], float]:
         """Re-measure the rounds that disagree (module docstring) of the keys of ``items``, pass
         after pass, while the budget lasts; ``stored()`` gives each key's rounds (ms), ``save``
         replaces one. Returns (the keys still unstable, seconds spent inside timed runs).
-        ``on_pass(pass, n)`` is told each pass's size, ``on_measured()`` each re-measurement."""
+        ``on_pass(pass, n)`` is told each pass's size, ``on_measured()`` each re-measurement.
+        ``fresh``: the keys this run measured (None: all); the rounds of other keys that disagree
+        were left by an earlier run, and join the planned work the default budget is made of."""
         cfg = self.config
         counts: Counter[str] = Counter()
         busy, passes = 0.0, 0
+        if fresh is not None and cfg.enabled:
+            per_key = _of(stored(), items)
+            earlier = {k for k, _ in outlying_rounds(per_key, cfg.stable_within)} - set(fresh)
+            self.rework += sum(len(per_key[k]) for k in earlier)
         while cfg.enabled and (cfg.passes is None or passes < cfg.passes) and self.has_budget:
             per_key = _of(stored(), items)
             redo = [(k, r) for k, r in outlying_rounds(per_key, cfg.stable_within) if counts[k] < cfg.per_key]

@@ -107,8 +107,9 @@ def measure_rounds(
     def current() -> dict[str, dict[int, float]]:
         return {k: {r: ms for r, ms in v.items() if r < rounds} for k, v in stored().items()}
 
+    fresh = {key_of(i) for t in todo_rounds for i in t}
     unstable, extra_busy = watch.stabilize(every, load, lambda item, r, m: save(item, r, m, True), current, seed,
-                                           on_pass, lambda: bar.advance(fix))  # fmt: skip
+                                           on_pass, lambda: bar.advance(fix), fresh=fresh)  # fmt: skip
     return measured, busy + extra_busy, unstable
 
 
