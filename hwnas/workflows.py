@@ -390,7 +390,7 @@ def export_and_check(
     )
     from hwnas.core.progress import progress_bar
 
-    n_files = sum(1 for f in formats for p in precisions if not (f == "onnx" and p == "fp16"))
+    n_files = sum(1 for f in formats for p in precisions if p in FORMAT_PRECISIONS[f])
     with progress_bar(progress) as bar:
         task = bar.add_task("exporting", total=n_files)
 
@@ -432,10 +432,10 @@ def bench_file(
     check_statistic(statistic)
     path = Path(path)
     if path.is_dir():
-        raise HwnasError(f"{path}: is a folder; give a .onnx or .tflite file")
-    fmt = {".onnx": "onnx", ".tflite": "tflite"}.get(path.suffix.lower())
+        raise HwnasError(f"{path}: is a folder; give a .onnx, .tflite or .pte file")
+    fmt = {".onnx": "onnx", ".tflite": "tflite", ".pte": "pte"}.get(path.suffix.lower())
     if fmt is None:
-        raise HwnasError(f"{path}: expected a .onnx or .tflite file")
+        raise HwnasError(f"{path}: expected a .onnx, .tflite or .pte file")
     if fmt != device.format:
         raise HwnasError(f"{path}: {device.kind} runs {device.format} models, not {fmt}; pick a device that runs {fmt}")
     try:

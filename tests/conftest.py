@@ -30,6 +30,24 @@ def cli():
     return run_cli
 
 
+def untrained_child(arch, seed: int = 0):
+    """A child of ``arch`` with random weights and trained-looking BN statistics (so a check of an
+    exported file against PyTorch is not trivially small), normalized with mean 0.5, std 0.25."""
+    import torch
+
+    from hwnas.export.child_file import Child
+    from hwnas.models.builder import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(arch).eval()
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return Child(arch, model, [0.5] * 3, [0.25] * 3, {})
+
+
 @contextlib.contextmanager
 def benchmark_module(name: str) -> Iterator[ModuleType]:
     """A script of ``benchmarks/`` imported as a module, with that folder on the path while in use

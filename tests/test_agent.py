@@ -217,7 +217,7 @@ def test_an_oversized_body_is_refused_by_its_declared_length(agent) -> None:
 def test_a_body_that_is_not_a_model_is_refused(agent) -> None:
     jobs = agent.health()["jobs"]
     status, answer = agent.upload(b"#!/bin/sh\nrm -rf /\n")
-    assert status == 415 and "not an ONNX or TFLite model" in answer["error"]
+    assert status == 415 and "not an ONNX, TFLite or ExecuTorch model" in answer["error"]
     assert agent.health()["jobs"] == jobs  # refused by its first bytes: the runtime never saw it
     looks_onnx = b"\x08\x07" + b"\xff" * 200  # ONNX's first byte, then garbage: the runtime refuses it
     status, answer = agent.upload(looks_onnx)

@@ -23,7 +23,9 @@ def test_spec_parsing_canonical_and_errors() -> None:
     assert parse_device("tflite-cpu:threads=4,xnnpack=0").spec == "tflite-cpu:threads=4,xnnpack=0,batch=1"
     assert parse_device("torch-cuda:1,batch=8").options == {"device": 1, "batch": 8}
     assert parse_device("ort-cpu:pin=0+1").options["pin"] == (0, 1)
-    with pytest.raises(DeviceError, match="valid devices: ort-cpu, tflite-cpu, torch-cpu, torch-cuda, ort-cuda"):
+    with pytest.raises(
+        DeviceError, match="valid devices: ort-cpu, tflite-cpu, et-cpu, torch-cpu, torch-cuda, ort-cuda"
+    ):
         parse_device("nnapi")
     with pytest.raises(DeviceError, match="unknown parameter 'thread'; parameters: threads"):
         parse_device("ort-cpu:thread=2")

@@ -20,18 +20,9 @@ from hwnas.spaces.arch import Architecture
 from hwnas.spaces.kernels import arch_flops, arch_params
 from hwnas.train.checkpoints import read_child
 
-from conftest import SHARED_DATA, run_cli
+from conftest import SHARED_DATA, run_cli, untrained_child
 
-
-def _child(arch, seed: int = 0) -> Child:
-    torch.manual_seed(seed)
-    model = build_model(arch).eval()
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():  # trained-looking BN statistics, so the check is not trivially small
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return Child(arch, model, [0.5] * 3, [0.25] * 3, {})
+_child = untrained_child
 
 
 def _archs() -> list:

@@ -3,6 +3,7 @@ nothing and writes nothing (issue: a 76-byte pickle ran code in three commands).
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import pickle
 import zipfile
@@ -111,7 +112,9 @@ def test_other_readers_refuse_crafted_files(tmp_path: Path) -> None:
     pickled = _raw_pickle(marker)
     (tmp_path / "evil.lut").write_bytes(pickled)
     assert "not a LUT file" in _refused(run_cli("lut", "show", str(tmp_path / "evil.lut")), marker)
-    for ext, spec in ((".onnx", "ort-cpu:threads=1"), (".tflite", "tflite-cpu:threads=1")):
+    runtimes = [(".onnx", "ort-cpu:threads=1"), (".tflite", "tflite-cpu:threads=1")]
+    runtimes += [(".pte", "et-cpu:threads=1")] if importlib.util.find_spec("executorch") else []
+    for ext, spec in runtimes:
         (tmp_path / f"evil{ext}").write_bytes(pickled)
         line = _refused(run_cli("bench", str(tmp_path / f"evil{ext}"), "--device", spec), marker)
         assert "not a" in line, line

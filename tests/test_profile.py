@@ -145,7 +145,10 @@ def test_tflite_profile_of_a_small_space(tmp_path: Path) -> None:
 def test_profile_bad_inputs(tmp_path: Path) -> None:
     out = tmp_path / "a.lut"
     proc = run_cli("profile", "--space", "tiny", "--device", "npu", "--out", str(out))
-    assert proc.returncode == 2 and "valid devices: ort-cpu, tflite-cpu, torch-cpu, torch-cuda, ort-cuda" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "valid devices: ort-cpu, tflite-cpu, et-cpu, torch-cpu, torch-cuda, ort-cuda" in proc.stderr
+    )
     bad_space = tmp_path / "bad.yaml"
     bad_space.write_text(
         "name: x\nresolutions: [32]\nnum_classes: 10\nstages: [{depth: 1, stride: 2, channels: [8], ops: [ir_k9]}]\n"

@@ -1,4 +1,4 @@
-"""`hwnas bench`: time one .onnx or .tflite file on a device, and judge it against a budget."""
+"""`hwnas bench`: time one .onnx, .tflite or .pte file on a device, and judge it against a budget."""
 
 from __future__ import annotations
 
@@ -66,8 +66,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     """Add the bench command(s) to the subparsers ``sub``."""
-    b = sub.add_parser("bench", help="time a whole .onnx or .tflite model file on a device")
-    b.add_argument("model", metavar="MODEL.onnx|MODEL.tflite")
+    b = sub.add_parser("bench", help="time a whole .onnx, .tflite or .pte model file on a device")
+    b.add_argument("model", metavar="MODEL.onnx|MODEL.tflite|MODEL.pte")
     b.add_argument("--device", required=True, metavar="SPEC")
     b.add_argument(
         "--rounds", type=positive_int, default=3, help="timed series; the result is the median of their fastest runs"

@@ -115,9 +115,17 @@ def add_parser(sub: Any) -> None:
         metavar="CHILD",
         help="trained weights: a child file (hwnas train --out), or a bare safetensors state dict with --arch",
     )
-    ex.add_argument("--format", default="onnx,tflite", help="comma-separated: onnx, tflite (default both)")
+    ex.add_argument(
+        "--format",
+        default="onnx,tflite",
+        help="comma-separated: onnx, tflite, pte (ExecuTorch with the XNNPACK delegate) (default onnx,tflite)",
+    )
     ex.add_argument("--fp16", action="store_true", help="also a TFLite file with float16 weights")
-    ex.add_argument("--int8", action="store_true", help="also int8 files (post-training, calibrated on --data)")
+    ex.add_argument(
+        "--int8",
+        action="store_true",
+        help="also int8 files (post-training, calibrated on --data; onnx, tflite and pte)",
+    )
     layout = ex.add_mutually_exclusive_group()
     layout.add_argument("--nhwc", action="store_true", help="TFLite input in NHWC order, camera frames' layout and "
                         "TFLite's convention (the default; the LUT's TFLite kernels are NHWC too)")  # fmt: skip

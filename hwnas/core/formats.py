@@ -1,14 +1,18 @@
 """Facts about model file formats, each defined once: the numeric precisions a file can ship in, which
 each format has (read by the converters, the devices, the LUT's kernel models, export and the
-command line), and the TFLite file identifier (written by the converter, checked by the devices)."""
+command line), and the TFLite and ExecuTorch file identifiers (written by the converters, checked by the devices)."""
 
 from __future__ import annotations
 
 PRECISIONS = ("fp32", "fp16", "int8")
-# fp16 is TFLite's fp16 weights; ONNX int8 is static QDQ, TFLite int8 full-integer; torch runs fp32
+# fp16 is TFLite's fp16 weights; ONNX int8 is static QDQ, TFLite int8 full-integer, ExecuTorch (pte)
+# int8 XNNPACK's quantized kernels; torch runs fp32
+FLOAT_AND_INT8 = ("fp32", "int8")
 FORMAT_PRECISIONS: dict[str, tuple[str, ...]] = {
-    "onnx": ("fp32", "int8"),
+    "onnx": FLOAT_AND_INT8,
     "tflite": PRECISIONS,
+    "pte": FLOAT_AND_INT8,
     "torch": ("fp32",),
 }
 TFLITE_IDENTIFIER = b"TFL3"  # a TFLite FlatBuffer's file identifier, at bytes 4-8
+PTE_IDENTIFIER = b"ET12"  # an ExecuTorch program's (.pte) FlatBuffer file identifier, at bytes 4-8

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 from hwnas.core.errors import HwnasError
-from hwnas.core.formats import TFLITE_IDENTIFIER
+from hwnas.core.formats import PTE_IDENTIFIER, TFLITE_IDENTIFIER
 from hwnas.devices.conditions import Conditions, CpuSnapshot, between
 
 
@@ -177,7 +177,7 @@ def precision_param(*choices: str) -> Param:
 class Device(ABC):
     """A place where models run and are timed. Subclasses set ``kind``, ``format`` and ``params``.
 
-    ``format`` is the artifact the device loads: ``"onnx"`` or ``"tflite"`` bytes, or ``"torch"``
+    ``format`` is the artifact the device loads: ``"onnx"``, ``"tflite"`` or ``"pte"`` bytes, or ``"torch"``
     (an ``nn.Module``).
     """
 
@@ -248,10 +248,12 @@ def _fmt(v: Any) -> str:
 
 
 def model_format(data: bytes) -> str | None:
-    """``"tflite"`` (FlatBuffer with identifier ``TFL3``), ``"onnx"`` (a protobuf that starts like a
+    """``"tflite"`` (FlatBuffer with identifier ``TFL3``), ``"pte"`` (ExecuTorch's, ``ET12``), ``"onnx"`` (a protobuf that starts like a
     ModelProto), or None."""
     if len(data) >= 8 and data[4:8] == TFLITE_IDENTIFIER:
         return "tflite"
+    if len(data) >= 8 and data[4:8] == PTE_IDENTIFIER:
+        return "pte"
     # ONNX ModelProto: field 1 (ir_version, varint) first in every exporter's output, or a
     # length-delimited field (opset_import = 8, producer_name = 2, graph = 7) first.
     if len(data) >= 2 and data[0] in (0x08, 0x12, 0x1A, 0x22, 0x2A, 0x3A, 0x42):

@@ -42,9 +42,11 @@ from hwnas.devices.conditions import Conditions
 from hwnas.devices.onnxruntime import OPT_LEVELS
 
 RUNTIME_PARAMS = {"ort-cpu": ("threads", "opt", "batch", "pin", "precision"),
-                  "tflite-cpu": ("threads", "xnnpack", "batch", "pin", "precision")}  # fmt: skip
-RUNTIME_FORMAT = {"ort-cpu": "onnx", "tflite-cpu": "tflite"}
-RUNTIME_PRECISIONS = {"ort-cpu": FORMAT_PRECISIONS["onnx"], "tflite-cpu": ("fp32", "fp16")}
+                  "tflite-cpu": ("threads", "xnnpack", "batch", "pin", "precision"),
+                  "et-cpu": ("threads", "batch", "pin", "precision")}  # fmt: skip
+RUNTIME_FORMAT = {"ort-cpu": "onnx", "tflite-cpu": "tflite", "et-cpu": "pte"}
+RUNTIME_PRECISIONS = {"ort-cpu": FORMAT_PRECISIONS["onnx"], "tflite-cpu": ("fp32", "fp16"),
+                      "et-cpu": FORMAT_PRECISIONS["pte"]}  # fmt: skip
 RETRY_STATUSES = {502, 503, 504}
 
 
@@ -64,7 +66,7 @@ class RemoteDevice(Device):
     """A runtime on a machine that runs ``hwnas agent serve``."""
 
     kind = "remote"
-    format = "onnx|tflite"  # the instance's runtime= decides
+    format = "onnx|tflite|pte"  # the instance's runtime= decides
     summary = "a device agent on another machine (hwnas agent serve), over HTTP(S)"
     positional = "address"
     runs_here = False

@@ -14,6 +14,7 @@ from hwnas.devices.base import Device, DeviceError, Param
 _KIND_CLASSES: dict[str, tuple[str, str]] = {
     "ort-cpu": ("hwnas.devices.onnxruntime", "OrtCpu"),
     "tflite-cpu": ("hwnas.devices.litert", "TfliteCpu"),
+    "et-cpu": ("hwnas.devices.executorch", "EtCpu"),
     "torch-cpu": ("hwnas.devices.torch_devices", "TorchCpu"),
     "torch-cuda": ("hwnas.devices.torch_devices", "TorchCuda"),
     "ort-cuda": ("hwnas.devices.onnxruntime", "OrtCuda"),

@@ -43,7 +43,7 @@ class _TorchDevice(Device):
 
         if not isinstance(artifact, torch.nn.Module):
             raise DeviceError(
-                f"{self.kind} runs PyTorch modules; for an .onnx or .tflite file use ort-cpu or tflite-cpu"
+                f"{self.kind} runs PyTorch modules; for an .onnx, .tflite or .pte file use ort-cpu, tflite-cpu or et-cpu"
             )
         if input_shape is None:
             raise DeviceError(f"{self.kind} needs the input shape of the module")

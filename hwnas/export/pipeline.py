@@ -1,7 +1,7 @@
 """``hwnas export``: files, numeric checks against PyTorch, model cards, and the budget check.
 
 For every requested format and precision the pipeline converts the child, runs the file in its
-runtime (ONNX Runtime, LiteRT's Interpreter) on the same inputs as PyTorch and records the max
+runtime (ONNX Runtime, LiteRT's Interpreter, ExecuTorch's runtime) on the same inputs as PyTorch and records the max
 abs difference (fp32, fp16) or the top-1 agreement with the fp32 model on real images (int8),
 writes the file and a model card (``<file>.json``) atomically, and, with a device, times the
 file there and compares it with the LUT's prediction and the budget. A file and its card are
@@ -23,15 +23,17 @@ import torch
 
 from hwnas import __version__
 from hwnas.convert.onnx_export import INPUT, OUTPUT, onnx_bytes, onnx_int8
+from hwnas.convert.pte_export import pte_bytes
 from hwnas.convert.tflite_export import fp16_weights, tflite_bytes
 from hwnas.core.errors import HwnasError
+from hwnas.core.extras import version
 from hwnas.core.fileio import write_bytes_atomic, write_text_atomic
-from hwnas.core.formats import PRECISIONS
+from hwnas.core.formats import FORMAT_PRECISIONS, PRECISIONS
 from hwnas.core.quiet import quiet
 from hwnas.export.child_file import Child
 from hwnas.spaces.kernels import arch_flops, arch_params
 
-FORMATS = ("onnx", "tflite")
+FORMATS = ("onnx", "tflite", "pte")
 FP32_TOL, FP16_TOL = 1e-4, 1e-2
 TFLITE_SIGNATURE = "serving_default"  # the signature litert-torch writes
 
@@ -85,6 +87,22 @@ def run_onnx(data: bytes, x: np.ndarray) -> np.ndarray:
     out = [sess.run([OUTPUT], {INPUT: x[i : i + 1]})[0] for i in range(len(x))] if _static(sess) else [
         sess.run([OUTPUT], {INPUT: x})[0]]  # fmt: skip
     return np.concatenate(out)
+
+
+def run_pte(data: bytes, x: np.ndarray) -> np.ndarray:
+    from hwnas.devices.executorch import run_pte as run
+
+    return run(data, x)
+
+
+def runtime_card(fmt: str) -> dict[str, Any]:
+    """The runtime the file was checked in, its version, and the delegate or provider that ran it."""
+    if fmt == "onnx":
+        return {"name": "onnxruntime", "version": version("onnxruntime"), "execution_provider": "CPUExecutionProvider"}
+    if fmt == "tflite":
+        return {"name": "ai-edge-litert", "version": version("ai-edge-litert"),
+                "delegate": "XNNPACK (LiteRT's default CPU delegate)"}  # fmt: skip
+    return {"name": "executorch", "version": version("executorch"), "delegate": "XNNPACK"}
 
 
 def _static(sess: Any) -> bool:
@@ -173,12 +191,15 @@ def export_child(
     fp32_tflite: bytes | None = None
     for fmt in formats:
         for precision in precisions:
-            if fmt == "onnx" and precision == "fp16":
+            if precision not in FORMAT_PRECISIONS[fmt]:  # e.g. fp16 is TFLite's only
                 continue
             if on_file is not None:
                 on_file(f"{stem}-{precision}.{fmt}" + (" (int8 calibration)" if precision == "int8" else ""))
             t0 = time.perf_counter()
-            if fmt == "onnx":
+            delegation = None
+            if fmt == "pte":
+                data, delegation = pte_bytes(model, shape, precision, calibration)
+            elif fmt == "onnx":
                 data = onnx_bytes(model, shape, dynamic_batch, simplify)
                 if precision == "int8":
                     data = onnx_int8(data, calibration)
@@ -187,7 +208,7 @@ def export_child(
             else:
                 data = tflite_bytes(model, shape, precision, nhwc, calibration)
                 fp32_tflite = data if precision == "fp32" else fp32_tflite
-            runner: Any = run_onnx if fmt == "onnx" else (lambda d, xs: run_tflite(d, xs, nhwc))
+            runner: Any = {"onnx": run_onnx, "pte": run_pte}.get(fmt, lambda d, xs: run_tflite(d, xs, nhwc))
             seconds = time.perf_counter() - t0
             path = out / f"{stem}-{precision}.{fmt}"
             item = Exported(fmt, precision, path, len(data), seconds)
@@ -213,6 +234,9 @@ def export_child(
             if fmt == "onnx":
                 item.card["simplified"] = simplify
             item.card["usage_python"] = usage(item)
+            item.card["runtime"] = runtime_card(fmt)
+            if delegation is not None:
+                item.card["runtime"]["delegation"] = delegation.to_dict()
             if fmt == "tflite":
                 item.card["signature"] = TFLITE_SIGNATURE
                 io_info = tflite_io(data)
@@ -247,6 +271,10 @@ def usage(item: Exported) -> str:
     if item.format == "onnx":
         return (f'import onnxruntime as ort\nsession = ort.InferenceSession("{item.path.name}")\n'
                 f'logits = session.run(["{OUTPUT}"], {{"{INPUT}": x}})[0]  # x: float32, preprocessed as above')  # fmt: skip
+    if item.format == "pte":
+        return (f'import torch\nfrom executorch.runtime import Runtime\n'
+                f'forward = Runtime.get().load_program("{item.path.name}").load_method("forward")\n'
+                f'logits = forward.execute([torch.from_numpy(x)])[0]  # x: float32 NCHW, preprocessed as above')  # fmt: skip
     return (f'from ai_edge_litert.interpreter import Interpreter\n'
             f'run = Interpreter(model_path="{item.path.name}").get_signature_runner("{TFLITE_SIGNATURE}")\n'
             f'logits = run({INPUT}=x)["{OUTPUT}"]  # x: preprocessed as above (quantized first if the input is int8)')  # fmt: skip

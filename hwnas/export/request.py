@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hwnas.core.errors import HwnasError
-from hwnas.core.formats import PRECISIONS
+from hwnas.core.extras import EXTRAS, require
+from hwnas.core.formats import FORMAT_PRECISIONS, PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,14 @@ class ExportRequest:
 
     def check(self) -> None:
         """Raise :class:`HwnasError` for a combination that cannot work (one line: the problem and the fix)."""
+        for fmt in self.formats:  # a route whose extra is not installed (the base install exports ONNX)
+            if fmt in EXTRAS:
+                require(fmt, f"--format {fmt}")
+        for p in self.precisions:
+            has = [f for f, ps in FORMAT_PRECISIONS.items() if p in ps and f != "torch"]
+            if p in PRECISIONS and not any(f in has for f in self.formats):
+                raise HwnasError(f"--{p}: {', '.join(self.formats)} files have no {p} form; add {' or '.join(has)} "
+                                 f"to --format, or drop --{p}")  # fmt: skip
         if "int8" in self.precisions and not self.data:
             raise HwnasError("--int8 needs calibration images: give --data (the training data)")
         if self.budget_ms is not None and not self.has_device:

@@ -25,7 +25,7 @@ def cache_root() -> Path:
 
 
 def _converter_version(fmt: str) -> str:
-    dist = {"onnx": "torch", "tflite": "litert-torch"}[fmt]
+    dist = {"onnx": "torch", "tflite": "litert-torch", "pte": "executorch"}[fmt]
     try:
         return f"{dist}-{importlib.metadata.version(dist)}"
     except importlib.metadata.PackageNotFoundError:

@@ -3,8 +3,9 @@
 The modules come from :mod:`hwnas.models.layers`, the same layers the child networks are built from, so
 a runtime fuses and executes them the same way (conv + BN + activation as one conv, etc.).
 Artifacts per device format: the module itself (``torch``), ONNX bytes (``onnx``, through the
-TorchScript-based ``torch.onnx.export``: ~5 ms a kernel) or TFLite bytes (``tflite``, through
-litert-torch in batches, see :mod:`hwnas.convert.tflite_batch`). TFLite kernel models take NHWC
+TorchScript-based ``torch.onnx.export``: ~5 ms a kernel), TFLite bytes (``tflite``, through
+litert-torch in batches, see :mod:`hwnas.convert.tflite_batch`) or ExecuTorch programs (``pte``,
+one ``torch.export`` and XNNPACK lowering each, see :mod:`hwnas.convert.pte_export`). TFLite kernel models take NHWC
 input and hold exactly the ops the kernel has inside a converted network (no layout transposes
 at their boundaries; anchors cut away, see that module).
 """
@@ -175,8 +176,20 @@ def tflite_int8_kernel(kernel: Kernel, batch: int = 1) -> bytes:
     return tflite_int8(module, shape, seed)
 
 
+def pte_model(module: nn.Module, input_shape: tuple[int, ...], precision: str, seed: int) -> bytes:
+    """``module`` as an ExecuTorch program lowered to XNNPACK, the way ``hwnas export --format pte``
+    converts a network (int8: calibrated on :func:`random_calibration` inputs)."""
+    from hwnas.convert.pte_export import pte_bytes
+
+    calibration = random_calibration(input_shape, seed) if precision == "int8" else ()
+    return pte_bytes(module, input_shape, precision, calibration)[0]
+
+
 def kernel_artifacts(kernels: Sequence[Kernel], fmt: str, batch: int = 1, precision: str = "fp32") -> list[bytes]:
     """The timing models of ``kernels`` in format ``fmt`` at ``precision``."""
+    if fmt == "pte":  # one program per kernel; int8 quantized from the module, as export does
+        return [pte_model(kernel_module(k), kernel_input_shape(k, batch), precision, zlib.crc32(k.key.encode()))
+                for k in kernels]  # fmt: skip
     if fmt == "tflite" and precision == "int8":
         from hwnas.core.quiet import quiet
 

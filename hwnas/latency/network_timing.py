@@ -51,8 +51,13 @@ def network_key(arch: Architecture) -> str:
 
 
 def network_artifacts(archs: Sequence[Architecture], fmt: str, batch: int = 1, precision: str = "fp32") -> list[bytes]:
-    """Convert networks to ``onnx`` or ``tflite`` bytes, at ``precision`` in the form export ships."""
+    """Convert networks to ``onnx``, ``tflite`` or ``pte`` bytes, at ``precision`` in the form export ships."""
     shapes = [network_input_shape(a, batch) for a in archs]
+    if fmt == "pte":
+        from hwnas.latency.kernel_models import pte_model
+
+        return [pte_model(network_module(a), s, precision, zlib.crc32(a.to_str().encode()))
+                for a, s in zip(archs, shapes, strict=True)]  # fmt: skip
     if fmt == "tflite" and precision == "int8":
         from hwnas.core.quiet import quiet
         from hwnas.latency.kernel_models import tflite_int8

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hwnas.devices.agent.protocol import SHA256
 
-EXTENSIONS = {"onnx": ".onnx", "tflite": ".tflite"}
+EXTENSIONS = {"onnx": ".onnx", "tflite": ".tflite", "pte": ".pte"}
 
 
 def is_model_name(name: str) -> bool:

@@ -22,5 +22,5 @@ TOKEN_ENV = "HWNAS_AGENT_TOKEN"
 MIN_TOKEN_CHARS = 16
 SHA256 = re.compile(r"[0-9a-f]{64}")
 # Device kinds an agent serves: local runtimes that load model bytes (never torch, never another agent).
-SERVED_KINDS = ("ort-cpu", "tflite-cpu")
+SERVED_KINDS = ("ort-cpu", "tflite-cpu", "et-cpu")
 MAX_JSON_BYTES = 64 * 1024

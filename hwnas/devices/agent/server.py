@@ -9,7 +9,7 @@ Security, in the order a request meets it:
 * every request needs ``Authorization: Bearer TOKEN``, compared in constant time, checked before
   any body is read; the token comes from a file or the environment, never the command line;
 * a body must declare its length, and a model may not exceed ``max_model_bytes``;
-* a model's name is the SHA-256 of its bytes; its magic bytes must be ONNX or TFLite and the
+* a model's name is the SHA-256 of its bytes; its magic bytes must be ONNX, TFLite or ExecuTorch and the
   runtime must load it (in the worker) before it is stored;
 * a job (a check, a measurement, a fingerprint) runs in the worker process, under a memory cap
   and ``max_run_s``; a crash or a time-out there is an error for that client, and the agent goes on;
@@ -41,7 +41,7 @@ from hwnas.devices.agent.supervisor import JobError, Supervisor
 from hwnas.devices.base import DeviceError, TimingConfig, model_format
 from hwnas.devices.spec import parse_device
 
-DEFAULT_DEVICE = {"onnx": "ort-cpu:threads=1", "tflite": "tflite-cpu:threads=1"}
+DEFAULT_DEVICE = {"onnx": "ort-cpu:threads=1", "tflite": "tflite-cpu:threads=1", "pte": "et-cpu:threads=1"}
 
 
 @dataclass
@@ -295,7 +295,9 @@ class Handler(BaseHTTPRequestHandler):
             raise Refused(400, f"the body's SHA-256 is {actual}, not the name it was sent under")
         fmt = model_format(data)
         if fmt is None:
-            raise Refused(415, "not an ONNX or TFLite model (checked by its first bytes); the agent runs only those")
+            raise Refused(
+                415, "not an ONNX, TFLite or ExecuTorch model (checked by its first bytes); the agent runs only those"
+            )
         if self.server.models.find(name):
             return {"sha256": name, "format": fmt, "bytes": len(data), "stored": False}
         staged = self.server.models.stage(data)
