@@ -47,7 +47,8 @@ def open_method(data: bytes, name: str = "forward") -> tuple[Any, Any]:
             program = runtime.load_program(bytes(data), verification=Verification.InternalConsistency)
             return program, program.load_method(name)
     except (RuntimeError, ValueError) as exc:
-        raise DeviceError(f"ExecuTorch cannot load the program ({str(exc).splitlines()[0][:200]}); "
+        why = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise DeviceError(f"ExecuTorch cannot load the program ({why}); "
                           "the .pte file is damaged or truncated: export it again") from None  # fmt: skip
 
 
