@@ -5,6 +5,8 @@ on the card; damaged programs and unlowerable models refused in one line."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,8 @@ def _execute(path: Path, x: np.ndarray) -> np.ndarray:
     """Run a .pte file in ExecuTorch's runtime directly (not through hwnas), one image at a time."""
     from executorch.runtime import Runtime
 
-    forward = Runtime.get().load_program(path).load_method("forward")
+    program = Runtime.get().load_program(path)  # held while its method runs (a method does not hold it)
+    forward = program.load_method("forward")
     return np.concatenate([forward.execute([torch.from_numpy(x[i : i + 1].copy())])[0].numpy() for i in range(len(x))])
 
 
@@ -59,7 +62,14 @@ def test_a_pte_file_computes_what_pytorch_computes_and_its_card_counts_the_deleg
     assert delegation["not_delegated"] == {
         op: v["not_delegated"] for op, v in delegation["by_operator"].items() if v["not_delegated"]
     }
-    assert "load_method" in card["usage_python"] and "m-fp32.pte" in card["usage_python"]
+    # the card's snippet runs as written (in a process without hwnas) and gives the same logits
+    snippet = (
+        "import numpy as np\nx = np.load('x.npy')[:1]\n" + card["usage_python"] + "\nnp.save('y.npy', logits.numpy())"
+    )
+    np.save(tmp_path / "x.npy", x)
+    proc = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert np.abs(np.load(tmp_path / "y.npy") - want[:1]).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
 
 
 def test_int8_pte_agrees_with_fp32_pytorch_on_real_images(tmp_path: Path) -> None:

@@ -273,7 +273,8 @@ def usage(item: Exported) -> str:
                 f'logits = session.run(["{OUTPUT}"], {{"{INPUT}": x}})[0]  # x: float32, preprocessed as above')  # fmt: skip
     if item.format == "pte":
         return (f'import torch\nfrom executorch.runtime import Runtime\n'
-                f'forward = Runtime.get().load_program("{item.path.name}").load_method("forward")\n'
+                f'program = Runtime.get().load_program("{item.path.name}")  # keep it while its method runs\n'
+                f'forward = program.load_method("forward")\n'
                 f'logits = forward.execute([torch.from_numpy(x)])[0]  # x: float32 NCHW, preprocessed as above')  # fmt: skip
     return (f'from ai_edge_litert.interpreter import Interpreter\n'
             f'run = Interpreter(model_path="{item.path.name}").get_signature_runner("{TFLITE_SIGNATURE}")\n'
