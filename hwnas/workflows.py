@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hwnas.core.formats import FORMAT_PRECISIONS, PRECISIONS
+from hwnas.core.formats import FILE_FORMATS, FORMAT_PRECISIONS, PRECISIONS
 
 if TYPE_CHECKING:
     from hwnas.devices import Device, TimingConfig
@@ -433,8 +433,8 @@ def bench_file(
     path = Path(path)
     if path.is_dir():
         raise HwnasError(f"{path}: is a folder; give a .onnx, .tflite or .pte file")
-    fmt = {".onnx": "onnx", ".tflite": "tflite", ".pte": "pte"}.get(path.suffix.lower())
-    if fmt is None:
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FILE_FORMATS:
         raise HwnasError(f"{path}: expected a .onnx, .tflite or .pte file")
     if fmt != device.format:
         raise HwnasError(f"{path}: {device.kind} runs {device.format} models, not {fmt}; pick a device that runs {fmt}")

@@ -148,6 +148,18 @@ def test_the_time_budget_bounds_retakes_and_marks_what_it_kept(quiet: None) -> N
     assert "kept while still disturbed" in guard.summary()
 
 
+def _settling(stored: dict[str, dict[int, float]]):
+    """A ``save`` for :meth:`Guard.stabilize` that records each (key, round) re-measured and stores
+    1.0 for it (a re-measurement that agrees with the others), and the list it records into."""
+    taken: list[tuple[str, int]] = []
+
+    def save(item: str, r: int, m: object) -> None:
+        taken.append((item, r))
+        stored[item][r] = 1.0
+
+    return taken, save
+
+
 def test_the_default_budget_follows_the_planned_measurements() -> None:
     """Without max_extra_s, the budget is extra_ratio x the planned measurements' time, estimated
     from the first attempts so far (so a re-take early in a run is not starved)."""
@@ -169,11 +181,7 @@ def test_a_rerun_counts_what_an_earlier_run_left_unstable_as_planned_work() -> N
     this run measured itself are already planned and are not counted twice."""
     device = open_device("ort-cpu:threads=1")
     stored = {"a": {0: 1.0, 1: 1.0, 2: 1.5}, "b": {0: 1.0, 1: 2.0, 2: 1.0}, "c": {0: 1.0, 1: 1.0, 2: 1.0}}
-    taken: list[tuple[str, int]] = []
-
-    def save(item: str, r: int, m: object) -> None:
-        taken.append((item, r))
-        stored[item][r] = 1.0
+    taken, save = _settling(stored)
 
     guard = Guard(device, TimingConfig(min_time_s=0.01, min_runs=5), planned=0, config=GuardConfig(pass_gap_s=0.0))
     assert guard.budget_s == 0.0  # nothing planned, nothing known to redo
@@ -290,11 +298,7 @@ def test_the_farthest_round_is_remeasured_first_when_the_budget_is_short() -> No
     the 300% one (a random or first-come order would leave it two times in three)."""
     device = open_device("ort-cpu:threads=1")
     stored = {"a": {0: 1.0, 1: 1.0, 2: 1.3}, "b": {0: 1.0, 1: 4.0, 2: 1.0}, "c": {0: 1.6, 1: 1.0, 2: 1.0}}
-    taken: list[tuple[str, int]] = []
-
-    def save(item: str, r: int, m: object) -> None:
-        taken.append((item, r))
-        stored[item][r] = 1.0
+    taken, save = _settling(stored)
 
     for seed in range(3):
         taken.clear()

@@ -1,8 +1,8 @@
 """Optional routes and the extra that installs each: one place that says which package a route
 needs and how to get it, so a command that needs a missing one fails in one line naming the extra.
 
-The base install exports and times ONNX; ``hwnas[tflite]``, ``hwnas[executorch]`` and
-``hwnas[coreml]`` add one route each, and ``hwnas[all]`` adds every route.
+``hwnas[tflite]`` and ``hwnas[executorch]`` add one route each, and ``hwnas[all]`` adds every
+route. (TFLite's packages are still in the base install too, until the base is cut to ONNX.)
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import importlib.util
 
 from hwnas.core.errors import HwnasError
 
-# route -> (the extra that installs it, the modules it imports)
+# route -> (the extra that installs it, the modules it imports); the extras are in pyproject.toml
 EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tflite": ("tflite", ("ai_edge_litert", "litert_torch")),
     "pte": ("executorch", ("executorch",)),
-    "mlpackage": ("coreml", ("coremltools",)),
 }
 
 

@@ -15,4 +15,6 @@ FORMAT_PRECISIONS: dict[str, tuple[str, ...]] = {
     "torch": ("fp32",),
 }
 TFLITE_IDENTIFIER = b"TFL3"  # a TFLite FlatBuffer's file identifier, at bytes 4-8
+# the model files hwnas writes, times and serves, each named by its file suffix (``model.onnx``)
+FILE_FORMATS = ("onnx", "tflite", "pte")
 PTE_IDENTIFIER = b"ET12"  # an ExecuTorch program's (.pte) FlatBuffer file identifier, at bytes 4-8

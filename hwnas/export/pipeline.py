@@ -28,12 +28,11 @@ from hwnas.convert.tflite_export import fp16_weights, tflite_bytes
 from hwnas.core.errors import HwnasError
 from hwnas.core.extras import version
 from hwnas.core.fileio import write_bytes_atomic, write_text_atomic
-from hwnas.core.formats import FORMAT_PRECISIONS, PRECISIONS
+from hwnas.core.formats import FILE_FORMATS, FORMAT_PRECISIONS, PRECISIONS
 from hwnas.core.quiet import quiet
 from hwnas.export.child_file import Child
 from hwnas.spaces.kernels import arch_flops, arch_params
 
-FORMATS = ("onnx", "tflite", "pte")
 FP32_TOL, FP16_TOL = 1e-4, 1e-2
 TFLITE_SIGNATURE = "serving_default"  # the signature litert-torch writes
 
@@ -63,9 +62,9 @@ class Exported:
 
 def parse_formats(text: str) -> list[str]:
     formats = [f.strip().lower() for f in text.split(",") if f.strip()]
-    bad = [f for f in formats if f not in FORMATS]
+    bad = [f for f in formats if f not in FILE_FORMATS]
     if bad or not formats:
-        raise HwnasError(f"unsupported format {bad[0] if bad else text!r}; choose from {', '.join(FORMATS)}")
+        raise HwnasError(f"unsupported format {bad[0] if bad else text!r}; choose from {', '.join(FILE_FORMATS)}")
     return formats
 
 

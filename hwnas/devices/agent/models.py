@@ -13,9 +13,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from hwnas.core.formats import FILE_FORMATS
 from hwnas.devices.agent.protocol import SHA256
 
-EXTENSIONS = {"onnx": ".onnx", "tflite": ".tflite", "pte": ".pte"}
+EXTENSIONS = {fmt: f".{fmt}" for fmt in FILE_FORMATS}
 
 
 def is_model_name(name: str) -> bool:
