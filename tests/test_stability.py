@@ -101,7 +101,9 @@ def test_a_noisy_phase_is_remeasured_until_the_rounds_agree(tmp_path: Path) -> N
     report = run(tmp_path / "a.lut", device, GuardConfig(max_extra_s=120.0))
     per_key = stored_rounds(tmp_path / "a.lut")
     planted = inflated_kernels(device)
-    assert device.inflated == n // 3 and len(planted) == n // 3
+    # a measurement the CPU snapshots call disturbed is re-taken at once, so a re-take inside the
+    # window inflates the same kernel twice
+    assert device.inflated == n // 3 and n // 3 - report.retaken <= len(planted) <= n // 3
     assert report.remeasured >= device.inflated  # each inflated round needed at least one re-measurement
     # no inflated (3x) round is left (checked from the file): the host's own phases reach about 1.5-2x
     assert all(max(per_key[k].values()) < 2.5 * min(per_key[k].values()) for k in planted), planted
