@@ -105,7 +105,7 @@ def export_table(results: list[Any], title: str) -> Table:
 
 def add_parser(sub: Any) -> None:
     """Add the export command(s) to the subparsers ``sub``."""
-    ex = sub.add_parser("export", help="ONNX / TFLite files checked against PyTorch, model cards, budget check")
+    ex = sub.add_parser("export", help="ONNX / TFLite / ExecuTorch / Core ML files checked against PyTorch, model cards, budget check")
     ex.add_argument(
         "--arch", metavar="ARCH.json", help="the architecture (optional with a child file from hwnas train)"
     )
@@ -118,9 +118,10 @@ def add_parser(sub: Any) -> None:
     ex.add_argument(
         "--format",
         default="onnx,tflite",
-        help="comma-separated: onnx, tflite, pte (ExecuTorch with the XNNPACK delegate) (default onnx,tflite)",
+        help="comma-separated: onnx, tflite, pte (ExecuTorch with the XNNPACK delegate), mlpackage (Core ML image "
+        "classifier; fp32 and --fp16) (default onnx,tflite)",
     )
-    ex.add_argument("--fp16", action="store_true", help="also a TFLite file with float16 weights")
+    ex.add_argument("--fp16", action="store_true", help="also fp16 files: TFLite float16 weights, Core ML fp16")
     ex.add_argument(
         "--int8",
         action="store_true",

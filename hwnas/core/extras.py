@@ -16,6 +16,7 @@ from hwnas.core.errors import HwnasError
 EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tflite": ("tflite", ("ai_edge_litert", "litert_torch")),
     "pte": ("executorch", ("executorch",)),
+    "mlpackage": ("coreml", ("coremltools",)),
 }
 
 

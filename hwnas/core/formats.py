@@ -12,9 +12,13 @@ FORMAT_PRECISIONS: dict[str, tuple[str, ...]] = {
     "onnx": FLOAT_AND_INT8,
     "tflite": PRECISIONS,
     "pte": FLOAT_AND_INT8,
+    "mlpackage": ("fp32", "fp16"),  # Core ML ML Program: fp16 weights and compute
     "torch": ("fp32",),
 }
 TFLITE_IDENTIFIER = b"TFL3"  # a TFLite FlatBuffer's file identifier, at bytes 4-8
 # the model files hwnas writes, times and serves, each named by its file suffix (``model.onnx``)
 FILE_FORMATS = ("onnx", "tflite", "pte")
+# what ``hwnas export --format`` writes: the files above, and Core ML packages (folders), which
+# run only on macOS, so nothing here times or serves them
+EXPORT_FORMATS = (*FILE_FORMATS, "mlpackage")
 PTE_IDENTIFIER = b"ET12"  # an ExecuTorch program's (.pte) FlatBuffer file identifier, at bytes 4-8

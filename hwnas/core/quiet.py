@@ -28,8 +28,8 @@ def litert_progress_off() -> Iterator[None]:
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Send file descriptor 2 to /dev/null (C++ logging of LiteRT, TensorFlow Lite and torchao
-    writes there, below Python) and Python's ``sys.stdout`` too (ONNX Runtime's int8 calibration
-    prints there), turn off litert-torch's progress bars and Python warnings."""
+    writes there, below Python) and Python's ``sys.stdout`` and ``sys.stderr`` too (ONNX Runtime's
+    int8 calibration prints to one, coremltools' progress bars to the other), turn off litert-torch's progress bars and Python warnings."""
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -40,6 +40,7 @@ def quiet() -> Iterator[None]:
             warnings.catch_warnings(),
             open(os.devnull, "w") as sink,
             contextlib.redirect_stdout(sink),
+            contextlib.redirect_stderr(sink),  # Python-level writers too (coremltools' tqdm bars)
         ):
             warnings.simplefilter("ignore")
             yield

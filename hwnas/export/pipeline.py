@@ -1,12 +1,15 @@
 """``hwnas export``: files, numeric checks against PyTorch, model cards, and the budget check.
 
 For every requested format and precision the pipeline converts the child, runs the file in its
-runtime (ONNX Runtime, LiteRT's Interpreter, ExecuTorch's runtime) on the same inputs as PyTorch and records the max
-abs difference (fp32, fp16) or the top-1 agreement with the fp32 model on real images (int8),
+runtime (ONNX Runtime, LiteRT's Interpreter, ExecuTorch's runtime; Core ML's on macOS only) on the same inputs as
+PyTorch and records the max abs difference (fp32, fp16) or the top-1 agreement with the fp32 model on real images (int8),
 writes the file and a model card (``<file>.json``) atomically, and, with a device, times the
 file there and compares it with the LUT's prediction and the budget. A file and its card are
 written (atomically) only after the file's check has passed, so nothing half-written is left
-behind; bad arguments and unwritable folders fail before any conversion.
+behind; bad arguments and unwritable folders fail before any conversion. A Core ML package is a
+folder: off macOS it is checked structurally (:func:`hwnas.convert.coreml_export.check_mlpackage`:
+its input, outputs, labels and weights' precision against what was asked), and its card says the
+numbers were not checked.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ import numpy as np
 import torch
 
 from hwnas import __version__
+from hwnas.convert import coreml_export as coreml
 from hwnas.convert.onnx_export import INPUT, OUTPUT, onnx_bytes, onnx_int8
 from hwnas.convert.pte_export import pte_bytes
 from hwnas.convert.tflite_export import fp16_weights, tflite_bytes
 from hwnas.core.errors import HwnasError
 from hwnas.core.extras import version
 from hwnas.core.fileio import write_bytes_atomic, write_text_atomic
-from hwnas.core.formats import FILE_FORMATS, FORMAT_PRECISIONS, PRECISIONS
+from hwnas.core.formats import EXPORT_FORMATS, FORMAT_PRECISIONS, PRECISIONS
 from hwnas.core.quiet import quiet
 from hwnas.export.child_file import Child
 from hwnas.spaces.kernels import arch_flops, arch_params
@@ -62,9 +66,9 @@ class Exported:
 
 def parse_formats(text: str) -> list[str]:
     formats = [f.strip().lower() for f in text.split(",") if f.strip()]
-    bad = [f for f in formats if f not in FILE_FORMATS]
+    bad = [f for f in formats if f not in EXPORT_FORMATS]
     if bad or not formats:
-        raise HwnasError(f"unsupported format {bad[0] if bad else text!r}; choose from {', '.join(FILE_FORMATS)}")
+        raise HwnasError(f"unsupported format {bad[0] if bad else text!r}; choose from {', '.join(EXPORT_FORMATS)}")
     return formats
 
 
@@ -101,7 +105,18 @@ def runtime_card(fmt: str) -> dict[str, Any]:
     if fmt == "tflite":
         return {"name": "ai-edge-litert", "version": version("ai-edge-litert"),
                 "delegate": "XNNPACK (LiteRT's default CPU delegate)"}  # fmt: skip
+    if fmt == "mlpackage":
+        return {"name": "coremltools", "version": version("coremltools"), "minimum_deployment_target": coreml.MIN_TARGET,
+                "compute_units": "ALL by default: Core ML picks the CPU, GPU or Neural Engine when the app loads the "
+                                 "model (MLModelConfiguration.computeUnits restricts it)",
+                "ran_here": coreml.can_run()}  # fmt: skip
     return {"name": "executorch", "version": version("executorch"), "delegate": "XNNPACK"}
+
+
+def normalization(child: Child) -> tuple[list[float], list[float]]:
+    """The mean and std the child's inputs were normalized with (per channel, on 0-1 pixels)."""
+    c = child.arch.in_channels
+    return list(child.mean or [0.5] * c), list(child.std or [0.25] * c)
 
 
 def _static(sess: Any) -> bool:
@@ -175,8 +190,8 @@ def export_child(
             raise HwnasError(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
     if "int8" in precisions and not calibration:
         raise HwnasError("--int8 needs calibration images: give --data with training images")
-    if "fp16" in precisions and "tflite" not in formats:
-        raise HwnasError("fp16 is a TFLite export here; add tflite to --format")
+    if "fp16" in precisions and not any("fp16" in FORMAT_PRECISIONS[f] for f in formats):
+        raise HwnasError("fp16 is a TFLite or Core ML export here; add tflite or mlpackage to --format")
     check_output_dir(out)
     arch, model = child.arch, child.model.eval()
     shape = (1, arch.in_channels, arch.resolution, arch.resolution)
@@ -195,8 +210,10 @@ def export_child(
             if on_file is not None:
                 on_file(f"{stem}-{precision}.{fmt}" + (" (int8 calibration)" if precision == "int8" else ""))
             t0 = time.perf_counter()
-            delegation = None
-            if fmt == "pte":
+            delegation, structure = None, None
+            if fmt == "mlpackage":
+                data, structure = _mlpackage(child, model, precision)
+            elif fmt == "pte":
                 data, delegation = pte_bytes(model, shape, precision, calibration)
             elif fmt == "onnx":
                 data = onnx_bytes(model, shape, dynamic_batch, simplify)
@@ -210,7 +227,14 @@ def export_child(
             runner: Any = {"onnx": run_onnx, "pte": run_pte}.get(fmt, lambda d, xs: run_tflite(d, xs, nhwc))
             seconds = time.perf_counter() - t0
             path = out / f"{stem}-{precision}.{fmt}"
-            item = Exported(fmt, precision, path, len(data), seconds)
+            item = Exported(fmt, precision, path, coreml.package_size(data) if structure else len(data), seconds)
+            if structure is not None:  # Core ML: checked structurally; numerically on macOS only
+                if coreml.can_run():
+                    item.max_abs_diff = _coreml_diff(child, model, data, x, precision)
+                pending.append((path, data))
+                item.card = mlpackage_card(child, item, structure)
+                results.append(item)
+                continue
             got = runner(data, x)
             if precision != "int8":
                 item.max_abs_diff = float(np.abs(got - ref).max())
@@ -250,9 +274,76 @@ def export_child(
             results.append(item)
     # every file is checked before any is written: a refused export leaves nothing behind
     for (path, data), item in zip(pending, results, strict=True):
-        write_bytes_atomic(path, data)
+        if item.format == "mlpackage":
+            coreml.write_mlpackage(path, data)
+        else:
+            write_bytes_atomic(path, data)
         write_text_atomic(path.with_name(path.name + ".json"), json.dumps(item.card, indent=2) + "\n")
     return results
+
+
+def _mlpackage(child: Child, model: torch.nn.Module, precision: str) -> tuple[bytes, dict[str, Any]]:
+    """Convert to Core ML and check the package's structure against what was asked for."""
+    arch = child.arch
+    image = coreml.image_input(INPUT, arch.in_channels, arch.resolution, *normalization(child))
+    names = coreml.class_labels(labels(child), arch.num_classes)
+    data, structure = coreml.mlpackage_bytes(model, image, precision, names)
+    coreml.verify_structure(structure, image, names, precision)
+    structure["image_input"] = image.to_dict()
+    return data, structure
+
+
+def _coreml_diff(child: Child, model: torch.nn.Module, data: bytes, x: np.ndarray, precision: str) -> float:
+    """macOS: the largest difference between the package's probabilities and PyTorch's softmax on
+    the check images, as 8-bit images (what an app passes), refused above the precision's tolerance."""
+    import tempfile
+
+    mean, std = (np.asarray(v, dtype=np.float32).reshape(1, -1, 1, 1) for v in normalization(child))
+    pixels = np.clip(np.round((x * std + mean) * 255), 0, 255).astype(np.uint8)
+    with torch.no_grad():
+        ref = torch.softmax(model(torch.from_numpy((pixels / 255 - mean) / std).float()), 1).numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.mlpackage"
+        coreml.write_mlpackage(path, data)
+        got = coreml.predict_mlpackage(path, pixels.transpose(0, 2, 3, 1))
+    diff = float(np.abs(got - ref).max())
+    tol = FP32_TOL if precision == "fp32" else FP16_TOL
+    if diff > tol:
+        raise HwnasError(f"mlpackage {precision} differs from PyTorch by {diff:.2e} in probability (> {tol:g}); "
+                         "nothing was written")  # fmt: skip
+    return diff
+
+
+def mlpackage_card(child: Child, item: Exported, structure: dict[str, Any]) -> dict[str, Any]:
+    """A Core ML package's card: the common card, with the image input and classifier outputs."""
+    card = model_card(child, item, nhwc=False, dynamic_batch=False)
+    arch = child.arch
+    mean, std = normalization(child)
+    prep = preprocessing(child, arch.resolution, nhwc=False)
+    card["input"] = {**structure["image_input"],
+                     "normalization": {"mean": mean, "std": std, "scale": "built in: pass the 8-bit image as it is"},
+                     "preprocessing": {"channel_order": prep["channel_order"], "resize": prep["resize"],
+                                       "vision": "VNCoreMLRequest with imageCropAndScaleOption .scaleFill (the whole "
+                                                 "image)" + (", after cropping the centre 7/8" if child.meta.get(
+                                                     "augment") == "resized-crop" else "")}}  # fmt: skip
+    card["output"] = {"names": [coreml.LABEL, coreml.PROBABILITIES],
+                      coreml.LABEL: "the most probable label (a string)",
+                      coreml.PROBABILITIES: "softmax probability of every label: a dictionary label -> probability"}  # fmt: skip
+    card["checks"]["structure"] = {k: v for k, v in structure.items() if k != "image_input"}
+    card["checks"]["numeric"] = (
+        "checked against PyTorch's softmax in Core ML on this Mac (max_abs_diff_vs_pytorch)" if coreml.can_run()
+        else "not run: Core ML runs models only on macOS; the package was checked structurally")  # fmt: skip
+    item.card = card
+    card["usage_python"] = usage(item)
+    card["usage_swift"] = (
+        f'let model = try VNCoreMLModel(for: MLModel(contentsOf: {item.path.stem.replace("-", "_")}.urlOfModelInThisBundle))\n'
+        "let request = VNCoreMLRequest(model: model) { request, _ in\n"
+        "    let best = (request.results as? [VNClassificationObservation])?.first  // .identifier, .confidence\n"
+        "}\n"
+        "request.imageCropAndScaleOption = .scaleFill  // the whole image, resized as in training\n"
+        "try VNImageRequestHandler(cgImage: image).perform([request])")  # fmt: skip
+    card["runtime"] = runtime_card("mlpackage")
+    return card
 
 
 def labels(child: Child) -> list[str | None] | None:
@@ -270,6 +361,12 @@ def usage(item: Exported) -> str:
     if item.format == "onnx":
         return (f'import onnxruntime as ort\nsession = ort.InferenceSession("{item.path.name}")\n'
                 f'logits = session.run(["{OUTPUT}"], {{"{INPUT}": x}})[0]  # x: float32, preprocessed as above')  # fmt: skip
+    if item.format == "mlpackage":
+        return (f'import coremltools as ct  # runs on macOS only\nfrom PIL import Image\n'
+                f'model = ct.models.MLModel("{item.path.name}")\n'
+                f'out = model.predict({{"{INPUT}": Image.open("photo.jpg").convert("{"RGB" if item.card["input"]["color_layout"] == "RGB" else "L"}").resize(({item.card["input"]["width"]}, '
+                f'{item.card["input"]["height"]}))}})\n'
+                f'label, probabilities = out["{coreml.LABEL}"], out["{coreml.PROBABILITIES}"]')  # fmt: skip
     if item.format == "pte":
         return (f'import torch\nfrom executorch.runtime import Runtime\n'
                 f'program = Runtime.get().load_program("{item.path.name}")  # keep it while its method runs\n'
@@ -351,8 +448,7 @@ def export_images(
     arch = child.arch
     train = load_images(data, mode="auto")  # a large folder stays on disk: only the few images used are decoded
     test = load_test_images(data, arch.num_classes, mode="auto") or train
-    mean = torch.tensor(child.mean or [0.5] * arch.in_channels)
-    std = torch.tensor(child.std or [0.25] * arch.in_channels)
+    mean, std = (torch.tensor(v) for v in normalization(child))
 
     def prep(x: torch.Tensor) -> np.ndarray:
         x = x.float() / 255
