@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.core.errors import HwnasError
+from hwnas.core.extras import missing
 from hwnas.core.fileio import write_text_atomic
 
 DATA = "synthetic:n=2000,size=32"
@@ -153,8 +154,10 @@ def run_demo(cfg: DemoConfig, say: Any = print) -> DemoReport:
                          "(synthetic data)"))  # fmt: skip
 
     t0 = time.perf_counter()
-    say("[5/5] exporting ONNX and TFLite, checking them against PyTorch and the budget")
-    outcome = export_and_check(child, out / "export", ["onnx", "tflite"], ["fp32"], data=cfg.data,
+    formats = ["onnx"] if missing("tflite") else ["onnx", "tflite"]  # the base install exports ONNX only
+    say("[5/5] exporting " + ("ONNX and TFLite" if "tflite" in formats else "ONNX (TFLite needs the 'tflite' extra: "
+        "pip install 'hwnas[tflite]')") + ", checking them against PyTorch and the budget")  # fmt: skip
+    outcome = export_and_check(child, out / "export", formats, ["fp32"], data=cfg.data,
                                calibration_images=50, check_images=200, device=device, lut=str(lut),
                                budget_ms=budget, stem="demo", progress=cfg.progress, statistic=cfg.statistic)  # fmt: skip
     files, report.over_budget, report.within_noise = outcome.files, outcome.over_budget, outcome.within_noise

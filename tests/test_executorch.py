@@ -127,7 +127,7 @@ def test_the_command_line_refuses_precisions_pte_does_not_have(tmp_path: Path) -
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert (
         proc.stderr.strip()
-        == "hwnas: error: --fp16: pte files have no fp16 form; add tflite to --format, or drop --fp16"
+        == "hwnas: error: --fp16: pte files have no fp16 form; add tflite or mlpackage to --format, or drop --fp16"
     )
     assert not (tmp_path / "o").exists()
 

@@ -291,20 +291,79 @@ def test_a_file_whose_every_output_is_below_pytorchs_is_refused(tmp_path: Path) 
     assert same[0].max_abs_diff is not None and same[0].max_abs_diff <= 1e-4
 
 
-@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, keeping the default suite under 15 minutes
-def test_cards_from_an_image_folder_carry_its_class_names_preprocessing_and_one_set_of_tensor_names(
-    tmp_path: Path,
-) -> None:
+def _image_folder(root: Path, per_class: int = 12) -> list[str]:
+    """An image folder of four classes, 20x20 RGB, a colour per class (so a child has something to learn)."""
     from PIL import Image
 
     names = ["bird", "cat", "dog", "frog"]
     rng = np.random.default_rng(0)
     for ci, name in enumerate(names):
-        (tmp_path / "imgs" / name).mkdir(parents=True)
-        for j in range(12):
+        (root / name).mkdir(parents=True)
+        for j in range(per_class):
             img = rng.integers(0, 60, (20, 20, 3)).astype(np.uint8)
-            img[..., ci % 3] += 150  # a colour per class, so the child has something to learn
-            Image.fromarray(img).save(tmp_path / "imgs" / name / f"{j}.png")
+            img[..., ci % 3] += 150
+            Image.fromarray(img).save(root / name / f"{j}.png")
+    return names
+
+
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, keeping the default suite under 15 minutes
+def test_a_trained_child_ships_to_every_runtime(tmp_path: Path) -> None:
+    """Issue 38, must-show 1: one trained child as ONNX, TFLite, ExecuTorch and Core ML files; the
+    .pte files run in ExecuTorch's own runtime against PyTorch, the package read back with coremltools."""
+    pytest.importorskip("executorch", reason="the executorch extra is not installed")
+    ct = pytest.importorskip("coremltools", reason="the coreml extra is not installed")
+    from executorch.runtime import Runtime
+
+    names = _image_folder(tmp_path / "imgs")
+    get_space("tiny").sample(5).save(tmp_path / "arch.json")
+    proc = run_cli("train", "--arch", str(tmp_path / "arch.json"), "--data", str(tmp_path / "imgs"), "--epochs", "4",
+                   "--out", str(tmp_path / "child.safetensors"), "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "x"
+    proc = run_cli("export", "--weights", str(tmp_path / "child.safetensors"), "--format", "onnx,tflite,pte,mlpackage",
+                   "--int8", "--data", str(tmp_path / "imgs"), "--out", str(out), "--name", "m", "--no-progress")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    files = {p.name for p in out.iterdir() if not p.name.endswith(".json")}
+    assert files == {f"m-{p}.{f}" for f in ("onnx", "tflite", "pte") for p in ("fp32", "int8")} | {"m-fp32.mlpackage"}
+    child = load_child(None, tmp_path / "child.safetensors")
+    r = child.arch.resolution
+    # the images as the child sees them (whole image resized, normalized with the card's figures)
+    card = json.loads((out / "m-fp32.pte.json").read_text())
+    mean, std = (torch.tensor(card["input"]["normalization"][k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    from PIL import Image
+
+    pixels = np.stack([np.asarray(Image.open(f)) for f in sorted((tmp_path / "imgs").rglob("*.png"))])
+    x = torch.nn.functional.interpolate(torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, size=(r, r),
+                                        mode="bilinear", align_corners=False)  # fmt: skip
+    x = ((x - mean) / std).contiguous()
+    with torch.no_grad():
+        want = child.model(x).numpy()
+    got = {}
+    for precision in ("fp32", "int8"):
+        program = Runtime.get().load_program(out / f"m-{precision}.pte")
+        forward = program.load_method("forward")
+        got[precision] = np.concatenate([forward.execute([x[i : i + 1]])[0].numpy() for i in range(len(x))])
+    assert np.abs(got["fp32"] - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
+    agree = float((got["int8"].argmax(1) == want.argmax(1)).mean())
+    assert agree >= 0.95, agree
+    # the Core ML package: an image classifier with the folder's class names, in order
+    spec = ct.utils.load_spec(str(out / "m-fp32.mlpackage"))
+    fn = spec.mlProgram.functions["main"]
+    [classify] = [op for op in fn.block_specializations[fn.opset].operations if op.type == "classify"]
+    labels = [v.immediateValue.tensor.strings.values[0]
+              for v in classify.inputs["classes"].arguments[0].value.immediateValue.list.values]  # fmt: skip
+    assert labels == names[: child.arch.num_classes] + [f"class_{i}" for i in range(len(names), child.arch.num_classes)]
+    image = spec.description.input[0].type.imageType
+    assert (image.width, image.height) == (r, r)
+    assert [o.name for o in spec.description.output] == ["classLabel", "probabilities"]
+
+
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, keeping the default suite under 15 minutes
+def test_cards_from_an_image_folder_carry_its_class_names_preprocessing_and_one_set_of_tensor_names(
+    tmp_path: Path,
+) -> None:
+    names = _image_folder(tmp_path / "imgs")
+    rng = np.random.default_rng(1)
     arch = get_space("tiny").sample(5)
     arch.save(tmp_path / "arch.json")
     proc = run_cli("train", "--arch", str(tmp_path / "arch.json"), "--data", str(tmp_path / "imgs"), "--epochs", "1",

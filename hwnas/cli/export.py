@@ -105,7 +105,9 @@ def export_table(results: list[Any], title: str) -> Table:
 
 def add_parser(sub: Any) -> None:
     """Add the export command(s) to the subparsers ``sub``."""
-    ex = sub.add_parser("export", help="ONNX / TFLite / ExecuTorch / Core ML files checked against PyTorch, model cards, budget check")
+    ex = sub.add_parser(
+        "export", help="ONNX / TFLite / ExecuTorch / Core ML files checked against PyTorch, model cards, budget check"
+    )
     ex.add_argument(
         "--arch", metavar="ARCH.json", help="the architecture (optional with a child file from hwnas train)"
     )

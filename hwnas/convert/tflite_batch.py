@@ -94,16 +94,16 @@ from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from hwnas.convert.tflite_surgery import split_branches
+from hwnas.core.extras import require
 from hwnas.core.quiet import litert_progress_off
 
 __all__ = ["convert_batch"]
 
 
 def _litert_torch() -> Any:
-    try:
-        import litert_torch
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("TFLite batch conversion needs litert-torch: pip install litert-torch") from e
+    require("tflite", "TFLite kernel models (tflite-cpu)")
+    import litert_torch
+
     return litert_torch
 
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from hwnas.convert.onnx_export import INPUT, OUTPUT
 from hwnas.core.errors import HwnasError
+from hwnas.core.extras import require
 from hwnas.core.formats import PRECISIONS
 from hwnas.core.quiet import quiet
 
@@ -48,6 +49,7 @@ def tflite_bytes(
     """TFLite bytes of ``model`` (NCHW ``input_shape``); see the module docstring. ``nhwc_output``
     (with ``nhwc``) gives a 4-D output in NHWC order too (a LUT's int8 kernel models, so that no
     layout transpose at their output is timed)."""
+    require("tflite", "TFLite export (--format tflite)")
     with quiet():
         import litert_torch
 

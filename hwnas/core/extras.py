@@ -1,8 +1,8 @@
 """Optional routes and the extra that installs each: one place that says which package a route
 needs and how to get it, so a command that needs a missing one fails in one line naming the extra.
 
-``hwnas[tflite]`` and ``hwnas[executorch]`` add one route each, and ``hwnas[all]`` adds every
-route. (TFLite's packages are still in the base install too, until the base is cut to ONNX.)
+The base install exports and times ONNX. ``hwnas[tflite]``, ``hwnas[executorch]`` and
+``hwnas[coreml]`` add one route each, and ``hwnas[all]`` adds every route.
 """
 
 from __future__ import annotations

@@ -8,11 +8,12 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # fp16 is TFLite's fp16 weights; ONNX int8 is static QDQ, TFLite int8 full-integer, ExecuTorch (pte)
 # int8 XNNPACK's quantized kernels; torch runs fp32
 FLOAT_AND_INT8 = ("fp32", "int8")
+FLOATS = ("fp32", "fp16")
 FORMAT_PRECISIONS: dict[str, tuple[str, ...]] = {
     "onnx": FLOAT_AND_INT8,
     "tflite": PRECISIONS,
     "pte": FLOAT_AND_INT8,
-    "mlpackage": ("fp32", "fp16"),  # Core ML ML Program: fp16 weights and compute
+    "mlpackage": FLOATS,  # Core ML ML Program: fp16 weights and compute
     "torch": ("fp32",),
 }
 TFLITE_IDENTIFIER = b"TFL3"  # a TFLite FlatBuffer's file identifier, at bytes 4-8

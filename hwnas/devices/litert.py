@@ -28,7 +28,7 @@ def _interpreter_module() -> tuple[Any, str]:
         if importlib.util.find_spec(root) is not None:
             dist = "ai-edge-litert" if root == "ai_edge_litert" else "tflite-runtime"
             return importlib.import_module(name), dist
-    raise DeviceError("no TFLite interpreter is installed: pip install ai-edge-litert")
+    raise DeviceError("no TFLite interpreter is installed: pip install 'hwnas[tflite]'")
 
 
 def open_interpreter(data: bytes, threads: int | None = None) -> Any:

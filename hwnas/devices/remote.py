@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
-from hwnas.core.formats import FORMAT_PRECISIONS, PRECISIONS
+from hwnas.core.formats import FLOATS, FORMAT_PRECISIONS, PRECISIONS
 from hwnas.devices.agent.protocol import API, SERVED_KINDS, TOKEN_ENV
 from hwnas.devices.base import (
     BATCH,
@@ -45,7 +45,7 @@ RUNTIME_PARAMS = {"ort-cpu": ("threads", "opt", "batch", "pin", "precision"),
                   "tflite-cpu": ("threads", "xnnpack", "batch", "pin", "precision"),
                   "et-cpu": ("threads", "batch", "pin", "precision")}  # fmt: skip
 RUNTIME_FORMAT = {"ort-cpu": "onnx", "tflite-cpu": "tflite", "et-cpu": "pte"}
-RUNTIME_PRECISIONS = {"ort-cpu": FORMAT_PRECISIONS["onnx"], "tflite-cpu": ("fp32", "fp16"),
+RUNTIME_PRECISIONS = {"ort-cpu": FORMAT_PRECISIONS["onnx"], "tflite-cpu": FLOATS,
                       "et-cpu": FORMAT_PRECISIONS["pte"]}  # fmt: skip
 RETRY_STATUSES = {502, 503, 504}
 
