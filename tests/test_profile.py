@@ -183,7 +183,7 @@ def test_missing_runtime_says_what_to_install(tmp_path: Path) -> None:
         "from hwnas.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    for device, hint in (("ort-cpu", "pip install onnxruntime"), ("tflite-cpu", "pip install ai-edge-litert")):
+    for device, hint in (("ort-cpu", "pip install onnxruntime"), ("tflite-cpu", "pip install 'hwnas[tflite]'")):
         proc = subprocess.run([sys.executable, "-c", code, "profile", "--space", "tiny", "--device", device, "--out", str(tmp_path / "x.lut")],
                               capture_output=True, text=True, cwd=ROOT, timeout=300)  # fmt: skip
         assert proc.returncode == 2, proc.stderr

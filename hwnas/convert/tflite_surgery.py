@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.core.extras import require
 from hwnas.core.formats import TFLITE_IDENTIFIER
 
 __all__ = ["cut_input_anchor", "operator_types", "split_branches", "split_tflite"]
@@ -32,10 +33,9 @@ _OUT_NAME = re.compile(r"output_(\d+)")
 
 
 def _schema() -> Any:
-    try:
-        from ai_edge_litert import schema_py_generated
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("TFLite batch conversion needs ai-edge-litert: pip install ai-edge-litert") from e
+    require("tflite", "TFLite kernel models (tflite-cpu)")
+    from ai_edge_litert import schema_py_generated
+
     return schema_py_generated
 
 
