@@ -49,14 +49,19 @@ class ImageInput:
     stds differ) a division by ``std`` inside the graph."""
 
     name: str
-    color_layout: str  # RGB or G (grey)
+    channels: int  # 3 (RGB) or 1 (grey)
     resolution: int
     scale: float
     bias: tuple[float, ...]
     graph_std: tuple[float, ...] | None
 
+    @property
+    def color_space(self) -> str:
+        """Core ML's name of the colour layout (what the package's spec says when read back)."""
+        return "RGB" if self.channels == 3 else "GRAYSCALE"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": "image", "color_layout": self.color_layout,
+        return {"name": self.name, "type": "image", "color_layout": self.color_space,
                 "width": self.resolution, "height": self.resolution, "scale": self.scale, "bias": list(self.bias),
                 "then_divided_by_std_in_the_model": list(self.graph_std) if self.graph_std else None}  # fmt: skip
 
@@ -69,11 +74,10 @@ def image_input(name: str, channels: int, resolution: int, mean: Sequence[float]
     if len(mean) != channels or len(std) != channels or any(s <= 0 for s in std):
         raise HwnasError(f"the child's normalization (mean {list(mean)}, std {list(std)}) does not fit its "
                          f"{channels} channel(s); retrain it with hwnas, which records them")  # fmt: skip
-    layout = "RGB" if channels == 3 else "G"
     if len(set(std)) == 1:  # one std: all of it folds into Core ML's scale and bias
         s = float(std[0])
-        return ImageInput(name, layout, resolution, 1 / (255 * s), tuple(-float(m) / s for m in mean), None)
-    return ImageInput(name, layout, resolution, 1 / 255, tuple(-float(m) for m in mean), tuple(float(s) for s in std))
+        return ImageInput(name, channels, resolution, 1 / (255 * s), tuple(-float(m) / s for m in mean), None)
+    return ImageInput(name, channels, resolution, 1 / 255, tuple(-float(m) for m in mean), tuple(float(s) for s in std))
 
 
 class _Classifier(nn.Module):
@@ -109,8 +113,7 @@ def mlpackage_bytes(
     require("mlpackage", "Core ML export (--format mlpackage)")
     if precision not in MLPACKAGE_PRECISIONS:
         raise HwnasError(f"Core ML export has no {precision} here; choose one of {', '.join(MLPACKAGE_PRECISIONS)}")
-    channels = 3 if image.color_layout == "RGB" else 1
-    sample = torch.rand(1, channels, image.resolution, image.resolution)
+    sample = torch.rand(1, image.channels, image.resolution, image.resolution)
     with quiet():  # coremltools warns about untested torch and sklearn versions on import
         import coremltools as ct
     wrapper = _Classifier(model.eval(), image.graph_std).eval()
@@ -120,8 +123,8 @@ def mlpackage_bytes(
             mlmodel = ct.convert(
                 traced,
                 inputs=[ct.ImageType(name=image.name, shape=tuple(sample.shape), scale=image.scale,
-                                     bias=list(image.bias), color_layout=getattr(ct.colorlayout,
-                                     "RGB" if channels == 3 else "GRAYSCALE"))],
+                                     bias=list(image.bias),
+                                     color_layout=getattr(ct.colorlayout, image.color_space))],
                 classifier_config=ct.ClassifierConfig(list(labels), predicted_feature_name=LABEL),
                 convert_to="mlprogram",
                 compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
@@ -244,10 +247,9 @@ def verify_structure(structure: dict[str, Any], image: ImageInput, labels: Seque
     the image input (name, size, colour space, scale, bias), the two classifier outputs, the labels
     in order, and weights stored in the precision asked for."""
     inp = structure["input"]
-    want_color = "RGB" if image.color_layout == "RGB" else "GRAYSCALE"
     wrong = []
     if (inp["name"], inp["width"], inp["height"], inp["color_space"]) != (
-            image.name, image.resolution, image.resolution, want_color):  # fmt: skip
+            image.name, image.resolution, image.resolution, image.color_space):  # fmt: skip
         wrong.append(f"input {inp['name']} {inp['width']}x{inp['height']} {inp['color_space']}")
     if inp["scale"] is None or not np.isclose(inp["scale"], image.scale, rtol=1e-6):
         wrong.append(f"image scale {inp['scale']}")
@@ -299,10 +301,11 @@ def predict_mlpackage(path: Path, pixels: np.ndarray) -> np.ndarray:
     from PIL import Image
 
     model = ct.models.MLModel(str(path))
-    labels = check_mlpackage(path)["labels"]
+    structure = check_mlpackage(path)
+    labels, name = structure["labels"], structure["input"]["name"]
     rows = []
     for img in pixels:
         pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img, "L" if img.shape[-1] == 1 else "RGB")
-        probs = model.predict({model.get_spec().description.input[0].name: pil})[PROBABILITIES]
+        probs = model.predict({name: pil})[PROBABILITIES]
         rows.append([probs[label] for label in labels])
     return np.asarray(rows, dtype=np.float32)
