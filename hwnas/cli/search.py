@@ -97,6 +97,7 @@ def _search(args: argparse.Namespace, cfg: SearchConfig, budget: float, group: G
         t.add_row(("* " if c["selected"] else "") + c["how"], c["arch"],
                   f"{c['cost']:.4g}, supernet val {c['val_acc_supernet']:.1%}")  # fmt: skip
     console.print(t)
+    _print_finalists(result.candidates, search.finalist_cost)
     null = next((c for c in result.candidates if c["how"].startswith("null")), None)
     if null is not None:
         console.print(f"the derived network differs from the null derivation in {null['layers_differing_from_selected']} "
@@ -112,13 +113,30 @@ def _search(args: argparse.Namespace, cfg: SearchConfig, budget: float, group: G
         console.print(t)
     last = result.metrics[-1] if result.metrics else {}
     console.print(f"supernet val accuracy of the argmax: {last.get('val_acc', float('nan')):.1%}")
-    console.print(f"wrote {args.out}/arch.json, arch.txt, candidates.json, metrics.csv, probs.csv, progress.png, "
-                  "choices.png")  # fmt: skip
+    finalists = "finalists.json, " if search.finalist_cost is not None else ""
+    console.print(f"wrote {args.out}/arch.json, arch.txt, candidates.json, {finalists}metrics.csv, probs.csv, "
+                  "progress.png, choices.png")  # fmt: skip
     same_data = (f" --limit {args.limit}" if args.limit else "") + (
         f" --split-seed {args.split_seed}" if args.split_seed else "")  # fmt: skip
     console.print(f"next: hwnas train --arch {args.out}/arch.json --data {args.data}{same_data} "
                   f"--out {args.out}/child.safetensors")  # fmt: skip
     return 0
+
+
+def _print_finalists(candidates: list[dict[str, Any]], cost: dict[str, Any] | None) -> None:
+    finalists = sorted((c for c in candidates if "finalist" in c), key=lambda c: c["finalist"])
+    if not finalists or cost is None:
+        return
+    t = Table("", "finalist", "supernet val", "score per stage (images the weights never saw)",
+              title="successive halving (finalists.json)")  # fmt: skip
+    for c in finalists:
+        t.add_row("*" if c["selected"] else "", f"{c['finalist']}: {c['arch']}", f"{c['val_acc_supernet']:.1%}",
+                  ", ".join(f"{v:.1%}" for v in c["finalist_scores"]))  # fmt: skip
+    console.print(t)
+    if cost.get("in_retrainings") is not None:
+        console.print(f"finalists' cost: {cost['training_epochs']} epochs of training in {cost['seconds']:.0f} s = "
+                      f"{cost['in_retrainings']:.2f}x one retraining ({cost['retraining_seconds_estimate']:.0f} s, "
+                      f"estimated from the winner's epochs); the whole search: {cost['search_in_retrainings']:.2f}x")  # fmt: skip
 
 
 def cmd_train(args: argparse.Namespace) -> None:

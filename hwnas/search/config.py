@@ -15,6 +15,7 @@ from typing import Any
 from hwnas.core.errors import HwnasError
 from hwnas.core.options import nonnegative_float, nonnegative_int, option, positive_float, positive_int, required
 from hwnas.latency.statistic import DEFAULT_STATISTIC, STATISTICS
+from hwnas.search.finalists import FINALIST_INITS, check_finalists
 from hwnas.train.config import (
     AUGMENT_HELP,
     AUGMENTS,
@@ -43,6 +44,9 @@ BEFORE_FIELD_EXISTED: dict[str, Any] = {
     "selection_resolution": "supernet",
     "augment": "pad-crop",
     "precision_train": "fp32",
+    "finalists": 0,
+    "finalist_epochs": 2,
+    "finalist_init": "scratch",
 }
 # Settings that change how a run reads its data or saves itself, never what it computes: a resumed
 # run may change them (--epochs too, to extend a run).
@@ -113,6 +117,15 @@ class SearchConfig:
                                        help="candidates at every resolution, the supernet's accuracy deciding "
                                             "(supernet, default), or only at the resolution the searched "
                                             "distribution prefers (distribution)")  # fmt: skip
+    finalists: int = option(0, type=int, help="successive halving among the K in-band candidates the supernet "
+                            "scores best: each trains --finalist-epochs epochs standalone, the better half train "
+                            "twice as long, until one is left (hwnas.search.finalists; 0: the supernet alone "
+                            "chooses, the default)", metavar="K")  # fmt: skip
+    finalist_epochs: int = option(2, type=int, help="epochs of the first stage of --finalists (default %(default)s)",
+                                  metavar="E")  # fmt: skip
+    finalist_init: str = option("scratch", choices=FINALIST_INITS, parser_checks_choices=False,
+                                help="where each finalist's training starts: its own initialization (scratch, the "
+                                     "default) or the supernet's weights sliced to it (supernet)")  # fmt: skip
     seed: int = option(0, type=int, help="initialization, Gumbel noise and batch order (default 0)")
     split_seed: int = option(0, type=int, help="which images are held out for the alphas and validation; fixed "
                              "across --seed (default 0)")  # fmt: skip
@@ -149,6 +162,7 @@ class SearchConfig:
         if self.selection_resolution not in SELECTION_RESOLUTION:
             raise HwnasError(f"unknown selection resolution {self.selection_resolution!r}; "
                              f"choose {', '.join(SELECTION_RESOLUTION)}")  # fmt: skip
+        check_finalists(self.finalists, self.finalist_epochs, self.finalist_init)
         if self.paths not in PATHS:
             raise HwnasError(f"unknown paths {self.paths!r}; choose {', '.join(PATHS)}")
         if self.child_sampling not in CHILD_SAMPLING:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -41,6 +42,7 @@ from hwnas.search.config import BEFORE_FIELD_EXISTED, HOW_IT_RUNS, SearchConfig
 from hwnas.search.cost import SearchCost, make_cost
 from hwnas.search.derive import GROW_TO, Derivation, check_budget, derive
 from hwnas.search.evolution import evolve
+from hwnas.search.finalists import run_halving
 from hwnas.search.penalty import Penalty
 from hwnas.search.select import (
     Scores,
@@ -50,6 +52,7 @@ from hwnas.search.select import (
     top_in_band,
     uniform_scores,
 )
+from hwnas.search.slicing import slice_child
 from hwnas.search.supernet import SuperNet
 from hwnas.spaces.arch import Architecture
 from hwnas.spaces.space import Option, SearchSpace, get_space
@@ -62,10 +65,11 @@ from hwnas.train.checkpoints import (
     set_rng_states,
     write_search_checkpoint,
 )
+from hwnas.train.config import TrainConfig
 from hwnas.train.data import DataSplits, Images, load_splits
 from hwnas.train.distributed import Group
 from hwnas.train.precision import Precision
-from hwnas.train.training import cosine, evaluate, param_groups, torch_device, training_layout
+from hwnas.train.training import cosine, evaluate, param_groups, torch_device, train_child, training_layout
 
 BN_BATCHES = 8  # batches to re-estimate BatchNorm statistics of the argmax architecture
 # Adam moves a parameter by about its learning rate per step while the gradient keeps its sign, so
@@ -131,6 +135,8 @@ class Search:
             check_budget(self.space, self.cost, b)
         self.cheapest, self.costliest = check_budget(self.space, self.cost, cfg.budget)
         self.smallest, self.largest = self.cost.smallest(self.space)[0], self.cost.largest(self.space)[0]
+        if cfg.finalists:
+            self._check_band_holds_finalists()
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.net = training_layout(SuperNet(self.space, paths=cfg.paths).to(self.device), self.device)
@@ -153,6 +159,7 @@ class Search:
         self.metrics: list[dict[str, Any]] = []
         self.candidates: list[dict[str, Any]] = []
         self.per_budget: list[dict[str, Any]] = []
+        self.finalist_cost: dict[str, Any] | None = None  # the finalists' cost (search.json), when there are any
         self._alpha_start: torch.Tensor | None = None  # the logits at the start of the running epoch
         self.probs: list[dict[str, Any]] = []
         self.timing = {
@@ -369,7 +376,8 @@ class Search:
                         probs, name=name)  # fmt: skip
         lo = GROW_TO * budget
         found: list[tuple[str, Architecture]] = []
-        for rank, arch in enumerate(top_in_band(space, self.cost, scores, lo, budget, BAND_CANDIDATES, name=name)):
+        most_probable = max(BAND_CANDIDATES, cfg.finalists if budget == cfg.budget else 0)
+        for rank, arch in enumerate(top_in_band(space, self.cost, scores, lo, budget, most_probable, name=name)):
             found.append((f"most probable in [0.9 B, B], #{rank + 1}", arch))
         # The score sums one resolution term and a term per layer, so wider layers at a lower
         # resolution can out-score every network at the resolution the search prefers: the most
@@ -399,6 +407,9 @@ class Search:
             found += [(f"evolution over the supernet, #{i + 1}", a) for i, a in enumerate(new)]
         rows = [self._candidate_row(how, arch, full_scores, supernet_accuracy) for how, arch in found]
         best = max(range(len(rows)), key=lambda i: (rows[i]["val_acc_supernet"], rows[i]["score"]))
+        finalists = ""
+        if cfg.finalists and budget == cfg.budget:
+            best, finalists = self._finalists(rows, [a for _, a in found])
         rows[best]["selected"] = True
         arch = found[best][1]
         null = best_in_band(full, self.cost, uniform_scores(full), lo, budget, name=name)  # uniform: every resolution
@@ -408,9 +419,72 @@ class Search:
             rows.append(row)
         self.candidates = rows
         evaluated = f"; {len(accuracy)} architectures evaluated" if cfg.evolution > 0 else ""
+        judge = finalists or f"best of {len(found)} candidates{evaluated}"
         steps = [*greedy.steps, f"selected: {rows[best]['how']} (supernet val accuracy "
-                                f"{rows[best]['val_acc_supernet']:.1%}, best of {len(found)} candidates{evaluated})"]  # fmt: skip
+                                f"{rows[best]['val_acc_supernet']:.1%}, {judge})"]  # fmt: skip
         return Derivation(arch, self.cost.of(arch), greedy.argmax, greedy.argmax_cost, steps)
+
+    # --- finalists -------------------------------------------------------------------------
+    def _check_band_holds_finalists(self) -> None:
+        cfg = self.cfg
+        if cfg.budgets:
+            raise HwnasError("--finalists works with one budget; give one --budget-ms (or run one search per budget)")
+        lo = GROW_TO * cfg.budget
+        found = top_in_band(self.space, self.cost, uniform_scores(self.space), lo, cfg.budget, cfg.finalists)
+        if len(found) < cfg.finalists:
+            raise HwnasError(f"--finalists {cfg.finalists}: the band [{self.cost.fmt(lo)}, {self.cost.fmt(cfg.budget)}] "
+                             f"holds only {len(found)} distinct networks; give --finalists {len(found)} or fewer")  # fmt: skip
+
+    def _finalists(self, rows: list[dict[str, Any]], archs: list[Architecture]) -> tuple[int, str]:
+        """Successive halving (:mod:`hwnas.search.finalists`) over the ``cfg.finalists`` candidates
+        the supernet scores best; the winner's index in ``rows``, and a line for the derivation."""
+        cfg = self.cfg
+        order = sorted(range(len(rows)), key=lambda i: (-rows[i]["val_acc_supernet"], -rows[i]["score"], i))
+        picked = order[: cfg.finalists]
+        splits = self.splits
+        judged = DataSplits(splits.weights, splits.weights.subset(torch.arange(0)), self.selection_images, None,
+                            splits.mean, splits.std, recipe=splits.recipe)  # fmt: skip
+        last: dict[str, float] = {}
+
+        def train(i: int, epochs: int, checkpoint: Path) -> tuple[float, float]:
+            arch = replace(archs[picked[i]], name=f"finalist {i + 1}/{len(picked)}")
+            init = None
+            if cfg.finalist_init == "supernet":
+                self._recalibrate_bn(arch)
+                init = slice_child(self.net, arch)
+            result = train_child(arch, judged, epochs=epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+                                 weight_decay=cfg.weight_decay, init=init, seed=cfg.seed, device=self.device,
+                                 progress=self.progress, precision=cfg.precision_train, streaming=self._streaming,
+                                 group=self.group, checkpoint=checkpoint, resume=checkpoint.exists())  # fmt: skip
+            last["seconds_per_epoch"] = result.seconds / epochs
+            return result.val_acc, result.seconds
+
+        def report(line: str) -> None:
+            if self.progress:
+                print(f"hwnas: finalists: {line}", file=sys.stderr)
+
+        settings = {"finalists": cfg.finalists, "finalist_epochs": cfg.finalist_epochs,
+                    "finalist_init": cfg.finalist_init, "seed": cfg.seed}  # fmt: skip
+        state = run_halving(self.out, [rows[i] for i in picked], settings, train, report, write=self.group.main)
+        for k, i in enumerate(picked):
+            rows[i]["finalist"] = k + 1
+            rows[i]["finalist_scores"] = [r["score"] for r in state["finalists"][k]["stages"]]
+        winner = picked[state["winner"]]
+        won = state["finalists"][state["winner"]]["stages"][-1]
+        # one retraining: hwnas train's default epochs of the winner on every training image but val
+        per_epoch = won["seconds"] / won["epochs"]
+        share = (len(splits.weights) + len(splits.alphas)) / max(1, len(splits.weights))
+        retraining = per_epoch * TrainConfig.epochs * share
+        searching = sum(float(m.get("seconds", 0.0)) for m in self.metrics)
+        self.finalist_cost = {"training_epochs": state["training_epochs"], "seconds": state["seconds"],
+                              "retraining_seconds_estimate": retraining,
+                              "in_retrainings": state["seconds"] / retraining if retraining else None,
+                              "search_in_retrainings": (searching + state["seconds"]) / retraining if retraining
+                              else None}  # fmt: skip
+        line = (f"successive halving over {len(picked)} finalists from {cfg.finalist_init}, "
+                f"{state['training_epochs']} epochs of training, score {won['score']:.1%} after {won['epochs']} "
+                f"epoch(s) on the images the weights never saw")  # fmt: skip
+        return winner, line
 
     def _selection_space(self, res: torch.Tensor, scores: Scores, budget: float) -> tuple[SearchSpace, Scores]:
         """The space selection draws its candidates from, and their scores: the whole space, or with
@@ -707,6 +781,9 @@ class Search:
                 "images_per_s": t["weight_steps"] * self.cfg.batch_size / t["loop_s"] if t["loop_s"] else None,
             },
         }  # fmt: skip
+        if self.finalist_cost is not None:
+            summary["finalists"] = {"k": self.cfg.finalists, "epochs": self.cfg.finalist_epochs,
+                                    "init": self.cfg.finalist_init, **self.finalist_cost}  # fmt: skip
         null = next((c for c in self.candidates if c["how"].startswith("null")), None)
         summary["null_derivation"] = null["arch"] if null else None
         summary["layers_differing_from_null"] = null["layers_differing_from_selected"] if null else None
