@@ -35,6 +35,7 @@ def _execute(path: Path, x: np.ndarray) -> np.ndarray:
     return np.concatenate([forward.execute([torch.from_numpy(x[i : i + 1].copy())])[0].numpy() for i in range(len(x))])
 
 
+@pytest.mark.tour  # 33 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_a_pte_file_computes_what_pytorch_computes_and_its_card_counts_the_delegation(tmp_path: Path) -> None:
     arch = get_space("cifar").sample(100)
     child = _child(arch)
@@ -72,6 +73,7 @@ def test_a_pte_file_computes_what_pytorch_computes_and_its_card_counts_the_deleg
     assert np.abs(np.load(tmp_path / "y.npy") - want[:1]).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
 
 
+@pytest.mark.tour  # 22 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_int8_pte_agrees_with_fp32_pytorch_on_real_images(tmp_path: Path) -> None:
     """Calibrated on real images: its top-1 agrees with fp32 PyTorch on at least 95% of held-out images
     (a child with trained-looking BN statistics on CIFAR-like images, not a trained one: the tour's
@@ -162,6 +164,7 @@ def test_et_cpu_runs_what_torch_computes_with_the_threads_asked_for() -> None:
     assert fp["runtime"] == "executorch" and fp["threads"] == 2 and fp["precision"] == "int8"
 
 
+@pytest.mark.tour  # 42 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_bench_times_a_pte_file_and_refuses_damaged_or_foreign_ones(tmp_path: Path) -> None:
     arch = get_space("tiny").sample(1)
     export_child(_child(arch), tmp_path, ["pte"], ["fp32"], stem="m")

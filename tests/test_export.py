@@ -56,6 +56,7 @@ def test_onnx_and_tflite_match_pytorch(arch, tmp_path: Path) -> None:
     assert card["input"]["shape"] == [1, 3, arch.resolution, arch.resolution] and card["input"]["layout"] == "NCHW"
 
 
+@pytest.mark.tour  # 15 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_nhwc_and_dynamic_batch(tmp_path: Path) -> None:
     arch = get_space("cifar").sample(7)
     child = _child(arch)
@@ -117,6 +118,7 @@ print(json.dumps({"hwnas_loaded": any(m.startswith("hwnas") for m in sys.modules
 """
 
 
+@pytest.mark.tour  # 16 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_files_run_in_a_plain_runtime_process_without_hwnas(tmp_path: Path) -> None:
     arch = get_space("cifar").sample(3)
     child = _child(arch)

@@ -15,6 +15,7 @@ from hwnas.spaces.arch import Architecture
 from conftest import ROOT
 
 
+@pytest.mark.tour  # 13 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_the_gpu_stream_search_script_runs_on_a_cpu_at_a_tiny_size(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_stream_search.py"), "--out", str(tmp_path),
                            "--device", "cpu", "--space", "tiny", "--images", "64", "--size", "32", "--batch-size", "8",

@@ -85,6 +85,7 @@ def _wait_for_rows(path: Path, proc: subprocess.Popen[bytes], n: int) -> int:
     raise AssertionError("the profile made no progress")
 
 
+@pytest.mark.tour  # 22 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_kill_9_halfway_then_resume_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     kernels = {k.key for k in get_space("tiny").kernels()}
     full = tmp_path / "full.lut"
@@ -128,6 +129,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_measurements(tmp_path: Path) -> None:
     assert f"{rows} measurements are saved" in err
 
 
+@pytest.mark.tour  # 20 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_tflite_profile_of_a_small_space(tmp_path: Path) -> None:
     pytest.importorskip("litert_torch")
     space_file = tmp_path / "small.yaml"
@@ -163,6 +165,7 @@ def test_profile_bad_inputs(tmp_path: Path) -> None:
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.tour  # 12 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_another_device_needs_force(tmp_path: Path) -> None:
     space_file = tmp_path / "small.yaml"
     space_file.write_text(yaml.safe_dump(SMALL_SPACE))
@@ -190,6 +193,7 @@ def test_missing_runtime_says_what_to_install(tmp_path: Path) -> None:
         assert hint in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.tour  # 21 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_lut_show_and_export(tmp_path: Path) -> None:
     out = tmp_path / "t.lut"
     assert (
@@ -236,6 +240,7 @@ def test_lut_show_and_export(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 
 
+@pytest.mark.tour  # 19 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_bench_a_model_file(tmp_path: Path) -> None:
     from hwnas.latency.kernel_models import onnx_artifacts
     from hwnas.spaces.kernels import Kernel

@@ -151,6 +151,7 @@ def test_search_writes_a_complete_run_folder(tmp_path: Path, tiny_flops: list[fl
     assert 0 < times["data_wait_share"] < 1 and times["images_per_s"] > 0
 
 
+@pytest.mark.tour  # 13 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_the_budget_pulls_the_expected_cost_down(tmp_path: Path, tiny_flops: list[float]) -> None:
     """A tight budget ends with a lower expected cost than a loose one (same seed, same data)."""
     tight = Search(_config(tmp_path, budget=tiny_flops[5], epochs=4, arch_lr=0.05, loss="hinge"), tmp_path / "a",

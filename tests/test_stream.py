@@ -268,6 +268,7 @@ def test_the_scan_finds_only_images_and_keeps_sorted_order(tmp_path: Path) -> No
         load_images(str(data), "test")
 
 
+@pytest.mark.tour  # 18 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_a_resume_on_a_folder_that_lost_an_image_is_refused(tmp_path: Path) -> None:
     data = write_folder(tmp_path / "imgs", n=160)
     out = tmp_path / "run"

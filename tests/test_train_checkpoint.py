@@ -87,6 +87,7 @@ def _one_line_error(proc, *words: str) -> None:  # type: ignore[no-untyped-def]
     assert all(w in lines[0] for w in words), lines[0]
 
 
+@pytest.mark.tour  # 21 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_train_refuses_a_leftover_checkpoint_and_a_resume_without_one_and_removes_its_own(tmp_path: Path) -> None:
     arch = tmp_path / "a.json"
     get_space("tiny").sample(1).save(arch)

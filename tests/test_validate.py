@@ -41,6 +41,7 @@ def _model_rows(path: Path, column: str = "min_ms") -> dict[str, list[float]]:
     return per_arch
 
 
+@pytest.mark.tour  # 24 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_validate_fit_then_score_held_out(tiny_lut: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     proc = run_cli("lut", "validate", str(tiny_lut), "--space", "tiny", "--device", DEVICE, "--samples", "16",
@@ -132,6 +133,7 @@ def _factors_by_hand(path: Path, fit: set[str]) -> dict[str, tuple[float, float,
     return out
 
 
+@pytest.mark.tour  # 15 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_the_factors_leave_out_rounds_the_guard_flagged_as_disturbed(tiny_lut: Path, tmp_path: Path) -> None:
     """Five of the eight fitting networks get every round flagged disturbed, with a median run 10x
     their fastest: fitted again from the stored rounds (nothing re-timed), the factors come from the
