@@ -19,6 +19,20 @@ recipe (:func:`hwnas.train.training.train_child`) on the same class-balanced tra
 * random: ``--random`` architectures drawn uniformly among those with cost in ``[0.9 B, B]``
   (``--random-seed`` picks the draw).
 
+With ``--finalists K`` (issue 37) the searches run ``hwnas search --finalists K --finalist-epochs E``
+(the searched arm is the halving's winner) and two arms join:
+
+* supernet's pick: what each search's supernet alone selects (``--finalists 0``), from its
+  ``candidates.json``, retrained with the same retrain seed as that search's result;
+* random search at equal compute: per search seed, K networks drawn uniformly in the band go
+  through the same successive halving (same epochs, seed, learning rate and images), and the winner
+  is retrained (``protocol/halving.py``; state in ``random-halving-i/``).
+
+With ``--inband-archs N``, N more networks drawn uniformly in the band are retrained and scored by
+every ranker: the first search's supernet (BatchNorm re-estimated) and a short standalone training
+for each stage's epochs (E, 2E, 4E, ...); the table gives each ranker's in-band Kendall tau against
+standalone test accuracy beside the noise ceiling. Both run without torchrun only, for now.
+
 Every final network is timed alone on ``--device`` at the end (rounds counted by their fastest
 run). Statistics: mean +- sd per arm; searched against random with Welch's t-test and the exact
 permutation p-value (every split of the pooled scores); searched against MobileNetV2-style paired
@@ -56,14 +70,17 @@ from protocol.arms import (
     search_ended,
     searched,
     spread,
+    supernet_pick,
 )
+from protocol.halving import halving_job, short_scores_job
 from protocol.jobs import elapsed, job_key, retrain_job, search_job, supernet_scores_job, unique, worker_init
 from protocol.report import final_table, partial_table
-from protocol.stats import ranking_rows, tau_ceiling
+from protocol.stats import kendall, ranking_rows, tau_ceiling, welch_and_permutation
 
 from hwnas.core.fileio import write_text_atomic
 from hwnas.search.config import CHILD_SAMPLING, PATHS, SELECTION_RESOLUTION
 from hwnas.search.cost import make_cost
+from hwnas.search.finalists import FINALIST_INITS, schedule
 from hwnas.search.loop import SearchConfig
 from hwnas.spaces import get_space
 from hwnas.spaces.arch import Architecture
@@ -117,6 +134,15 @@ def main() -> None:
         help="seed of the random-in-band draw (another value draws other networks, for a replication)",
     )
     ap.add_argument("--tau-archs", type=int, default=12)
+    ap.add_argument("--finalists", type=int, default=0,
+                    help="search with --finalists K (successive halving judges the supernet's K best in-band "
+                         "candidates); adds two arms: the supernet's own pick, and random search at equal compute "
+                         "(K random in-band networks through the same halving, one per search seed)")  # fmt: skip
+    ap.add_argument("--finalist-epochs", type=int, default=SearchConfig.finalist_epochs)
+    ap.add_argument("--finalist-init", choices=FINALIST_INITS, default=SearchConfig.finalist_init)
+    ap.add_argument("--inband-archs", type=int, default=0,
+                    help="N random in-band networks, retrained standalone and scored by every ranker (the first "
+                         "search's supernet; short training for each stage's epochs): each ranker's in-band tau")  # fmt: skip
     ap.add_argument("--device", default="ort-cpu:threads=1", help="where the final networks are timed ('' to skip)")
     ap.add_argument("--torch-device", default="cpu")
     ap.add_argument("--bf16", action="store_true", help="retrain under bfloat16 autocast (GPU)")
@@ -126,6 +152,12 @@ def main() -> None:
     if launched() and args.jobs > 1:
         if rank() == 0:
             ap.error("under torchrun every search and retraining runs over all the ranks, one at a time; drop --jobs")
+        sys.exit(2)
+    if launched() and (args.finalists or args.inband_archs):
+        if rank() == 0:
+            ap.error(
+                "--finalists and --inband-archs run without torchrun for now (their jobs are not spread over ranks)"
+            )
         sys.exit(2)
     group = join(args.torch_device)
     if not group.main:
@@ -160,7 +192,8 @@ def main() -> None:
                                limit=args.limit, epochs=args.search_epochs, seed=seed, split_seed=args.split_seed,
                                sandwich=args.sandwich, paths=args.paths, sampled_child=args.sampled_child, torch_device=args.torch_device,
                                child_sampling=args.child_sampling, batch_size=args.search_batch_size, lr=args.search_lr,
-                               selection_resolution=args.selection_resolution,
+                               selection_resolution=args.selection_resolution, finalists=args.finalists,
+                               finalist_epochs=args.finalist_epochs, finalist_init=args.finalist_init,
                                **({"evolution": args.evolution} if args.evolution is not None else {}))
             for seed in args.search_seeds}  # fmt: skip
     # the baselines and the ranking networks are drawn once and kept: drawing them costs minutes on a
@@ -168,6 +201,10 @@ def main() -> None:
     drawn_for = f"{space.name} {args.cost} budget {budget!r}, {args.random} random, {args.tau_archs} ranked"
     if args.random_seed != RANDOM_SEED:  # the default keeps the key older run folders were written with
         drawn_for += f", random seed {args.random_seed}"
+    if args.finalists:
+        drawn_for += f", {args.finalists} finalists"
+    if args.inband_archs:
+        drawn_for += f", {args.inband_archs} in band"
     if results.get("drawn", {}).get("for") == drawn_for:
 
         def parse(text: str) -> Architecture:
@@ -176,12 +213,19 @@ def main() -> None:
         mbv2 = parse(results["drawn"]["mbv2"]) if results["drawn"]["mbv2"] else None
         randoms = [parse(t) for t in results["drawn"]["random"]]
         ranked = [parse(t) for t in results["drawn"]["ranked"]]
+        inband = [parse(t) for t in results["drawn"].get("inband", [])]
+        halving = [[parse(t) for t in draw] for draw in results["drawn"].get("halving", [])]
     else:
         mbv2 = mobilenet_v2_style(space, cost, *band)
         randoms = random_in_band(space, cost, *band, args.random, seed=args.random_seed)
         ranked = spread(space, cost, args.tau_archs, seed=777) if args.tau_archs > 1 else []
+        inband = random_in_band(space, cost, *band, args.inband_archs, seed=args.random_seed + 4242)
+        halving = [random_in_band(space, cost, *band, args.finalists, seed=args.random_seed + 1000 + i)
+                   for i in range(len(args.search_seeds))] if args.finalists else []  # fmt: skip
         results["drawn"] = {"for": drawn_for, "mbv2": mbv2.to_str() if mbv2 else None,
-                            "random": [a.to_str() for a in randoms], "ranked": [a.to_str() for a in ranked]}  # fmt: skip
+                            "random": [a.to_str() for a in randoms], "ranked": [a.to_str() for a in ranked],
+                            "inband": [a.to_str() for a in inband],
+                            "halving": [[a.to_str() for a in draw] for draw in halving]}  # fmt: skip
         save()
     if mbv2 is None:
         print(f"no MobileNetV2-style network lies in the band [{band[0]:.6g}, {band[1]:.6g}]: that arm stays "
@@ -193,11 +237,35 @@ def main() -> None:
     }
     done = results.setdefault("retrained", {})
     baseline_jobs = [(a, sd) for items in baseline_arms.values() for a, sd in items]
-    baseline_jobs += [(a, args.retrain_seeds[0]) for a in ranked]
+    baseline_jobs += [(a, args.retrain_seeds[0]) for a in ranked + inband]
+    stage_epochs = [e for _, e in schedule(args.finalists or 5, args.finalist_epochs)]  # the short trainings
+
+    def how(index: int) -> dict[str, Any]:
+        """How search ``index``'s finalists train: random search at equal compute trains alike."""
+        return {"seed": args.search_seeds[index], "lr": args.search_lr, "batch_size": args.search_batch_size,
+                "torch_device": args.torch_device}  # fmt: skip
+
+    def retrain_seed(index: int) -> int:
+        return args.retrain_seeds[index % len(args.retrain_seeds)]
+
+    def extra_arms() -> dict[str, list[tuple[Architecture, int]]]:
+        """Issue 37's arms so far: each search's supernet pick, random search at equal compute."""
+        if not args.finalists:
+            return {}
+        picks = [(supernet_pick(work / f"search-seed{seed}", space), retrain_seed(i))
+                 for i, seed in enumerate(args.search_seeds) if search_ended(work, seed)]  # fmt: skip
+        won = results.get("random_halving", {})
+        randoms_won = [(Architecture.from_str(won[str(i)]["winner_arch"], space.num_classes, space.in_channels),
+                        retrain_seed(i)) for i in range(len(halving)) if str(i) in won]  # fmt: skip
+        return {"supernet's pick": picks, "random search at equal compute": randoms_won}
 
     def unscored() -> list[str]:
         """The ranking's networks not yet scored through the first search's supernet."""
-        return [a.to_str() for a in ranked if a.to_str() not in results.get("supernet_scores", {})]
+        return [a.to_str() for a in ranked + inband if a.to_str() not in results.get("supernet_scores", {})]
+
+    short_done = results.setdefault("short_scores", {})
+    short_jobs = [a.to_str() for a in inband if a.to_str() not in short_done]
+    halving_jobs = [i for i in range(len(halving)) if str(i) not in results.get("random_halving", {})]
 
     pending = [seed for seed in args.search_seeds if not search_ended(work, seed)]
     queue: list[tuple[Architecture, int]] = []
@@ -205,6 +273,7 @@ def main() -> None:
         if seed not in pending:
             queue += searched(args, work, space, seed)
     queue += baseline_jobs
+    queue += [j for jobs in extra_arms().values() for j in jobs]
     queue = unique([(a, sd) for a, sd in queue if job_key(a, sd) not in done])
     print(f"{len(pending)} searches and {len(queue)} retrainings to run (more once the searches end); "
           f"{args.jobs} at a time", flush=True)  # fmt: skip
@@ -234,7 +303,7 @@ def main() -> None:
     leave()
     if not group.main:
         return  # rank 0 times the networks and writes the tables
-    if pending or queue:
+    if pending or queue or short_jobs or halving_jobs:
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
@@ -259,6 +328,12 @@ def main() -> None:
                     f = pool.submit(supernet_scores_job, str(first), unscored())
                     running[f] = ("ranking", None)
 
+            for i in halving_jobs:
+                f = pool.submit(halving_job, [a.to_str() for a in halving[i]], args.finalist_epochs, how(i),
+                                str(work / f"random-halving-{i}"))  # fmt: skip
+                running[f] = ("halving", i)
+            for arch_str in short_jobs:
+                running[pool.submit(short_scores_job, arch_str, stage_epochs, how(0))] = ("short", arch_str)
             score_ranked()
             fill()
             while running:
@@ -271,9 +346,27 @@ def main() -> None:
                         save()
                         print(f"searched seed {what} ({seconds:.0f} s, {elapsed(started)})", flush=True)
                         skip = set(done) | {job_key(*q) for q in queue}
-                        queue[:0] = [j for j in searched(args, work, space, what) if job_key(*j) not in skip]
+                        new_jobs = searched(args, work, space, what)
+                        if args.finalists:
+                            index = args.search_seeds.index(what)
+                            new_jobs.append((supernet_pick(work / f"search-seed{what}", space), retrain_seed(index)))
+                        queue[:0] = unique([j for j in new_jobs if job_key(*j) not in skip])
                         if what == args.search_seeds[0]:
                             score_ranked()
+                    elif kind == "halving":
+                        state = f.result()
+                        results.setdefault("random_halving", {})[str(what)] = state
+                        save()
+                        print(f"random search at equal compute {what}: {state['winner_arch']} ({elapsed(started)})",
+                              flush=True)  # fmt: skip
+                        winner = (Architecture.from_str(state["winner_arch"], space.num_classes, space.in_channels),
+                                  retrain_seed(int(what)))  # fmt: skip
+                        if job_key(*winner) not in done and all(job_key(*q) != job_key(*winner) for q in queue):
+                            queue.insert(0, winner)
+                    elif kind == "short":
+                        arch_str, by_epochs = f.result()
+                        short_done[arch_str] = by_epochs
+                        save()
                     elif kind == "ranking":
                         new = f.result()
                         results.setdefault("supernet_scores", {}).update(new)
@@ -286,9 +379,10 @@ def main() -> None:
                         print(f"retrained {key}: test {row['test']:.2%} ({row['seconds']:.0f} s, {elapsed(started)})",
                               flush=True)  # fmt: skip
                 fill()
-                write_text_atomic(work / "table.md", partial_table(done, arms_so_far(args, work, space, baseline_arms)))
+                write_text_atomic(work / "table.md", partial_table(done, {**arms_so_far(args, work, space,
+                                                                                       baseline_arms), **extra_arms()}))  # fmt: skip
 
-    arms = arms_so_far(args, work, space, baseline_arms)
+    arms = {**arms_so_far(args, work, space, baseline_arms), **extra_arms()}
 
     def test_acc(a: Architecture, sd: int) -> float:
         return float(done[job_key(a, sd)]["test"])
@@ -331,8 +425,51 @@ def main() -> None:
         table += (f"Kendall tau with one network left out: {lo:.3f} to {hi:.3f}\n{ceiling}\n"
                   f"| {cost.unit} | resolution | skips | supernet | standalone | rank, supernet | rank, standalone |\n"
                   "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")  # fmt: skip
+    if args.finalists:
+        table += finalist_lines(scores)
+    if inband:
+        standalone = [test_acc(a, args.retrain_seeds[0]) for a in inband]
+        m = scores["MobileNetV2-style"]
+        rankers = {"supernet (BatchNorm re-estimated)": [via[a.to_str()] for a in inband]}
+        for e in stage_epochs:
+            rankers[f"short training, {e} epoch(s)"] = [short_done[a.to_str()][str(e)] for a in inband]
+        table += inband_lines(rankers, standalone, statistics.stdev(m) if len(m) > 1 else None)
+        results["summary"]["inband_tau"] = {name: kendall(v, standalone) for name, v in rankers.items()}
+        save()
     write_text_atomic(work / "table.md", table)
     print(table)
+
+
+def finalist_lines(scores: dict[str, list[float]]) -> str:
+    """Issue 37's comparisons: the finalists' winner against random search at equal compute (Welch,
+    exact permutation) and against the supernet's own pick of the same search (paired by seed)."""
+    s, r, p = scores["searched"], scores["random search at equal compute"], scores["supernet's pick"]
+    lines = []
+    if s and r:
+        welch, perm = welch_and_permutation(s, r)
+        lines.append(f"searched (finalists) vs random search at equal compute: difference "
+                     f"{statistics.fmean(s) - statistics.fmean(r):+.2%}, Welch p = {welch:.3f}, exact permutation "
+                     f"p = {perm:.3f}")  # fmt: skip
+    if s and p:
+        diffs = [a - b for a, b in zip(s, p, strict=False)]
+        lines.append(f"searched (finalists) vs the supernet's pick, paired by search seed: differences "
+                     f"{', '.join(f'{d:+.2%}' for d in diffs)} (mean {statistics.fmean(diffs):+.2%})")  # fmt: skip
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def inband_lines(rankers: dict[str, list[float]], standalone: list[float], retrain_sd: float | None) -> str:
+    """Each ranker's Kendall tau against standalone accuracy over the in-band networks, beside the
+    noise ceiling (a perfect ranker against one retraining per network, at ``retrain_sd``)."""
+    ceiling = ""
+    if retrain_sd is not None:
+        lo, mid, hi = tau_ceiling(standalone, retrain_sd)
+        ceiling = f"; noise ceiling {mid:.3f} (10-90%: {lo:.3f}-{hi:.3f}) at retrain sd {retrain_sd:.2%}"
+    lines = [f"\nIn-band Kendall tau against standalone test accuracy, {len(standalone)} random networks in the "
+             f"band{ceiling}", "| ranker | in-band tau |", "|---|---|"]  # fmt: skip
+    for name, values in rankers.items():
+        tau = kendall(values, standalone)
+        lines.append(f"| {name} | {'-' if tau is None else f'{tau:.3f}'} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

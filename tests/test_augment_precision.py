@@ -175,6 +175,7 @@ def test_fp16_scales_each_optimizer_s_gradients_and_checkpoints_the_scalers(tmp_
     assert bad.returncode == 2 and "fp8" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.tour  # 11 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_the_imagenet_recipe_fills_the_options_left_out(tmp_path: Path) -> None:
     """--recipe imagenet sets FBNet's values, an option named on the command line wins even at its
     default value, and --epochs rescales the warm-up and the temperature."""

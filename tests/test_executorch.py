@@ -94,6 +94,7 @@ def test_int8_pte_agrees_with_fp32_pytorch_on_real_images(tmp_path: Path) -> Non
     assert ops["quantized_decomposed_quantize_per_tensor_default"]["delegated"] > 0  # int8 inside XNNPACK
 
 
+@pytest.mark.tour  # 17 s on the 2-core VM: in the tour, to keep the default suite under 15 minutes
 def test_a_damaged_program_is_refused_in_one_line(tmp_path: Path) -> None:
     from hwnas.devices.base import DeviceError
     from hwnas.devices.executorch import open_method

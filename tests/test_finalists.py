@@ -18,6 +18,7 @@ from hwnas.core.errors import HwnasError
 from hwnas.search.config import SearchConfig
 from hwnas.search.finalists import run_halving, schedule, survivors, training_epochs
 from hwnas.search.loop import Search
+from hwnas.search.select import top_in_band, uniform_scores
 from hwnas.spaces.arch import Architecture
 from hwnas.train.data import DataSplits
 from hwnas.train.training import train_child
@@ -189,9 +190,18 @@ def test_bad_finalist_settings_get_one_line(tmp_path: Path) -> None:
         return proc.stderr
 
     assert "--finalists -1: give a whole number >= 0" in err("--finalists", "-1")
-    assert "--finalist-epochs 0: give a whole number >= 1" in err("--finalists", "2", "--finalist-epochs", "0")
-    assert "--finalist-init 'warm': choose scratch or supernet" in err("--finalists", "2", "--finalist-init", "warm")
     too_many = err("--finalists", "100000")
     assert "distinct networks; give --finalists" in too_many and "or fewer" in too_many
-    assert "works with one budget" in err("--finalists", "2", "--budget-mflops", "0.1,0.12")
     assert not (tmp_path / "r" / "finalists.json").exists()
+    # the same checks, in process (each message is the one line the command line prints)
+    with pytest.raises(HwnasError, match="--finalist-epochs 0: give a whole number >= 1"):
+        _config(finalists=2, finalist_epochs=0).check()
+    with pytest.raises(HwnasError, match="--finalist-init 'warm': choose scratch or supernet"):
+        _config(finalists=2, finalist_init="warm").check()
+    with pytest.raises(HwnasError, match="works with one budget"):
+        Search(_config(finalists=2, budgets=[0.1, 0.12]), tmp_path / "b", progress=False)
+    band = Search(_config(finalists=1), tmp_path / "c", progress=False)  # how many the band holds, found apart
+    n = len(top_in_band(band.space, band.cost, uniform_scores(band.space), 0.9 * 0.12, 0.12, 10_000))
+    with pytest.raises(HwnasError, match=f"holds only {n} distinct networks; give --finalists {n} or fewer"):
+        Search(_config(finalists=n + 1), tmp_path / "d", progress=False)
+    Search(_config(finalists=n), tmp_path / "e", progress=False)  # exactly as many is allowed

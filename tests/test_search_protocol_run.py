@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hwnas.search.cost import make_cost
 from hwnas.spaces.arch import Architecture
 from hwnas.spaces.presets import TINY
 from hwnas.spaces.space import get_space
@@ -195,3 +196,55 @@ def test_the_gpu_protocol_script_runs_its_arms_then_the_ranking_in_a_second_call
     assert {f"{a}|seed0" for a in ranked} <= set(again["retrained"])
     for key, row in first_rows.items():  # nothing of the first call was trained again
         assert again["retrained"][key] == row
+
+
+@pytest.mark.tour  # a long command-line journey: CI runs it with the tour, keeping the default suite under 15 minutes
+def test_the_finalists_arms_and_the_in_band_rankers(tmp_path: Path) -> None:
+    """Issue 37's arms at a tiny size: the searched arm is each search's halving winner, the
+    supernet's pick is its best candidate by supernet accuracy, random search at equal compute runs
+    the same halving over its own in-band draw, and every ranker's in-band tau is what scipy gives
+    on the run's own numbers."""
+    from scipy import stats
+
+    work = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "search_protocol.py"), "--space", "tiny", "--data",
+         "synthetic:n=300,size=24", "--limit", "300", "--search-epochs", "1", "--retrain-epochs", "1",
+         "--random", "2", "--tau-archs", "0", "--search-seeds", "0", "1", "--retrain-seeds", "0", "1",
+         "--budget-quantile", "0.4", "--finalists", "3", "--finalist-epochs", "1", "--inband-archs", "4",
+         "--jobs", "2", "--cost", "flops", "--device", "", "--workdir", str(work)],
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    results = json.loads((work / "results.json").read_text())
+    space = get_space("tiny")
+    lo, hi = results["summary"]["band"]
+    for i, seed in enumerate((0, 1)):
+        folder = work / f"search-seed{seed}"
+        fin = json.loads((folder / "finalists.json").read_text())
+        assert Architecture.load(folder / "arch.json").to_str() == fin["finalists"][fin["winner"]]["arch"]
+        rows = [c for c in json.loads((folder / "candidates.json").read_text()) if not c["how"].startswith("null")]
+        pick = max(rows, key=lambda c: (c["val_acc_supernet"], c["score"]))["arch"]
+        assert f"{pick}|seed{i}" in results["retrained"]
+        state = results["random_halving"][str(i)]
+        draw = results["drawn"]["halving"][i]
+        assert len(draw) == 3 and state["winner_arch"] == draw[state["winner"]]
+        assert state["training_epochs"] == fin["training_epochs"] == 3 * 1 + 2 * 2  # equal compute, in epochs
+        assert f"{state['winner_arch']}|seed{i}" in results["retrained"]
+        for a in draw:
+            arch = Architecture.from_str(a, space.num_classes, space.in_channels)
+            assert lo <= make_cost("flops", space).of(arch) <= hi * (1 + 1e-9)
+    inband = results["drawn"]["inband"]
+    standalone = [results["retrained"][f"{a}|seed0"]["test"] for a in inband]
+    taus = results["summary"]["inband_tau"]
+    for e in (1, 2, 4):
+        short = [results["short_scores"][a][str(e)] for a in inband]
+        varies = len(set(short)) > 1 and len(set(standalone)) > 1
+        want = float(stats.kendalltau(short, standalone).statistic) if varies else None
+        got = taus[f"short training, {e} epoch(s)"]
+        assert (got is None and want is None) or got == pytest.approx(want)
+    supernet = [results["supernet_scores"][a] for a in inband]
+    assert len(supernet) == 4
+    table = (work / "table.md").read_text()
+    assert "random search at equal compute" in table and "supernet's pick" in table
+    assert "In-band Kendall tau against standalone test accuracy, 4 random networks in the band" in table

@@ -24,6 +24,14 @@ def null_derivation(folder: Path, space: SearchSpace) -> Architecture:
     return Architecture.from_str(row["arch"], space.num_classes, space.in_channels)
 
 
+def supernet_pick(folder: Path, space: SearchSpace) -> Architecture:
+    """What a search's supernet alone would select (``--finalists 0``): the candidate with the best
+    supernet accuracy, then score, as ``candidates.json`` records them (the null derivation is never one)."""
+    rows = [c for c in json.loads((folder / "candidates.json").read_text()) if not c["how"].startswith("null")]
+    best = max(rows, key=lambda c: (c["val_acc_supernet"], c["score"]))
+    return Architecture.from_str(best["arch"], space.num_classes, space.in_channels)
+
+
 def search_folders(work: Path) -> list[Path]:
     """A run's ``search-seed*`` folders in seed order (not name order: seed 10 after seed 2)."""
     return sorted(work.glob("search-seed*"), key=lambda p: int(p.name.removeprefix("search-seed")))

@@ -64,3 +64,13 @@ def tau_ceiling(standalone: list[float], sd: float, draws: int = 2000, seed: int
     taus = [float(stats.kendalltau(truth, truth + rng.normal(0.0, sd, truth.size)).statistic) for _ in range(draws)]
     lo, mid, hi = np.percentile(taus, [10, 50, 90])
     return float(lo), float(mid), float(hi)
+
+
+def kendall(a: list[float], b: list[float]) -> float | None:
+    """Kendall tau of two lists, or None where it is undefined (fewer than two values, or one side
+    constant)."""
+    from scipy import stats
+
+    if len(a) < 2 or len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    return float(stats.kendalltau(a, b).statistic)

@@ -31,8 +31,9 @@ from typing import Any
 
 from hwnas.core.errors import HwnasError
 from hwnas.core.fileio import write_text_atomic
+from hwnas.train.config import INITS
 
-FINALIST_INITS = ("scratch", "supernet")
+FINALIST_INITS = INITS  # where a finalist's training starts: hwnas train's --init choices
 STATE_FILE = "finalists.json"
 CHECKPOINTS = "finalists"
 
