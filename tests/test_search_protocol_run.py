@@ -237,7 +237,8 @@ def test_the_finalists_arms_and_the_in_band_rankers(tmp_path: Path) -> None:
     inband = results["drawn"]["inband"]
     standalone = [results["retrained"][f"{a}|seed0"]["test"] for a in inband]
     taus = results["summary"]["inband_tau"]
-    for e in (1, 2, 4):
+    assert sorted(results["short_scores"][inband[0]]) == ["1", "2"]  # the epochs of 3 finalists' stages: 1, then 2
+    for e in (1, 2):
         short = [results["short_scores"][a][str(e)] for a in inband]
         varies = len(set(short)) > 1 and len(set(standalone)) > 1
         want = float(stats.kendalltau(short, standalone).statistic) if varies else None

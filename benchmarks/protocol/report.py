@@ -42,7 +42,7 @@ def final_table(args: argparse.Namespace, space: SearchSpace, cost: SearchCost, 
              f"space {space.name}, {args.cost} budget {budget:g} {cost.unit} (band [0.9 B, B]); data {args.data}, "
              f"{args.limit} training images, split seed {args.split_seed}; search {args.search_epochs} epochs, "
              f"seeds {args.search_seeds}, sandwich {args.sandwich}, sampled child {args.sampled_child} ({args.child_sampling}), evolution "
-             f"{args.evolution if args.evolution is not None else 'default'}; retrain {args.retrain_epochs} epochs -->",
+             f"{args.evolution if args.evolution is not None else 'default'}{_finalists(args)}; retrain {args.retrain_epochs} epochs -->",
              "| arm | test accuracy, mean +- sd | predicted cost | measured latency (ms) |", "|---|---|---|---|"]  # fmt: skip
     for arm, items in arms.items():
         costs = ", ".join(f"{cost.of(a):.4g}" for a, _ in items[:3]) + (" ..." if len(items) > 3 else "")
@@ -62,3 +62,11 @@ def final_table(args: argparse.Namespace, space: SearchSpace, cost: SearchCost, 
     lines.append(f"Kendall tau, supernet vs standalone accuracy over {n_ranked} architectures spread over the "
                  f"cost range: {tau:.3f}")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _finalists(args: argparse.Namespace) -> str:
+    """The finalists' settings for the table's header, where the run has them."""
+    if not getattr(args, "finalists", 0):
+        return ""
+    return (f", finalists {args.finalists} ({args.finalist_epochs} epoch(s) first, from {args.finalist_init}), "
+            f"{args.inband_archs} in-band networks ranked")  # fmt: skip
