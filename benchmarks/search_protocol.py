@@ -219,7 +219,11 @@ def main() -> None:
         mbv2 = mobilenet_v2_style(space, cost, *band)
         randoms = random_in_band(space, cost, *band, args.random, seed=args.random_seed)
         ranked = spread(space, cost, args.tau_archs, seed=777) if args.tau_archs > 1 else []
-        inband = random_in_band(space, cost, *band, args.inband_archs, seed=args.random_seed + 4242)
+        inband = (
+            random_in_band(space, cost, *band, args.inband_archs, seed=args.random_seed + 4242)
+            if args.inband_archs
+            else []
+        )
         halving = [random_in_band(space, cost, *band, args.finalists, seed=args.random_seed + 1000 + i)
                    for i in range(len(args.search_seeds))] if args.finalists else []  # fmt: skip
         results["drawn"] = {"for": drawn_for, "mbv2": mbv2.to_str() if mbv2 else None,

@@ -72,3 +72,12 @@ def test_mutation_changes_one_slot_and_crossover_takes_each_layer_from_a_parent(
         c = crossover(SPACE, a, b, rng)
         assert SPACE.contains(c) and c.resolution in (a.resolution, b.resolution)
         assert all(z in (x, y) for x, y, z in zip(a.blocks, b.blocks, c.blocks, strict=True))
+
+
+def test_asking_for_no_networks_draws_none() -> None:
+    """n = 0 returns at once: it used to spend every try (500,000 in the protocol) looking for a count
+    it had already passed, which stalled the protocol's start for minutes on a run without in-band ranking."""
+    rng = random.Random(5)
+    state = rng.getstate()
+    assert random_in_band(SPACE, COST, LO, HI, 0, rng, tries=20_000) == []
+    assert rng.getstate() == state  # not one architecture drawn
