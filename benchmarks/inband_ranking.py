@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from pathlib import Path
 from typing import Any
 
 from protocol.arms import null_derivation, search_folders
 from protocol.jobs import supernet_scores_job
+from protocol.stats import kendall_tau
 
 from hwnas.core.fileio import write_text_atomic
 from hwnas.spaces.arch import Architecture
@@ -64,15 +64,6 @@ def in_band_networks(work: Path, probes: list[Path]) -> list[dict[str, Any]]:
         arch = Architecture.from_str(a, space.num_classes, space.in_channels)
         out.append({"name": name, "arch": a, "standalone": statistics.fmean(accs[a]), "se_blocks": se_blocks(arch)})
     return out
-
-
-def kendall_tau(a: list[float], b: list[float]) -> float | None:
-    """Kendall tau-b of ``a`` against ``b``; None where it is undefined (one side constant, e.g. the
-    SE counts of a space without SE choices), so the output stays strict JSON (no NaN)."""
-    from scipy import stats
-
-    tau = float(stats.kendalltau(a, b).statistic)
-    return None if math.isnan(tau) else tau
 
 
 def _show(tau: float | None) -> str:

@@ -75,7 +75,7 @@ from protocol.arms import (
 from protocol.halving import halving_job, short_scores_job
 from protocol.jobs import elapsed, job_key, retrain_job, search_job, supernet_scores_job, unique, worker_init
 from protocol.report import final_table, partial_table
-from protocol.stats import kendall, ranking_rows, tau_ceiling, welch_and_permutation
+from protocol.stats import kendall_tau, ranking_rows, tau_ceiling, welch_and_permutation
 
 from hwnas.core.fileio import write_text_atomic
 from hwnas.search.config import CHILD_SAMPLING, PATHS, SELECTION_RESOLUTION
@@ -219,11 +219,7 @@ def main() -> None:
         mbv2 = mobilenet_v2_style(space, cost, *band)
         randoms = random_in_band(space, cost, *band, args.random, seed=args.random_seed)
         ranked = spread(space, cost, args.tau_archs, seed=777) if args.tau_archs > 1 else []
-        inband = (
-            random_in_band(space, cost, *band, args.inband_archs, seed=args.random_seed + 4242)
-            if args.inband_archs
-            else []
-        )
+        inband = random_in_band(space, cost, *band, args.inband_archs, seed=args.random_seed + 4242)
         halving = [random_in_band(space, cost, *band, args.finalists, seed=args.random_seed + 1000 + i)
                    for i in range(len(args.search_seeds))] if args.finalists else []  # fmt: skip
         results["drawn"] = {"for": drawn_for, "mbv2": mbv2.to_str() if mbv2 else None,
@@ -437,8 +433,9 @@ def main() -> None:
         rankers = {"supernet (BatchNorm re-estimated)": [via[a.to_str()] for a in inband]}
         for e in stage_epochs:
             rankers[f"short training, {e} epoch(s)"] = [short_done[a.to_str()][str(e)] for a in inband]
-        table += inband_lines(rankers, standalone, statistics.stdev(m) if len(m) > 1 else None)
-        results["summary"]["inband_tau"] = {name: kendall(v, standalone) for name, v in rankers.items()}
+        taus = {name: kendall_tau(v, standalone) for name, v in rankers.items()}
+        table += inband_lines(taus, standalone, statistics.stdev(m) if len(m) > 1 else None)
+        results["summary"]["inband_tau"] = taus
         save()
     write_text_atomic(work / "table.md", table)
     print(table)
@@ -461,17 +458,16 @@ def finalist_lines(scores: dict[str, list[float]]) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def inband_lines(rankers: dict[str, list[float]], standalone: list[float], retrain_sd: float | None) -> str:
-    """Each ranker's Kendall tau against standalone accuracy over the in-band networks, beside the
-    noise ceiling (a perfect ranker against one retraining per network, at ``retrain_sd``)."""
+def inband_lines(taus: dict[str, float | None], standalone: list[float], retrain_sd: float | None) -> str:
+    """Each ranker's Kendall tau against standalone accuracy over the in-band networks (``taus``),
+    beside the noise ceiling (a perfect ranker against one retraining per network, at ``retrain_sd``)."""
     ceiling = ""
     if retrain_sd is not None:
         lo, mid, hi = tau_ceiling(standalone, retrain_sd)
         ceiling = f"; noise ceiling {mid:.3f} (10-90%: {lo:.3f}-{hi:.3f}) at retrain sd {retrain_sd:.2%}"
     lines = [f"\nIn-band Kendall tau against standalone test accuracy, {len(standalone)} random networks in the "
              f"band{ceiling}", "| ranker | in-band tau |", "|---|---|"]  # fmt: skip
-    for name, values in rankers.items():
-        tau = kendall(values, standalone)
+    for name, tau in taus.items():
         lines.append(f"| {name} | {'-' if tau is None else f'{tau:.3f}'} |")
     return "\n".join(lines) + "\n"
 

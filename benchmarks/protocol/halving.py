@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from hwnas.search.finalists import run_halving
 from hwnas.spaces.arch import Architecture
 from hwnas.train.data import DataSplits
@@ -24,9 +22,8 @@ from protocol.jobs import WORKER, torch_device_of
 def judged_splits() -> DataSplits:
     """The worker's splits as the finalists see them: train on ``weights``, judged on ``val`` +
     ``alphas`` (the search's split fractions: the protocol loads its data with the same seed)."""
-    s: DataSplits = WORKER["splits"]
-    return DataSplits(s.weights, s.weights.subset(torch.arange(0)), s.unseen_by_weights(), None, s.mean, s.std,
-                      recipe=s.recipe)  # fmt: skip
+    splits: DataSplits = WORKER["splits"]
+    return splits.judged_on_unseen()
 
 
 def _short(arch_str: str, epochs: int, how: dict[str, Any], checkpoint: Path | None = None) -> tuple[float, float]:

@@ -66,11 +66,10 @@ def tau_ceiling(standalone: list[float], sd: float, draws: int = 2000, seed: int
     return float(lo), float(mid), float(hi)
 
 
-def kendall(a: list[float], b: list[float]) -> float | None:
-    """Kendall tau of two lists, or None where it is undefined (fewer than two values, or one side
-    constant)."""
+def kendall_tau(a: list[float], b: list[float]) -> float | None:
+    """Kendall tau-b of ``a`` against ``b``; None where it is undefined (one side constant, e.g. the
+    SE counts of a space without SE choices), so the output stays strict JSON (no NaN)."""
     from scipy import stats
 
-    if len(a) < 2 or len(set(a)) < 2 or len(set(b)) < 2:
-        return None
-    return float(stats.kendalltau(a, b).statistic)
+    tau = float(stats.kendalltau(a, b).statistic)
+    return None if math.isnan(tau) else tau

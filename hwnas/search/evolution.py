@@ -37,9 +37,9 @@ class Evaluated:
 def random_in_band(space: SearchSpace, cost: SearchCost, lo: float, hi: float, n: int, rng: random.Random,
                    tries: int = 50_000) -> list[Architecture]:  # fmt: skip
     """Up to ``n`` distinct uniformly drawn architectures with cost in ``[lo, hi]`` (rejection sampling)."""
-    found: dict[str, Architecture] = {}
     if n <= 0:  # nothing asked: no draws (the loop below would spend every try looking for a count it passed)
         return []
+    found: dict[str, Architecture] = {}
     for _ in range(tries):
         a = space.sample(rng)
         if lo <= cost.of(a) <= hi * (1 + 1e-9):

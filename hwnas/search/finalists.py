@@ -48,16 +48,11 @@ def schedule(k: int, epochs: int) -> list[tuple[int, int]]:
         n, e = math.ceil(n / 2), 2 * e
 
 
-def training_epochs(k: int, epochs: int) -> int:
-    """Epochs of training the whole schedule spends (networks x epochs, summed over the stages)."""
-    return sum(n * e for n, e in schedule(k, epochs))
-
-
 def survivors(scores: dict[int, float], tie_break: Sequence[float]) -> list[int]:
     """The best half (rounded up) of the finalists in ``scores`` (index -> score), best first:
     ties go to the higher ``tie_break[i]`` (the supernet's accuracy), then to the lower index."""
     order = sorted(scores, key=lambda i: (-scores[i], -tie_break[i], i))
-    return order[: math.ceil(len(order) / 2)] if len(order) > 1 else order
+    return order[: math.ceil(len(order) / 2)]
 
 
 def check_finalists(finalists: int, epochs: int, init: str) -> None:
@@ -112,8 +107,7 @@ def run_halving(
                 write_text_atomic(path, json.dumps(state, indent=2) + "\n")
                 checkpoint.unlink(missing_ok=True)
         kept = survivors(scores, tie)
-        if len(state["stages"]) <= s:
-            state["stages"].append({"stage": s, "epochs": epochs, "entrants": entrants, "kept": kept})
+        state["stages"].append({"stage": s, "epochs": epochs, "entrants": entrants, "kept": kept})
         entrants = kept
     state["winner"] = entrants[0]
     state["training_epochs"] = sum(r["epochs"] for f in state["finalists"] for r in f["stages"])
@@ -139,6 +133,5 @@ def _load(path: Path, settings: dict[str, Any], archs: list[str]) -> dict[str, A
         what = "other settings" if then != settings else "other finalists"
         raise HwnasError(f"{path} was made with {what}; resume with the same settings, or delete it (and "
                          f"{path.parent / CHECKPOINTS}) to train the finalists again")  # fmt: skip
-    state["stages"] = [st for st in state.get("stages", []) if isinstance(st, dict)]
-    state["winner"] = None
+    state["stages"], state["winner"] = [], None  # both follow from the scores again
     return state

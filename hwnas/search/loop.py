@@ -376,7 +376,7 @@ class Search:
                         probs, name=name)  # fmt: skip
         lo = GROW_TO * budget
         found: list[tuple[str, Architecture]] = []
-        most_probable = max(BAND_CANDIDATES, cfg.finalists if budget == cfg.budget else 0)
+        most_probable = max(BAND_CANDIDATES, cfg.finalists)  # --finalists comes with one budget only
         for rank, arch in enumerate(top_in_band(space, self.cost, scores, lo, budget, most_probable, name=name)):
             found.append((f"most probable in [0.9 B, B], #{rank + 1}", arch))
         # The score sums one resolution term and a term per layer, so wider layers at a lower
@@ -408,7 +408,7 @@ class Search:
         rows = [self._candidate_row(how, arch, full_scores, supernet_accuracy) for how, arch in found]
         best = max(range(len(rows)), key=lambda i: (rows[i]["val_acc_supernet"], rows[i]["score"]))
         finalists = ""
-        if cfg.finalists and budget == cfg.budget:
+        if cfg.finalists:
             best, finalists = self._finalists(rows, [a for _, a in found])
         rows[best]["selected"] = True
         arch = found[best][1]
@@ -442,9 +442,7 @@ class Search:
         order = sorted(range(len(rows)), key=lambda i: (-rows[i]["val_acc_supernet"], -rows[i]["score"], i))
         picked = order[: cfg.finalists]
         splits = self.splits
-        judged = DataSplits(splits.weights, splits.weights.subset(torch.arange(0)), self.selection_images, None,
-                            splits.mean, splits.std, recipe=splits.recipe)  # fmt: skip
-        last: dict[str, float] = {}
+        judged = splits.judged_on_unseen()
 
         def train(i: int, epochs: int, checkpoint: Path) -> tuple[float, float]:
             arch = replace(archs[picked[i]], name=f"finalist {i + 1}/{len(picked)}")
@@ -456,7 +454,6 @@ class Search:
                                  weight_decay=cfg.weight_decay, init=init, seed=cfg.seed, device=self.device,
                                  progress=self.progress, precision=cfg.precision_train, streaming=self._streaming,
                                  group=self.group, checkpoint=checkpoint, resume=checkpoint.exists())  # fmt: skip
-            last["seconds_per_epoch"] = result.seconds / epochs
             return result.val_acc, result.seconds
 
         def report(line: str) -> None:

@@ -144,6 +144,12 @@ class DataSplits:
         large as the differences between the candidates it has to order."""
         return self.val.join(self.alphas)
 
+    def judged_on_unseen(self) -> DataSplits:
+        """These splits for a short standalone training (the search's finalists): it trains on
+        ``weights`` alone (``alphas`` empty) and is scored on :meth:`unseen_by_weights` as ``val``."""
+        return DataSplits(self.weights, self.weights.subset(torch.arange(0)), self.unseen_by_weights(), None,
+                          self.mean, self.std, recipe=self.recipe)  # fmt: skip
+
 
 # --- sources --------------------------------------------------------------------------------
 def load_images(spec: str, split: str = "train", mode: str = "memory", notes: list[str] | None = None,
